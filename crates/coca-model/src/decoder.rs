@@ -1,0 +1,78 @@
+//! The multimodal text decoder (the top `n_multi` layers): causal self-attention, then cross-attention to the
+//! image tokens, then an untied LM head.
+
+use candle_core::{Result, Tensor};
+use candle_nn::VarBuilder;
+
+use crate::config::MultimodalConfig;
+use crate::nn::layers::project;
+use crate::nn::{Activation, AttentionMask, LayerNorm, ResidualAttentionBlock};
+
+/// open_clip's `MultimodalTransformer`.
+#[derive(Debug, Clone)]
+pub struct MultimodalDecoder {
+    self_blocks: Vec<ResidualAttentionBlock>,
+    cross_blocks: Vec<ResidualAttentionBlock>,
+    ln_final: LayerNorm,
+    lm_head: Tensor,
+    context_length: usize,
+}
+
+impl MultimodalDecoder {
+    /// Load under `vb` (`text_decoder.` in open_clip checkpoints).
+    pub fn load(vb: VarBuilder, cfg: &MultimodalConfig, act: Activation) -> Result<Self> {
+        let w = cfg.width;
+        let load_blocks = |prefix: &str, cross: bool| {
+            (0..cfg.layers)
+                .map(|i| {
+                    ResidualAttentionBlock::load(vb.pp(prefix).pp(i), w, cfg.heads, cfg.mlp_width(), act, cross)
+                })
+                .collect::<Result<Vec<_>>>()
+        };
+        Ok(Self {
+            self_blocks: load_blocks("resblocks", false)?,
+            cross_blocks: load_blocks("cross_attn", true)?,
+            ln_final: LayerNorm::load(vb.pp("ln_final"), w)?,
+            lm_head: vb.get((w, cfg.vocab_size), "text_projection")?,
+            context_length: cfg.context_length,
+        })
+    }
+
+    /// Pairs of (self-attention block, cross-attention block), bottom first.
+    pub fn layers(&self) -> impl Iterator<Item = (&ResidualAttentionBlock, &ResidualAttentionBlock)> {
+        self.self_blocks.iter().zip(&self.cross_blocks)
+    }
+
+    /// Final LayerNorm before the LM head.
+    pub fn ln_final(&self) -> &LayerNorm {
+        &self.ln_final
+    }
+
+    /// The LM head matrix (width, vocab).
+    pub fn lm_head(&self) -> &Tensor {
+        &self.lm_head
+    }
+
+    /// Apply `ln_final` and the LM head to hidden states (…, width) → (…, vocab).
+    pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
+        project(&self.ln_final.forward(hidden)?, &self.lm_head)
+    }
+
+    /// Caption logits for every position: `image_embs` (batch, n_img, width), `text_embs` (batch, len, width).
+    pub fn forward(&self, image_embs: &Tensor, text_embs: &Tensor) -> Result<Tensor> {
+        let len = text_embs.dim(1)?;
+        if len > self.context_length {
+            candle_core::bail!(
+                "the decoder takes at most {} positions, got {len}",
+                self.context_length
+            );
+        }
+        let mask = AttentionMask::causal(len, text_embs.device())?.to_dtype(text_embs.dtype())?;
+        let mut x = text_embs.clone();
+        for (self_block, cross_block) in self.layers() {
+            x = self_block.forward(&x, None, Some(&mask))?;
+            x = cross_block.forward(&x, Some(image_embs), None)?;
+        }
+        self.logits(&x)
+    }
+}

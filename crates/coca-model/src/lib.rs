@@ -1,0 +1,24 @@
+//! CoCa (Contrastive Captioners) on candle, numerically matching open_clip 3.3.0.
+//!
+//! - [`config`]: open_clip's model-config JSON, the built-in configs, validation;
+//! - [`nn`]: attention blocks and the elementary ops (differentiable where training needs it);
+//! - [`vision`], [`pooler`], [`text`], [`decoder`]: the towers; [`coca`]: the model; [`loss`]: the objective;
+//! - [`weights`]: expected parameters and trainable construction; [`load`]: checkpoints to models.
+
+pub mod coca;
+pub mod config;
+pub mod decoder;
+pub mod error;
+pub mod load;
+pub mod loss;
+pub mod nn;
+pub mod parity;
+pub mod pooler;
+pub mod text;
+pub mod vision;
+pub mod weights;
+
+pub use coca::{Coca, CocaOutput, ImageEncoding, TextEncoding};
+pub use config::{CocaConfig, ConfigSource};
+pub use error::{ModelError, Result};
+pub use loss::{coca_loss, CocaLoss, CocaLossConfig};

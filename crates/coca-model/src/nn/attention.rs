@@ -1,0 +1,167 @@
+//! `nn.MultiheadAttention` with open_clip's parameter layout (batch-first).
+
+use candle_core::{DType, Device, Result, Tensor};
+use candle_nn::VarBuilder;
+
+use super::layers::{matmul_transposed, Linear};
+use super::ops;
+
+/// An additive attention mask (0 = attend, −∞ = blocked), broadcastable to (batch, heads, queries, keys).
+#[derive(Debug, Clone)]
+pub struct AttentionMask(pub Tensor);
+
+impl AttentionMask {
+    /// The causal mask of `len` positions: query `i` sees keys `0..=i`.
+    pub fn causal(len: usize, device: &Device) -> Result<Self> {
+        let data: Vec<f32> = (0..len)
+            .flat_map(|i| (0..len).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 }))
+            .collect();
+        Ok(Self(Tensor::from_vec(data, (len, len), device)?))
+    }
+
+    /// The mask as a tensor of `dtype`.
+    pub fn to_dtype(&self, dtype: DType) -> Result<Tensor> {
+        self.0.to_dtype(dtype)
+    }
+}
+
+/// The input projections, in whichever layout the checkpoint stores them.
+#[derive(Debug, Clone)]
+enum InProjection {
+    /// `in_proj_weight` (3E, E): query, key and value share the input width.
+    Packed { weight: Tensor, bias: Tensor },
+    /// `q_proj_weight` (E, E), `k_proj_weight`/`v_proj_weight` (E, kdim) and one packed `in_proj_bias` (3E): used
+    /// by PyTorch whenever the key width differs from the query width (the attentional pooler).
+    Separate { q: Linear, k: Linear, v: Linear },
+}
+
+/// Multi-head attention; `forward(query, context)` attends from `query` to `context` (or to itself).
+#[derive(Debug, Clone)]
+pub struct MultiheadAttention {
+    in_proj: InProjection,
+    out_proj: Linear,
+    heads: usize,
+    embed_dim: usize,
+}
+
+/// Keys and values already projected and split into heads: (batch, heads, keys, head_dim) each.
+#[derive(Debug, Clone)]
+pub struct KeyValue {
+    /// Projected keys.
+    pub k: Tensor,
+    /// Projected values.
+    pub v: Tensor,
+}
+
+impl MultiheadAttention {
+    /// Load under `vb` (the `attn` module). `kv_dim` is the context width; PyTorch switches to separate
+    /// projection weights exactly when it differs from `embed_dim`.
+    pub fn load(vb: VarBuilder, embed_dim: usize, kv_dim: usize, heads: usize) -> Result<Self> {
+        let bias = vb.get(3 * embed_dim, "in_proj_bias")?;
+        let in_proj = if kv_dim == embed_dim {
+            InProjection::Packed {
+                weight: vb.get((3 * embed_dim, embed_dim), "in_proj_weight")?,
+                bias,
+            }
+        } else {
+            let q_b = bias.narrow(0, 0, embed_dim)?;
+            let k_b = bias.narrow(0, embed_dim, embed_dim)?;
+            let v_b = bias.narrow(0, 2 * embed_dim, embed_dim)?;
+            InProjection::Separate {
+                q: Linear::from_parts(vb.get((embed_dim, embed_dim), "q_proj_weight")?, Some(q_b)),
+                k: Linear::from_parts(vb.get((embed_dim, kv_dim), "k_proj_weight")?, Some(k_b)),
+                v: Linear::from_parts(vb.get((embed_dim, kv_dim), "v_proj_weight")?, Some(v_b)),
+            }
+        };
+        Ok(Self {
+            in_proj,
+            out_proj: Linear::load(vb.pp("out_proj"), embed_dim, embed_dim, true)?,
+            heads,
+            embed_dim,
+        })
+    }
+
+    /// Number of heads.
+    pub fn heads(&self) -> usize {
+        self.heads
+    }
+
+    /// (batch, len, E) → (batch, heads, len, head_dim), contiguous.
+    fn split_heads(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, l, _) = x.dims3()?;
+        x.reshape((b, l, self.heads, self.embed_dim / self.heads))?
+            .transpose(1, 2)?
+            .contiguous()
+    }
+
+    /// Project the query side: (batch, len, E) → (batch, heads, len, head_dim).
+    pub fn project_query(&self, x: &Tensor) -> Result<Tensor> {
+        let q = match &self.in_proj {
+            InProjection::Packed { weight, bias } => {
+                let e = self.embed_dim;
+                matmul_transposed(x, &weight.narrow(0, 0, e)?, Some(&bias.narrow(0, 0, e)?))?
+            }
+            InProjection::Separate { q, .. } => q.forward(x)?,
+        };
+        self.split_heads(&q)
+    }
+
+    /// Project a context into keys and values (computed once and reused, e.g. image tokens during generation).
+    pub fn project_kv(&self, context: &Tensor) -> Result<KeyValue> {
+        let (k, v) = match &self.in_proj {
+            InProjection::Packed { weight, bias } => {
+                let e = self.embed_dim;
+                let kv = matmul_transposed(
+                    context,
+                    &weight.narrow(0, e, 2 * e)?,
+                    Some(&bias.narrow(0, e, 2 * e)?),
+                )?;
+                (kv.narrow(2, 0, e)?, kv.narrow(2, e, e)?)
+            }
+            InProjection::Separate { k, v, .. } => (k.forward(context)?, v.forward(context)?),
+        };
+        Ok(KeyValue {
+            k: self.split_heads(&k)?,
+            v: self.split_heads(&v)?,
+        })
+    }
+
+    /// Project `x` into queries, keys and values at once (self-attention: one GEMM for all three).
+    pub fn project_qkv(&self, x: &Tensor) -> Result<(Tensor, KeyValue)> {
+        match &self.in_proj {
+            InProjection::Packed { weight, bias } => {
+                let e = self.embed_dim;
+                let qkv = matmul_transposed(x, weight, Some(bias))?;
+                let q = self.split_heads(&qkv.narrow(2, 0, e)?)?;
+                let k = self.split_heads(&qkv.narrow(2, e, e)?)?;
+                let v = self.split_heads(&qkv.narrow(2, 2 * e, e)?)?;
+                Ok((q, KeyValue { k, v }))
+            }
+            InProjection::Separate { .. } => Ok((self.project_query(x)?, self.project_kv(x)?)),
+        }
+    }
+
+    /// Scaled dot-product attention of projected heads, then the output projection.
+    /// `q`: (b, h, lq, d); keys/values: (b, h, lk, d); `mask` additive, broadcastable to (b, h, lq, lk).
+    pub fn attend(&self, q: &Tensor, kv: &KeyValue, mask: Option<&Tensor>) -> Result<Tensor> {
+        let (b, h, lq, d) = q.dims4()?;
+        let scale = 1.0 / (d as f64).sqrt();
+        let mut scores = (q.matmul(&kv.k.t()?)? * scale)?;
+        if let Some(mask) = mask {
+            scores = scores.broadcast_add(mask)?;
+        }
+        let probs = ops::softmax_last_dim(&scores)?;
+        let out = probs.matmul(&kv.v)?; // (b, h, lq, d)
+        let out = out.transpose(1, 2)?.reshape((b, lq, h * d))?;
+        self.out_proj.forward(&out)
+    }
+
+    /// Attention from `query` to `context` (`None`: self-attention).
+    pub fn forward(&self, query: &Tensor, context: Option<&Tensor>, mask: Option<&Tensor>) -> Result<Tensor> {
+        let (q, kv) = match context {
+            None => self.project_qkv(query)?,
+            Some(ctx) => (self.project_query(query)?, self.project_kv(ctx)?),
+        };
+        self.attend(&q, &kv, mask)
+    }
+}

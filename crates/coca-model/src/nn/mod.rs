@@ -1,0 +1,10 @@
+//! Transformer building blocks with open_clip's parameter names and semantics.
+
+pub mod attention;
+pub mod block;
+pub mod layers;
+pub mod ops;
+
+pub use attention::{AttentionMask, MultiheadAttention};
+pub use block::{ResidualAttentionBlock, Transformer};
+pub use layers::{Activation, LayerNorm, Linear, Mlp};

@@ -1,0 +1,46 @@
+//! The attentional pooler: learned queries cross-attending to encoder tokens (one MHA, no residual, no MLP).
+
+use candle_core::{Result, Tensor};
+use candle_nn::VarBuilder;
+
+use crate::nn::{LayerNorm, MultiheadAttention};
+
+/// open_clip's `AttentionalPooler`: `attn(ln_q(query), ln_k(x), ln_k(x))`.
+#[derive(Debug, Clone)]
+pub struct AttentionalPooler {
+    query: Tensor,
+    attn: MultiheadAttention,
+    ln_q: LayerNorm,
+    ln_k: LayerNorm,
+}
+
+impl AttentionalPooler {
+    /// `n_queries` queries of width `d_model` reading a context of width `context_dim`.
+    pub fn load(
+        vb: VarBuilder,
+        d_model: usize,
+        context_dim: usize,
+        heads: usize,
+        n_queries: usize,
+    ) -> Result<Self> {
+        Ok(Self {
+            query: vb.get((n_queries, d_model), "query")?,
+            attn: MultiheadAttention::load(vb.pp("attn"), d_model, context_dim, heads)?,
+            ln_q: LayerNorm::load(vb.pp("ln_q"), d_model)?,
+            ln_k: LayerNorm::load(vb.pp("ln_k"), context_dim)?,
+        })
+    }
+
+    /// Pool `x` (batch, tokens, context_dim) into (batch, n_queries, d_model).
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let batch = x.dim(0)?;
+        let context = self.ln_k.forward(x)?;
+        // The queries do not depend on the input: normalise and project them once, then share across the batch.
+        let q = self.ln_q.forward(&self.query)?.unsqueeze(0)?;
+        let q = self.attn.project_query(&q)?;
+        let (_, h, n, d) = q.dims4()?;
+        let q = q.broadcast_as((batch, h, n, d))?.contiguous()?;
+        let kv = self.attn.project_kv(&context)?;
+        self.attn.attend(&q, &kv, None)
+    }
+}

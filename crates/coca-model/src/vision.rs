@@ -1,0 +1,212 @@
+//! The image tower: open_clip's `VisionTransformer` with its CoCa pooling modes.
+
+use candle_core::{DType, Result, Tensor};
+use candle_nn::VarBuilder;
+
+use crate::config::{CocaConfig, PaperPoolMode, VisionPooling};
+use crate::nn::layers::project;
+use crate::nn::{Activation, LayerNorm, Transformer};
+use crate::pooler::AttentionalPooler;
+
+/// The output of the image tower.
+#[derive(Debug, Clone)]
+pub struct VisionOutput {
+    /// The contrastive image embedding before L2 normalisation: (batch, embed_dim).
+    pub pooled: Tensor,
+    /// The caption context the decoder cross-attends to: (batch, tokens, width).
+    pub tokens: Tensor,
+}
+
+#[derive(Debug, Clone)]
+enum Pooling {
+    Token { average: bool, ln_after_pool: bool },
+    Shared { pool: AttentionalPooler, average: bool },
+    Split { pool: AttentionalPooler, contrastive: AttentionalPooler, mode: PaperPoolMode },
+}
+
+/// ViT encoder + pooler(s) + projection.
+#[derive(Debug, Clone)]
+pub struct VisionTower {
+    conv1: Tensor,
+    class_embedding: Tensor,
+    positional_embedding: Tensor,
+    ln_pre: Option<LayerNorm>,
+    transformer: Transformer,
+    pooling: Pooling,
+    ln_post: LayerNorm,
+    proj: Tensor,
+    patch: (usize, usize),
+    image_size: (usize, usize),
+}
+
+impl VisionTower {
+    /// Load under `vb` (`visual.` in open_clip checkpoints).
+    pub fn load(vb: VarBuilder, cfg: &CocaConfig, act: Activation) -> Result<Self> {
+        let v = &cfg.vision_cfg;
+        let (ph, pw) = v.patch_size.hw();
+        let (gh, gw) = v.grid();
+        let width = v.width;
+        let embed = cfg.embed_dim;
+        let pooling = match v.pooling() {
+            VisionPooling::Token { average } => Pooling::Token {
+                average,
+                ln_after_pool: v.final_ln_after_pool,
+            },
+            VisionPooling::Shared => Pooling::Shared {
+                pool: AttentionalPooler::load(
+                    vb.pp("attn_pool"),
+                    embed,
+                    width,
+                    v.attn_pooler_heads,
+                    v.attn_pooler_queries,
+                )?,
+                average: v.pool_type == "avg",
+            },
+            VisionPooling::Split(mode) => Pooling::Split {
+                pool: AttentionalPooler::load(
+                    vb.pp("attn_pool"),
+                    embed,
+                    width,
+                    v.attn_pooler_heads,
+                    v.attn_pooler_queries,
+                )?,
+                // In cascade mode the contrastive pooler reads the caption pooler's output (width embed_dim);
+                // validation guarantees width == embed_dim for the split modes, so both read `width`.
+                contrastive: AttentionalPooler::load(
+                    vb.pp("attn_pool_contrastive"),
+                    embed,
+                    width,
+                    v.attn_pooler_heads,
+                    1,
+                )?,
+                mode,
+            },
+        };
+        let pool_dim = match v.pooling() {
+            VisionPooling::Token { .. } => width,
+            _ => embed,
+        };
+        Ok(Self {
+            conv1: vb.get((width, 3, ph, pw), "conv1.weight")?,
+            class_embedding: vb.get(width, "class_embedding")?,
+            positional_embedding: vb.get((gh * gw + 1, width), "positional_embedding")?,
+            ln_pre: if v.no_ln_pre {
+                None
+            } else {
+                Some(LayerNorm::load(vb.pp("ln_pre"), width)?)
+            },
+            transformer: Transformer::load(
+                vb.pp("transformer"),
+                width,
+                v.layers,
+                v.heads(),
+                v.mlp_width(),
+                act,
+            )?,
+            pooling,
+            ln_post: LayerNorm::load(vb.pp("ln_post"), pool_dim)?,
+            proj: vb.get((pool_dim, embed), "proj")?,
+            patch: (ph, pw),
+            image_size: v.image_size.hw(),
+        })
+    }
+
+    /// The expected input resolution `(height, width)`.
+    pub fn image_size(&self) -> (usize, usize) {
+        self.image_size
+    }
+
+    /// The bias-free patch convolution with stride = kernel, written as one GEMM over flattened patches.
+    fn patch_embed(&self, images: &Tensor) -> Result<Tensor> {
+        let (b, c, h, w) = images.dims4()?;
+        let (ph, pw) = self.patch;
+        let (gh, gw) = (h / ph, w / pw);
+        let width = self.conv1.dim(0)?;
+        let patches = images
+            .reshape((b, c, gh, ph, gw, pw))?
+            .permute((0, 2, 4, 1, 3, 5))?
+            .contiguous()?
+            .reshape((b, gh * gw, c * ph * pw))?;
+        let kernel = self.conv1.reshape((width, c * ph * pw))?;
+        crate::nn::layers::matmul_transposed(&patches, &kernel, None)
+    }
+
+    /// Encoder tokens after the transformer: (batch, 1 + patches, width).
+    pub fn encode_tokens(&self, images: &Tensor) -> Result<Tensor> {
+        let (_, c, h, w) = images.dims4()?;
+        if c != 3 || (h, w) != self.image_size {
+            candle_core::bail!(
+                "expected images of shape (batch, 3, {}, {}), got {:?}",
+                self.image_size.0,
+                self.image_size.1,
+                images.dims()
+            );
+        }
+        let dtype = self.conv1.dtype();
+        let images = if images.dtype() == dtype {
+            images.clone()
+        } else {
+            images.to_dtype(dtype)?
+        };
+        let x = self.patch_embed(&images)?;
+        let (b, _, width) = x.dims3()?;
+        let cls = self.class_embedding.reshape((1, 1, width))?.broadcast_as((b, 1, width))?;
+        let x = Tensor::cat(&[&cls.to_dtype(x.dtype())?, &x], 1)?;
+        let x = x.broadcast_add(&self.positional_embedding)?;
+        let x = match &self.ln_pre {
+            Some(ln) => ln.forward(&x)?,
+            None => x,
+        };
+        self.transformer.forward(&x, None)
+    }
+
+    /// Split pooled tokens into (embedding, context) as open_clip's `_global_pool` does.
+    fn global_pool(x: &Tensor, average: bool) -> Result<(Tensor, Tensor)> {
+        let n = x.dim(1)?;
+        let tokens = x.narrow(1, 1, n - 1)?;
+        let pooled = if average {
+            tokens.mean(1)?
+        } else {
+            x.narrow(1, 0, 1)?.squeeze(1)?
+        };
+        Ok((pooled, tokens))
+    }
+
+    /// Embedding (unnormalised, projected) and caption context.
+    pub fn forward(&self, images: &Tensor) -> Result<VisionOutput> {
+        let x = self.encode_tokens(images)?;
+        let (pooled, tokens) = match &self.pooling {
+            Pooling::Token { average, ln_after_pool } => {
+                if *ln_after_pool {
+                    let (pooled, tokens) = Self::global_pool(&x, *average)?;
+                    (self.ln_post.forward(&pooled)?, tokens)
+                } else {
+                    Self::global_pool(&self.ln_post.forward(&x)?, *average)?
+                }
+            }
+            Pooling::Shared { pool, average } => {
+                let pooled = self.ln_post.forward(&pool.forward(&x)?)?;
+                Self::global_pool(&pooled, *average)?
+            }
+            Pooling::Split { pool, contrastive, mode } => {
+                let x = self.ln_post.forward(&x)?;
+                let tokens = pool.forward(&x)?;
+                let source = match mode {
+                    PaperPoolMode::Parallel => &x,
+                    PaperPoolMode::Cascade => &tokens,
+                };
+                let pooled = contrastive.forward(source)?.squeeze(1)?;
+                (pooled, tokens)
+            }
+        };
+        Ok(VisionOutput {
+            pooled: project(&pooled, &self.proj)?,
+            tokens,
+        })
+    }
+
+    /// The dtype of the weights.
+    pub fn dtype(&self) -> DType {
+        self.conv1.dtype()
+    }
+}

@@ -1,0 +1,71 @@
+//! Parity with open_clip 3.3.0 on the committed fixtures (`scripts/parity/make_model_fixtures.py`):
+//! embeddings, pooled tokens and logits ≤ 1e-4 max abs, losses ≤ 1e-5 relative, every parameter's
+//! gradient ≤ 1e-3 relative norm error, through both weight formats.
+
+use std::path::PathBuf;
+
+use coca_model::parity::{compare_dir, ParityOptions};
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fixtures/parity")
+        .join(name)
+}
+
+fn check(name: &str, opts: ParityOptions) {
+    let report = compare_dir(&fixture(name), opts).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let n_grads = report
+        .checks
+        .iter()
+        .filter(|c| c.name.starts_with("grad."))
+        .count();
+    if opts.gradients {
+        assert!(n_grads > 50, "{name}: only {n_grads} gradients compared");
+    }
+    for c in report.worst() {
+        eprintln!(
+            "{name}: worst {} {} = {:.3e} (tol {:.0e})",
+            c.metric, c.name, c.error, c.tolerance
+        );
+    }
+    let failures = report.failures();
+    assert!(
+        failures.is_empty(),
+        "{name}: {} checks failed: {:#?}",
+        failures.len(),
+        failures
+    );
+}
+
+#[test]
+fn tiny_legacy_pooler_matches_open_clip() {
+    check("tiny_legacy", ParityOptions::default());
+}
+
+#[test]
+fn tiny_parallel_pooler_matches_open_clip() {
+    check("tiny_parallel", ParityOptions::default());
+}
+
+#[test]
+fn tiny_cascade_pooler_matches_open_clip() {
+    check("tiny_cascade", ParityOptions::default());
+}
+
+#[test]
+fn tiny_cls_pooling_matches_open_clip() {
+    check("tiny_clspool", ParityOptions::default());
+}
+
+#[test]
+fn pytorch_bin_weights_give_the_same_outputs() {
+    for name in ["tiny_legacy", "tiny_parallel", "tiny_cascade", "tiny_clspool"] {
+        check(
+            name,
+            ParityOptions {
+                gradients: false,
+                use_pytorch_bin: true,
+            },
+        );
+    }
+}
