@@ -66,7 +66,11 @@ impl Coca {
             config: config.clone(),
             visual: VisionTower::load(vb.pp("visual"), config, act)?,
             text: TextTower::load(vb.pp("text"), &config.text_cfg, config.embed_dim, act)?,
-            text_decoder: MultimodalDecoder::load(vb.pp("text_decoder"), &config.multimodal_cfg, act)?,
+            text_decoder: MultimodalDecoder::load(
+                vb.pp("text_decoder"),
+                &config.multimodal_cfg,
+                act,
+            )?,
             logit_scale: vb.get((), "logit_scale")?,
         })
     }

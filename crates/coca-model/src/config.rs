@@ -488,7 +488,9 @@ impl CocaConfig {
             ("multimodal_cfg", m.ls_init_value),
         ] {
             if ls.is_some() {
-                return bad(format!("{section}.ls_init_value (LayerScale) is not supported"));
+                return bad(format!(
+                    "{section}.ls_init_value (LayerScale) is not supported"
+                ));
             }
         }
         for (section, other) in [
@@ -522,10 +524,13 @@ impl CocaConfig {
             return bad("text_cfg.no_causal_mask must be false for CoCa".into());
         }
         if !matches!(t.proj_type.as_str(), "linear" | "none") {
-            return bad(format!("text_cfg.proj_type = {:?} is not supported", t.proj_type));
+            return bad(format!(
+                "text_cfg.proj_type = {:?} is not supported",
+                t.proj_type
+            ));
         }
         let divides = |what: &str, width: usize, heads: usize| {
-            if heads == 0 || width % heads != 0 {
+            if heads == 0 || !width.is_multiple_of(heads) {
                 Err(ModelError::Unsupported {
                     origin: source.to_string(),
                     reason: format!("{what}: width {width} is not divisible by {heads} heads"),
@@ -534,7 +539,7 @@ impl CocaConfig {
                 Ok(())
             }
         };
-        if v.head_width == 0 || v.width % v.head_width != 0 {
+        if v.head_width == 0 || !v.width.is_multiple_of(v.head_width) {
             return bad(format!(
                 "vision_cfg.width {} is not a multiple of head_width {}",
                 v.width, v.head_width
@@ -552,14 +557,22 @@ impl CocaConfig {
         let context_width = match v.pooling() {
             VisionPooling::Token { .. } => v.width,
             VisionPooling::Shared => {
-                divides("vision_cfg.attn_pooler_heads", self.embed_dim, v.attn_pooler_heads)?;
+                divides(
+                    "vision_cfg.attn_pooler_heads",
+                    self.embed_dim,
+                    v.attn_pooler_heads,
+                )?;
                 if v.attn_pooler_queries < 2 {
                     return bad("vision_cfg.attn_pooler_queries must be at least 2 with attentional_pool = true (query 0 is the embedding, the rest the caption context)".into());
                 }
                 self.embed_dim
             }
             VisionPooling::Split(_) => {
-                divides("vision_cfg.attn_pooler_heads", self.embed_dim, v.attn_pooler_heads)?;
+                divides(
+                    "vision_cfg.attn_pooler_heads",
+                    self.embed_dim,
+                    v.attn_pooler_heads,
+                )?;
                 if v.width != self.embed_dim {
                     return bad(format!(
                         "attentional_pool = \"parallel\"/\"cascade\" needs vision_cfg.width ({}) == embed_dim ({}): \
@@ -661,7 +674,10 @@ mod tests {
             assert!(cfg.text_cfg.embed_cls);
         }
         let (base, _) = CocaConfig::resolve("coca_base").unwrap();
-        assert_eq!(base.vision_cfg.pooling(), VisionPooling::Token { average: false });
+        assert_eq!(
+            base.vision_cfg.pooling(),
+            VisionPooling::Token { average: false }
+        );
         assert_eq!(base.image_context_tokens(), 256);
     }
 
@@ -675,9 +691,14 @@ mod tests {
 
     #[test]
     fn unknown_name_lists_known_models() {
-        let msg = CocaConfig::resolve("coca_ViT-H-99").unwrap_err().to_string();
+        let msg = CocaConfig::resolve("coca_ViT-H-99")
+            .unwrap_err()
+            .to_string();
         assert!(msg.contains("coca_ViT-H-99"), "{msg}");
-        assert!(msg.contains("coca_ViT-B-32") && msg.contains("coca_ViT-L-14"), "{msg}");
+        assert!(
+            msg.contains("coca_ViT-B-32") && msg.contains("coca_ViT-L-14"),
+            "{msg}"
+        );
     }
 
     #[test]

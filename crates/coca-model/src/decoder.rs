@@ -25,7 +25,14 @@ impl MultimodalDecoder {
         let load_blocks = |prefix: &str, cross: bool| {
             (0..cfg.layers)
                 .map(|i| {
-                    ResidualAttentionBlock::load(vb.pp(prefix).pp(i), w, cfg.heads, cfg.mlp_width(), act, cross)
+                    ResidualAttentionBlock::load(
+                        vb.pp(prefix).pp(i),
+                        w,
+                        cfg.heads,
+                        cfg.mlp_width(),
+                        act,
+                        cross,
+                    )
                 })
                 .collect::<Result<Vec<_>>>()
         };
@@ -39,7 +46,9 @@ impl MultimodalDecoder {
     }
 
     /// Pairs of (self-attention block, cross-attention block), bottom first.
-    pub fn layers(&self) -> impl Iterator<Item = (&ResidualAttentionBlock, &ResidualAttentionBlock)> {
+    pub fn layers(
+        &self,
+    ) -> impl Iterator<Item = (&ResidualAttentionBlock, &ResidualAttentionBlock)> {
         self.self_blocks.iter().zip(&self.cross_blocks)
     }
 

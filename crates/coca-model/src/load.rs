@@ -35,7 +35,10 @@ pub fn matching_builtin_models(ckpt: &Checkpoint) -> Vec<&'static str> {
         .filter(|name| {
             CocaConfig::builtin(name)
                 .ok()
-                .filter(|cfg| cfg.validate(&crate::ConfigSource::Builtin(name.to_string())).is_ok())
+                .filter(|cfg| {
+                    cfg.validate(&crate::ConfigSource::Builtin(name.to_string()))
+                        .is_ok()
+                })
                 .and_then(|cfg| parameter_specs(&cfg).ok())
                 .is_some_and(|specs| ckpt.validate(&specs).is_ok())
         })

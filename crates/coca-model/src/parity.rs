@@ -133,10 +133,7 @@ fn relative_norm(a: &Tensor, reference: &Tensor) -> Result<f32> {
 
 fn reference<'a>(io: &'a HashMap<String, Tensor>, name: &str, dir: &Path) -> Result<&'a Tensor> {
     io.get(name).ok_or_else(|| {
-        ModelError::Input(format!(
-            "{}: io.safetensors has no `{name}`",
-            dir.display()
-        ))
+        ModelError::Input(format!("{}: io.safetensors has no `{name}`", dir.display()))
     })
 }
 

@@ -63,11 +63,18 @@ pub fn legacy_cls_mask(ids: &[Vec<u32>], pad_id: u32, device: &Device) -> Result
 
 impl TextTower {
     /// Load under `vb` (`text.` in open_clip checkpoints) with the contrastive width `embed_dim`.
-    pub fn load(vb: VarBuilder, cfg: &TextConfig, embed_dim: usize, act: Activation) -> Result<Self> {
+    pub fn load(
+        vb: VarBuilder,
+        cfg: &TextConfig,
+        embed_dim: usize,
+        act: Activation,
+    ) -> Result<Self> {
         let w = cfg.width;
         let projection = match (cfg.proj_type.as_str(), cfg.proj_bias) {
             ("none", _) => Projection::None,
-            (_, true) => Projection::Linear(Linear::load(vb.pp("text_projection"), w, embed_dim, true)?),
+            (_, true) => {
+                Projection::Linear(Linear::load(vb.pp("text_projection"), w, embed_dim, true)?)
+            }
             (_, false) => Projection::Matrix(vb.get((w, embed_dim), "text_projection")?),
         };
         Ok(Self {
@@ -113,7 +120,10 @@ impl TextTower {
             .token_embedding
             .index_select(&ids.flatten_all()?, 0)?
             .reshape((b, len, width))?;
-        let cls = self.cls_emb.reshape((1, 1, width))?.broadcast_as((b, 1, width))?;
+        let cls = self
+            .cls_emb
+            .reshape((1, 1, width))?
+            .broadcast_as((b, 1, width))?;
         let x = Tensor::cat(&[&tok, &cls.to_dtype(tok.dtype())?], 1)?;
         x.broadcast_add(&self.positional_embedding.narrow(0, 0, len + 1)?)
     }
@@ -155,7 +165,13 @@ mod tests {
         // included, itself excluded.
         let ids = vec![vec![9u32, 5, 6, 10, 0, 0]];
         let m = legacy_cls_mask(&ids, 0, &Device::Cpu).unwrap();
-        let m = m.squeeze(0).unwrap().squeeze(0).unwrap().to_vec2::<f32>().unwrap();
+        let m = m
+            .squeeze(0)
+            .unwrap()
+            .squeeze(0)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
         let visible = |q: usize| (0..7).filter(|&k| m[q][k] == 0.0).collect::<Vec<_>>();
         assert_eq!(visible(6), vec![0, 1, 2, 3, 4]);
         assert_eq!(visible(2), vec![0, 1, 2]);
@@ -167,7 +183,15 @@ mod tests {
     fn legacy_mask_without_padding_lets_cls_see_everything() {
         let ids = vec![vec![1u32, 2, 3]];
         let m = legacy_cls_mask(&ids, 0, &Device::Cpu).unwrap();
-        let last = m.get(0).unwrap().get(0).unwrap().get(3).unwrap().to_vec1::<f32>().unwrap();
+        let last = m
+            .get(0)
+            .unwrap()
+            .get(0)
+            .unwrap()
+            .get(3)
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
         assert_eq!(last, vec![0.0; 4]);
     }
 }

@@ -19,9 +19,19 @@ pub struct VisionOutput {
 
 #[derive(Debug, Clone)]
 enum Pooling {
-    Token { average: bool, ln_after_pool: bool },
-    Shared { pool: AttentionalPooler, average: bool },
-    Split { pool: AttentionalPooler, contrastive: AttentionalPooler, mode: PaperPoolMode },
+    Token {
+        average: bool,
+        ln_after_pool: bool,
+    },
+    Shared {
+        pool: AttentionalPooler,
+        average: bool,
+    },
+    Split {
+        pool: AttentionalPooler,
+        contrastive: AttentionalPooler,
+        mode: PaperPoolMode,
+    },
 }
 
 /// ViT encoder + pooler(s) + projection.
@@ -150,7 +160,10 @@ impl VisionTower {
         };
         let x = self.patch_embed(&images)?;
         let (b, _, width) = x.dims3()?;
-        let cls = self.class_embedding.reshape((1, 1, width))?.broadcast_as((b, 1, width))?;
+        let cls = self
+            .class_embedding
+            .reshape((1, 1, width))?
+            .broadcast_as((b, 1, width))?;
         let x = Tensor::cat(&[&cls.to_dtype(x.dtype())?, &x], 1)?;
         let x = x.broadcast_add(&self.positional_embedding)?;
         let x = match &self.ln_pre {
@@ -176,7 +189,10 @@ impl VisionTower {
     pub fn forward(&self, images: &Tensor) -> Result<VisionOutput> {
         let x = self.encode_tokens(images)?;
         let (pooled, tokens) = match &self.pooling {
-            Pooling::Token { average, ln_after_pool } => {
+            Pooling::Token {
+                average,
+                ln_after_pool,
+            } => {
                 if *ln_after_pool {
                     let (pooled, tokens) = Self::global_pool(&x, *average)?;
                     (self.ln_post.forward(&pooled)?, tokens)
@@ -188,7 +204,11 @@ impl VisionTower {
                 let pooled = self.ln_post.forward(&pool.forward(&x)?)?;
                 Self::global_pool(&pooled, *average)?
             }
-            Pooling::Split { pool, contrastive, mode } => {
+            Pooling::Split {
+                pool,
+                contrastive,
+                mode,
+            } => {
                 let x = self.ln_post.forward(&x)?;
                 let tokens = pool.forward(&x)?;
                 let source = match mode {

@@ -12,8 +12,11 @@ use crate::config::CocaConfig;
 /// A backend that records every parameter the model asks for and hands out zero-cost broadcast zeros, so the
 /// expected state dict comes from the model's own constructor: one source of truth for names and shapes.
 struct ShapeRecorder {
-    seen: Arc<Mutex<Vec<(String, Vec<usize>)>>>,
+    seen: Arc<Mutex<Vec<ParameterSpec>>>,
 }
+
+/// A parameter's open_clip name and shape.
+pub type ParameterSpec = (String, Vec<usize>);
 
 impl SimpleBackend for ShapeRecorder {
     fn get(&self, s: Shape, name: &str, _: Init, dtype: DType, dev: &Device) -> Result<Tensor> {
@@ -34,7 +37,7 @@ impl SimpleBackend for ShapeRecorder {
 }
 
 /// Every parameter of the model described by `cfg`: open_clip state-dict names and shapes, in model order.
-pub fn parameter_specs(cfg: &CocaConfig) -> Result<Vec<(String, Vec<usize>)>> {
+pub fn parameter_specs(cfg: &CocaConfig) -> Result<Vec<ParameterSpec>> {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let backend: Box<dyn SimpleBackend> = Box::new(ShapeRecorder { seen: seen.clone() });
     let vb = VarBuilder::from_backend(backend, DType::F32, Device::Cpu);
@@ -47,7 +50,7 @@ pub fn parameter_specs(cfg: &CocaConfig) -> Result<Vec<(String, Vec<usize>)>> {
 }
 
 /// Total number of scalar parameters.
-pub fn parameter_count(specs: &[(String, Vec<usize>)]) -> usize {
+pub fn parameter_count(specs: &[ParameterSpec]) -> usize {
     specs.iter().map(|(_, s)| s.iter().product::<usize>()).sum()
 }
 

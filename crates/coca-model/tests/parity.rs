@@ -59,7 +59,12 @@ fn tiny_cls_pooling_matches_open_clip() {
 
 #[test]
 fn pytorch_bin_weights_give_the_same_outputs() {
-    for name in ["tiny_legacy", "tiny_parallel", "tiny_cascade", "tiny_clspool"] {
+    for name in [
+        "tiny_legacy",
+        "tiny_parallel",
+        "tiny_cascade",
+        "tiny_clspool",
+    ] {
         check(
             name,
             ParityOptions {

@@ -157,7 +157,12 @@ impl MultiheadAttention {
     }
 
     /// Attention from `query` to `context` (`None`: self-attention).
-    pub fn forward(&self, query: &Tensor, context: Option<&Tensor>, mask: Option<&Tensor>) -> Result<Tensor> {
+    pub fn forward(
+        &self,
+        query: &Tensor,
+        context: Option<&Tensor>,
+        mask: Option<&Tensor>,
+    ) -> Result<Tensor> {
         let (q, kv) = match context {
             None => self.project_qkv(query)?,
             Some(ctx) => (self.project_query(query)?, self.project_kv(ctx)?),

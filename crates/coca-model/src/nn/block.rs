@@ -61,7 +61,12 @@ impl ResidualAttentionBlock {
     }
 
     /// Self-attention block (`context == None`) or cross-attention to `context`.
-    pub fn forward(&self, x: &Tensor, context: Option<&Tensor>, mask: Option<&Tensor>) -> Result<Tensor> {
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        context: Option<&Tensor>,
+        mask: Option<&Tensor>,
+    ) -> Result<Tensor> {
         let h = self.ln_1.forward(x)?;
         let attn_out = match (context, &self.ln_1_kv) {
             (Some(ctx), Some(ln_kv)) => {

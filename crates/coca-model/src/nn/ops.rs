@@ -132,7 +132,15 @@ mod tests {
         // Softmax gradients sum to zero along the normalised axis.
         let row_sums = g.sum(1).unwrap().to_vec1::<f32>().unwrap();
         assert!(row_sums.iter().all(|s| s.abs() < 1e-5), "{row_sums:?}");
-        assert!(g.abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap() > 1e-3);
+        assert!(
+            g.abs()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
+                > 1e-3
+        );
     }
 
     #[test]
