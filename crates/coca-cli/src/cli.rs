@@ -1,0 +1,182 @@
+//! Command-line definitions. Names and flags follow open_clip where it has an equivalent.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::model_args::ModelArgs;
+
+const ABOUT: &str = "CoCa (Contrastive Captioners) in Rust: open_clip-compatible embeddings, captions and training.";
+
+const AFTER_HELP: &str = "\
+Examples:
+  coca embed --model coca_ViT-B-32 --pretrained open_clip_pytorch_model.bin \\
+       --image cat.jpg --text 'a photo of a cat' --text 'a photo of a dog'
+  coca tokenize --model coca_ViT-B-32 'a photo of a cat'
+  coca convert --model coca_ViT-B-32 --pretrained open_clip_pytorch_model.bin --output model.safetensors
+  coca info --model coca_ViT-L-14
+
+Models: coca_ViT-B-32, coca_ViT-L-14, coca_base, or the path of an open_clip config JSON.
+Set COCA_LOG=debug (or -vv) for detailed logs.";
+
+/// The `coca` command line.
+#[derive(Debug, Parser)]
+#[command(name = "coca", version, about = ABOUT, after_help = AFTER_HELP)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags every subcommand accepts.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// More log output on stderr (-v: info, -vv: debug).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only print errors on stderr.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// CPU threads for tensor math (default: all cores).
+    #[arg(long, global = true, value_name = "N")]
+    pub threads: Option<usize>,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// L2-normalised image and text embeddings (and their similarities).
+    Embed(EmbedArgs),
+    /// Token ids as the model sees them (padded to the context length).
+    Tokenize(TokenizeArgs),
+    /// Convert an open_clip checkpoint (.bin or .safetensors) to safetensors.
+    Convert(ConvertArgs),
+    /// Parameter counts per tower, shapes and dtypes of a model or checkpoint.
+    Info(InfoArgs),
+    /// Compare coca with open_clip reference outputs written by scripts/parity (a developer tool).
+    Parity(ParityArgs),
+    /// Time image and text embedding (scripts/bench runs it beside open_clip).
+    Bench(BenchArgs),
+}
+
+/// `coca embed`.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Embeddings are printed in input order: images first, then texts. With both images and texts, the cosine
+similarities and open_clip-style probabilities (softmax of logit_scale × similarity over the texts) follow.
+
+Example:
+  coca embed --model coca_ViT-B-32 --pretrained model.safetensors --image a.jpg --image b.png \\
+       --text 'a diagram' --text 'a dog' --json > embeddings.json")]
+pub struct EmbedArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// An image file (JPEG, PNG, WebP, GIF, BMP, TIFF); repeat for several.
+    #[arg(long = "image", value_name = "PATH")]
+    pub images: Vec<PathBuf>,
+    /// A text to embed; repeat for several.
+    #[arg(long = "text", value_name = "TEXT")]
+    pub texts: Vec<String>,
+    /// Print one JSON object {"image_embeddings": [[..]], "text_embeddings": [[..]]} instead of a summary.
+    #[arg(long)]
+    pub json: bool,
+    /// Write the JSON to this file (atomically) instead of stdout.
+    #[arg(long, short, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Images per forward pass.
+    #[arg(long, default_value_t = 32, value_name = "N")]
+    pub batch_size: usize,
+}
+
+/// `coca tokenize`.
+#[derive(Debug, Args)]
+pub struct TokenizeArgs {
+    /// Model name or config JSON (gives the context length; default coca_ViT-B-32).
+    #[arg(long, default_value = "coca_ViT-B-32", value_name = "NAME|CONFIG.json")]
+    pub model: String,
+    /// Print JSON {"context_length": N, "tokens": [[..]], "truncated": [..]}.
+    #[arg(long)]
+    pub json: bool,
+    /// The texts.
+    #[arg(required = true, value_name = "TEXT")]
+    pub texts: Vec<String>,
+}
+
+/// `coca convert`.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+The checkpoint is validated strictly against the model first; the output is written to a temporary file
+and renamed, so an interrupted conversion never leaves a partial file behind.")]
+pub struct ConvertArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Where to write the safetensors file.
+    #[arg(long, short, value_name = "FILE.safetensors")]
+    pub output: PathBuf,
+    /// Storage dtype of the output (default: keep each tensor's dtype).
+    #[arg(long = "save-dtype", value_name = "f32|f16|bf16")]
+    pub save_dtype: Option<String>,
+    /// Replace an existing output file.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// `coca info`.
+#[derive(Debug, Args)]
+pub struct InfoArgs {
+    /// Model name or config JSON.
+    #[arg(long, value_name = "NAME|CONFIG.json")]
+    pub model: String,
+    /// A checkpoint to inspect and validate against the model.
+    #[arg(long, value_name = "FILE")]
+    pub pretrained: Option<PathBuf>,
+    /// List every parameter with its shape.
+    #[arg(long)]
+    pub shapes: bool,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `coca parity`.
+#[derive(Debug, Args)]
+pub struct ParityArgs {
+    /// Directories written by scripts/parity (config.json, weights, io.safetensors).
+    #[arg(required = true, value_name = "DIR")]
+    pub dirs: Vec<PathBuf>,
+    /// Skip the gradient comparison.
+    #[arg(long)]
+    pub no_grads: bool,
+    /// Load the PyTorch .bin weights instead of the safetensors file.
+    #[arg(long)]
+    pub bin: bool,
+    /// Print every check, not only the worst per metric.
+    #[arg(long)]
+    pub all: bool,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `coca bench`.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Reports median seconds per batch, items per second, load time and peak RSS as JSON.
+scripts/bench/bench_embed.py runs this next to open_clip in one run and prints the ratios.")]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Batch size to time; repeat for several.
+    #[arg(long = "batch-size", default_values_t = [1, 8], value_name = "N")]
+    pub batch_sizes: Vec<usize>,
+    /// Timed iterations per measurement (the median is reported).
+    #[arg(long, default_value_t = 10)]
+    pub iters: usize,
+    /// Untimed warm-up iterations.
+    #[arg(long, default_value_t = 2)]
+    pub warmup: usize,
+    /// Print compact JSON (one line).
+    #[arg(long)]
+    pub json: bool,
+}

@@ -1,0 +1,61 @@
+//! `coca convert`: any open_clip checkpoint to a validated safetensors file.
+
+use std::collections::BTreeMap;
+
+use anyhow::{bail, Result};
+use candle_core::Device;
+use coca_checkpoint::{save_safetensors, Checkpoint};
+use coca_model::load::validate_checkpoint;
+
+use crate::cli::ConvertArgs;
+use crate::model_args::{parse_precision, resolve_config};
+
+/// Run the command.
+pub fn run(args: ConvertArgs) -> Result<()> {
+    let (cfg, source) = resolve_config(&args.model.model)?;
+    args.model.check_pretrained_path()?;
+    if args.output.exists() && !args.force {
+        bail!(
+            "{}: already exists (pass --force to replace it)",
+            args.output.display()
+        );
+    }
+    if let (Ok(a), Ok(b)) = (
+        args.output.canonicalize(),
+        args.model.pretrained.canonicalize(),
+    ) {
+        if a == b {
+            bail!("--output must differ from --pretrained");
+        }
+    }
+    let save_dtype = args
+        .save_dtype
+        .as_deref()
+        .map(parse_precision)
+        .transpose()?;
+    let ckpt = Checkpoint::open(&args.model.pretrained)?;
+    validate_checkpoint(&cfg, &ckpt)?;
+    let tensors: Vec<(String, candle_core::Tensor)> = ckpt
+        .names()
+        .map(|name| Ok((name.to_string(), ckpt.get_stored(name, &Device::Cpu)?)))
+        .collect::<Result<_>>()?;
+    let mut metadata = BTreeMap::new();
+    metadata.insert("format".to_string(), "pt".to_string());
+    metadata.insert("coca_model".to_string(), source.to_string());
+    metadata.insert("open_clip_config".to_string(), serde_json::to_string(&cfg)?);
+    save_safetensors(
+        &args.output,
+        tensors.iter().map(|(n, t)| (n, t)),
+        save_dtype,
+        &metadata,
+    )?;
+    eprintln!(
+        "wrote {} ({} tensors, {} parameters) from {} ({})",
+        args.output.display(),
+        tensors.len(),
+        ckpt.num_params(),
+        args.model.pretrained.display(),
+        ckpt.format()
+    );
+    Ok(())
+}

@@ -1,0 +1,107 @@
+//! `coca embed`: L2-normalised embeddings of images and texts.
+
+use anyhow::{bail, Result};
+use candle_core::{DType, Tensor};
+use serde_json::json;
+
+use crate::cli::EmbedArgs;
+use crate::output::write_json;
+use crate::pipeline::{load_images, preprocess_config, tokenize_texts};
+
+fn rows(t: &Tensor) -> Result<Vec<Vec<f32>>> {
+    Ok(t.to_dtype(DType::F32)?.to_vec2::<f32>()?)
+}
+
+/// Run the command.
+pub fn run(args: EmbedArgs) -> Result<()> {
+    if args.images.is_empty() && args.texts.is_empty() {
+        bail!("nothing to embed: pass at least one --image PATH or --text TEXT");
+    }
+    if args.batch_size == 0 {
+        bail!("--batch-size must be at least 1");
+    }
+    for (i, text) in args.texts.iter().enumerate() {
+        if text.trim().is_empty() {
+            bail!("text #{} is empty; give some words to embed", i + 1);
+        }
+    }
+    for path in &args.images {
+        if !path.is_file() {
+            bail!("{}: no such image file", path.display());
+        }
+    }
+    let (model, cfg) = args.model.load()?;
+    let device = model.device().clone();
+
+    let mut image_embeddings = Vec::new();
+    let pre = preprocess_config(&cfg)?;
+    for chunk in args.images.chunks(args.batch_size) {
+        let pixels = load_images(chunk, &pre, &device)?;
+        image_embeddings.extend(rows(&model.encode_image(&pixels)?.embedding)?);
+    }
+    let mut text_embeddings = Vec::new();
+    for chunk in args.texts.chunks(args.batch_size.max(1)) {
+        let ids = tokenize_texts(chunk, &cfg, &device)?;
+        text_embeddings.extend(rows(&model.encode_text(&ids)?.embedding)?);
+    }
+
+    let scale = model
+        .logit_scale_param()
+        .exp()?
+        .to_dtype(DType::F32)?
+        .to_scalar::<f32>()?;
+    let similarity: Vec<Vec<f32>> = image_embeddings
+        .iter()
+        .map(|img| {
+            text_embeddings
+                .iter()
+                .map(|txt| img.iter().zip(txt).map(|(a, b)| a * b).sum())
+                .collect()
+        })
+        .collect();
+
+    if args.json || args.output.is_some() {
+        let mut value = json!({
+            "model": args.model.model,
+            "image_embeddings": image_embeddings,
+            "text_embeddings": text_embeddings,
+        });
+        if !image_embeddings.is_empty() && !text_embeddings.is_empty() {
+            value["similarity"] = json!(similarity);
+            value["logit_scale"] = json!(scale);
+        }
+        return write_json(&value, args.output.as_deref());
+    }
+
+    let dim = image_embeddings
+        .first()
+        .or(text_embeddings.first())
+        .map_or(0, Vec::len);
+    println!(
+        "{} embeddings of dimension {dim} (L2-normalised)",
+        image_embeddings.len() + text_embeddings.len()
+    );
+    let preview = |v: &[f32]| {
+        let head: Vec<String> = v.iter().take(4).map(|x| format!("{x:+.4}")).collect();
+        format!("[{}, ...]", head.join(", "))
+    };
+    for (path, e) in args.images.iter().zip(&image_embeddings) {
+        println!("image {}: {}", path.display(), preview(e));
+    }
+    for (text, e) in args.texts.iter().zip(&text_embeddings) {
+        println!("text  {text:?}: {}", preview(e));
+    }
+    if !similarity.is_empty() && !text_embeddings.is_empty() {
+        println!("\ncosine similarity (probability over texts at logit_scale {scale:.2}):");
+        for (path, sims) in args.images.iter().zip(&similarity) {
+            let max = sims.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+            let exps: Vec<f32> = sims.iter().map(|s| ((s - max) * scale).exp()).collect();
+            let total: f32 = exps.iter().sum();
+            println!("  {}", path.display());
+            for ((text, s), e) in args.texts.iter().zip(sims).zip(&exps) {
+                println!("    {s:+.4}  ({:5.1}%)  {text}", 100.0 * e / total);
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,8 @@
+//! One module per subcommand.
+
+pub mod bench;
+pub mod convert;
+pub mod embed;
+pub mod info;
+pub mod parity;
+pub mod tokenize;

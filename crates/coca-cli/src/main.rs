@@ -1,0 +1,54 @@
+//! `coca`: CoCa (Contrastive Captioners) from the command line.
+
+mod cli;
+mod commands;
+mod model_args;
+mod output;
+mod pipeline;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.global.verbose, cli.global.quiet);
+    if let Some(threads) = cli.global.threads {
+        // candle's CPU kernels size their pools from these; set before any tensor work starts.
+        std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
+    }
+    let result = match cli.command {
+        Command::Embed(args) => commands::embed::run(args),
+        Command::Tokenize(args) => commands::tokenize::run(args),
+        Command::Convert(args) => commands::convert::run(args),
+        Command::Info(args) => commands::info::run(args),
+        Command::Parity(args) => commands::parity::run(args),
+        Command::Bench(args) => commands::bench::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(verbose: u8, quiet: bool) {
+    let level = match (quiet, verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "info",
+        (false, _) => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("COCA_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .without_time()
+        .init();
+}
