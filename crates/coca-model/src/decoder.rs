@@ -52,6 +52,11 @@ impl MultimodalDecoder {
         self.self_blocks.iter().zip(&self.cross_blocks)
     }
 
+    /// Maximum number of positions the decoder takes.
+    pub fn context_length(&self) -> usize {
+        self.context_length
+    }
+
     /// Final LayerNorm before the LM head.
     pub fn ln_final(&self) -> &LayerNorm {
         &self.ln_final

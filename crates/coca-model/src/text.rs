@@ -107,6 +107,26 @@ impl TextTower {
         self.heads
     }
 
+    /// The token embedding matrix (vocab, width).
+    pub fn token_embedding(&self) -> &Tensor {
+        &self.token_embedding
+    }
+
+    /// The positional embedding (context_length + 1, width); the last row belongs to the appended CLS.
+    pub fn positional_embedding(&self) -> &Tensor {
+        &self.positional_embedding
+    }
+
+    /// The transformer stack (for callers that run it position by position with a key/value cache).
+    pub fn transformer(&self) -> &Transformer {
+        &self.transformer
+    }
+
+    /// The id whose *following* key the legacy CLS mask hides (see [`legacy_cls_mask`]).
+    pub fn pad_id(&self) -> u32 {
+        self.pad_id
+    }
+
     /// Vocabulary size of the token embedding.
     pub fn vocab_size(&self) -> usize {
         self.token_embedding.dim(0).unwrap_or(0)

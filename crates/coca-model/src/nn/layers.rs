@@ -4,6 +4,7 @@ use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
 use super::ops;
+use super::thin_matmul::{thin_matmul, thin_matmul_transposed};
 
 /// `nn.Linear`: `y = x·Wᵀ + b` with `W` stored as (out, in).
 #[derive(Debug, Clone)]
@@ -43,7 +44,10 @@ pub fn matmul_transposed(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> 
     let rows: usize = dims[..dims.len() - 1].iter().product();
     let out_dim = weight.dim(0)?;
     let flat = x.reshape((rows, in_dim))?;
-    let mut y = flat.matmul(&weight.t()?)?;
+    let mut y = match thin_matmul_transposed(&flat, weight)? {
+        Some(y) => y,
+        None => flat.matmul(&weight.t()?)?,
+    };
     if let Some(b) = bias {
         y = y.broadcast_add(b)?;
     }
@@ -57,7 +61,11 @@ pub fn project(x: &Tensor, proj: &Tensor) -> Result<Tensor> {
     let dims = x.dims();
     let in_dim = dims[dims.len() - 1];
     let rows: usize = dims[..dims.len() - 1].iter().product();
-    let y = x.reshape((rows, in_dim))?.matmul(proj)?;
+    let flat = x.reshape((rows, in_dim))?;
+    let y = match thin_matmul(&flat, proj)? {
+        Some(y) => y,
+        None => flat.matmul(proj)?,
+    };
     let mut out_shape = dims[..dims.len() - 1].to_vec();
     out_shape.push(proj.dim(1)?);
     y.reshape(out_shape)

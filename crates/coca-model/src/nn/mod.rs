@@ -4,6 +4,7 @@ pub mod attention;
 pub mod block;
 pub mod layers;
 pub mod ops;
+pub mod thin_matmul;
 
 pub use attention::{AttentionMask, MultiheadAttention};
 pub use block::{ResidualAttentionBlock, Transformer};

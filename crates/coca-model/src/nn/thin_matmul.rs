@@ -1,0 +1,337 @@
+//! Matrix products with only a few activation rows (decoding one token per caption) on the CPU.
+//!
+//! At batch 1 a decoding step multiplies a single row by every weight matrix, which is bound by how fast the
+//! weights stream from memory. candle's GEMM packs the weight operand before every call, which costs as much as
+//! the product itself at this shape. Here each weight row is read once, straight from its storage, and dotted with
+//! all activation rows while it is in L1; rows of the weight are split over rayon's threads.
+
+use std::sync::OnceLock;
+
+use candle_core::{CpuStorage, DType, Device, Result, Storage, Tensor};
+use rayon::prelude::*;
+
+/// Up to this many activation rows take the thin path; beyond it a packed GEMM wins.
+pub const MAX_ROWS: usize = 8;
+
+/// Weight rows per parallel task: large enough to amortise scheduling, small enough to balance two cores.
+const ROWS_PER_TASK: usize = 64;
+
+type RowsKernel = fn(&[f32], usize, usize, &[f32], &mut [f32]);
+/// `(x, rows, k, p starting at the block's first column, row stride n, acc (rows × width))`.
+type AxpyKernel = fn(&[f32], usize, usize, &[f32], usize, &mut [f32]);
+
+/// `x · Wᵀ` for `x` (rows ≤ [`MAX_ROWS`], k) and `W` (n, k) row-major, when both are f32 on the CPU and no
+/// gradient is recorded; `None` when the general path must run instead.
+pub fn thin_matmul_transposed(x: &Tensor, weight: &Tensor) -> Result<Option<Tensor>> {
+    let Ok((rows, k)) = x.dims2() else {
+        return Ok(None);
+    };
+    let Ok((n, wk)) = weight.dims2() else {
+        return Ok(None);
+    };
+    let eligible = rows <= MAX_ROWS
+        && wk == k
+        && matches!(x.device(), Device::Cpu)
+        && x.dtype() == DType::F32
+        && weight.dtype() == DType::F32
+        && !x.track_op()
+        && !weight.track_op();
+    if !eligible {
+        return Ok(None);
+    }
+    let (storage, layout) = weight.storage_and_layout();
+    let Some((start, end)) = layout.contiguous_offsets() else {
+        return Ok(None);
+    };
+    let Storage::Cpu(CpuStorage::F32(data)) = &*storage else {
+        return Ok(None);
+    };
+    let w = &data[start..end];
+    let xs = x.flatten_all()?.to_vec1::<f32>()?;
+    let kernel = kernel();
+    // Computed as (n, rows) so each task owns a contiguous slice of the output, then transposed (tiny).
+    let mut out_t = vec![0f32; n * rows];
+    out_t
+        .par_chunks_mut(ROWS_PER_TASK * rows)
+        .zip(w.par_chunks(ROWS_PER_TASK * k))
+        .for_each(|(out, w_block)| kernel(&xs, rows, k, w_block, out));
+    drop(storage);
+    let mut out = vec![0f32; rows * n];
+    for (j, chunk) in out_t.chunks_exact(rows).enumerate() {
+        for (r, v) in chunk.iter().enumerate() {
+            out[r * n + j] = *v;
+        }
+    }
+    Ok(Some(Tensor::from_vec(out, (rows, n), x.device())?))
+}
+
+/// `x · P` for `x` (rows ≤ [`MAX_ROWS`], k) and `P` (k, n) row-major (open_clip's bare projection matrices such
+/// as the LM head); `None` when the general path must run instead.
+pub fn thin_matmul(x: &Tensor, proj: &Tensor) -> Result<Option<Tensor>> {
+    let Ok((rows, k)) = x.dims2() else {
+        return Ok(None);
+    };
+    let Ok((pk, n)) = proj.dims2() else {
+        return Ok(None);
+    };
+    let eligible = rows <= MAX_ROWS
+        && pk == k
+        && matches!(x.device(), Device::Cpu)
+        && x.dtype() == DType::F32
+        && proj.dtype() == DType::F32
+        && !x.track_op()
+        && !proj.track_op();
+    if !eligible {
+        return Ok(None);
+    }
+    let (storage, layout) = proj.storage_and_layout();
+    let Some((start, end)) = layout.contiguous_offsets() else {
+        return Ok(None);
+    };
+    let Storage::Cpu(CpuStorage::F32(data)) = &*storage else {
+        return Ok(None);
+    };
+    let p = &data[start..end];
+    let xs = x.flatten_all()?.to_vec1::<f32>()?;
+    // Each task owns a block of output columns and streams the matching slice of every row of P.
+    const COLS_PER_TASK: usize = 1024;
+    let blocks: Vec<Vec<f32>> = (0..n.div_ceil(COLS_PER_TASK))
+        .into_par_iter()
+        .map(|b| {
+            let c0 = b * COLS_PER_TASK;
+            let width = COLS_PER_TASK.min(n - c0);
+            let mut acc = vec![0f32; rows * width];
+            axpy_kernel()(&xs, rows, k, &p[c0..], n, &mut acc);
+            acc
+        })
+        .collect();
+    drop(storage);
+    let mut out = vec![0f32; rows * n];
+    for (b, acc) in blocks.iter().enumerate() {
+        let c0 = b * COLS_PER_TASK;
+        let width = acc.len() / rows;
+        for r in 0..rows {
+            out[r * n + c0..r * n + c0 + width].copy_from_slice(&acc[r * width..(r + 1) * width]);
+        }
+    }
+    Ok(Some(Tensor::from_vec(out, (rows, n), x.device())?))
+}
+
+/// The widest kernel this CPU runs, chosen once.
+fn kernel() -> RowsKernel {
+    static KERNEL: OnceLock<RowsKernel> = OnceLock::new();
+    *KERNEL.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if is_x86_feature_detected!("avx512f") {
+                return rows_avx512;
+            }
+            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                return rows_avx2;
+            }
+        }
+        rows_portable
+    })
+}
+
+#[cfg(target_arch = "x86_64")]
+fn rows_avx512(x: &[f32], rows: usize, k: usize, w: &[f32], out: &mut [f32]) {
+    #[target_feature(enable = "avx512f,fma")]
+    unsafe fn inner(x: &[f32], rows: usize, k: usize, w: &[f32], out: &mut [f32]) {
+        rows_generic::<true>(x, rows, k, w, out)
+    }
+    // SAFETY: only selected after `is_x86_feature_detected!("avx512f")`.
+    unsafe { inner(x, rows, k, w, out) }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn rows_avx2(x: &[f32], rows: usize, k: usize, w: &[f32], out: &mut [f32]) {
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn inner(x: &[f32], rows: usize, k: usize, w: &[f32], out: &mut [f32]) {
+        rows_generic::<true>(x, rows, k, w, out)
+    }
+    // SAFETY: only selected after detecting avx2 and fma.
+    unsafe { inner(x, rows, k, w, out) }
+}
+
+fn rows_portable(x: &[f32], rows: usize, k: usize, w: &[f32], out: &mut [f32]) {
+    rows_generic::<false>(x, rows, k, w, out)
+}
+
+/// `a·b + c`, fused where the caller's target features guarantee a hardware FMA (a software `fmaf` would be
+/// far slower than the separate multiply and add).
+#[inline(always)]
+fn madd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
+    if FMA {
+        a.mul_add(b, c)
+    } else {
+        a * b + c
+    }
+}
+
+/// `out[j·rows + r] = x[r] · w[j]` for every weight row `j` of the block. Sixteen independent accumulators
+/// let the compiler keep one vector register of partial sums (no reassociation needed).
+#[inline(always)]
+fn rows_generic<const FMA: bool>(x: &[f32], rows: usize, k: usize, w: &[f32], out: &mut [f32]) {
+    const LANES: usize = 16;
+    for (j, w_row) in w.chunks_exact(k).enumerate() {
+        for r in 0..rows {
+            let x_row = &x[r * k..(r + 1) * k];
+            let mut acc = [0f32; LANES];
+            let mut wc = w_row.chunks_exact(LANES);
+            let mut xc = x_row.chunks_exact(LANES);
+            for (a, b) in (&mut wc).zip(&mut xc) {
+                for l in 0..LANES {
+                    acc[l] = madd::<FMA>(a[l], b[l], acc[l]);
+                }
+            }
+            let mut sum: f32 = acc.iter().sum();
+            for (a, b) in wc.remainder().iter().zip(xc.remainder()) {
+                sum = madd::<FMA>(*a, *b, sum);
+            }
+            out[j * rows + r] = sum;
+        }
+    }
+}
+
+/// The widest column-block kernel for [`thin_matmul`], chosen once.
+fn axpy_kernel() -> AxpyKernel {
+    static KERNEL: OnceLock<AxpyKernel> = OnceLock::new();
+    *KERNEL.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if is_x86_feature_detected!("avx512f") {
+                return axpy_avx512;
+            }
+            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                return axpy_avx2;
+            }
+        }
+        axpy_generic::<false>
+    })
+}
+
+#[cfg(target_arch = "x86_64")]
+fn axpy_avx512(x: &[f32], rows: usize, k: usize, p: &[f32], n: usize, acc: &mut [f32]) {
+    #[target_feature(enable = "avx512f,fma")]
+    unsafe fn inner(x: &[f32], rows: usize, k: usize, p: &[f32], n: usize, acc: &mut [f32]) {
+        axpy_generic::<true>(x, rows, k, p, n, acc)
+    }
+    // SAFETY: only selected after `is_x86_feature_detected!("avx512f")`.
+    unsafe { inner(x, rows, k, p, n, acc) }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn axpy_avx2(x: &[f32], rows: usize, k: usize, p: &[f32], n: usize, acc: &mut [f32]) {
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn inner(x: &[f32], rows: usize, k: usize, p: &[f32], n: usize, acc: &mut [f32]) {
+        axpy_generic::<true>(x, rows, k, p, n, acc)
+    }
+    // SAFETY: only selected after detecting avx2 and fma.
+    unsafe { inner(x, rows, k, p, n, acc) }
+}
+
+/// `acc[r] += Σ_k x[r][k] · p[k][0..width]`: each row slice of P is streamed once for all activation rows.
+#[inline(always)]
+fn axpy_generic<const FMA: bool>(
+    x: &[f32],
+    rows: usize,
+    k: usize,
+    p: &[f32],
+    n: usize,
+    acc: &mut [f32],
+) {
+    let width = acc.len() / rows;
+    for kk in 0..k {
+        let p_row = &p[kk * n..kk * n + width];
+        for r in 0..rows {
+            let scale = x[r * k + kk];
+            for (a, v) in acc[r * width..(r + 1) * width].iter_mut().zip(p_row) {
+                *a = madd::<FMA>(*v, scale, *a);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Var;
+
+    #[test]
+    fn matches_candle_matmul_for_thin_inputs() {
+        let dev = Device::Cpu;
+        for (rows, k, n) in [(1, 512, 1536), (3, 77, 130), (8, 33, 7), (2, 16, 64)] {
+            let x = Tensor::randn(0f32, 1.0, (rows, k), &dev).unwrap();
+            let w = Tensor::randn(0f32, 0.1, (n, k), &dev).unwrap();
+            let fast = thin_matmul_transposed(&x, &w)
+                .unwrap()
+                .expect("thin path taken");
+            let reference = x.matmul(&w.t().unwrap()).unwrap();
+            let diff = (fast - reference)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .max(0)
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(diff < 1e-4, "rows {rows} k {k} n {n}: {diff}");
+        }
+    }
+
+    #[test]
+    fn projection_form_matches_candle_matmul() {
+        let dev = Device::Cpu;
+        for (rows, k, n) in [(1, 64, 3000), (5, 17, 1025), (8, 32, 16)] {
+            let x = Tensor::randn(0f32, 1.0, (rows, k), &dev).unwrap();
+            let p = Tensor::randn(0f32, 0.1, (k, n), &dev).unwrap();
+            let fast = thin_matmul(&x, &p).unwrap().expect("thin path taken");
+            let reference = x.matmul(&p).unwrap();
+            let diff = (fast - reference)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .max(0)
+                .unwrap();
+            assert!(
+                diff.to_scalar::<f32>().unwrap() < 1e-4,
+                "rows {rows} k {k} n {n}"
+            );
+        }
+    }
+
+    #[test]
+    fn narrowed_weight_rows_are_read_at_their_offset() {
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0f32, 1.0, (2, 24), &dev).unwrap();
+        let w = Tensor::randn(0f32, 1.0, (30, 24), &dev).unwrap();
+        let part = w.narrow(0, 10, 12).unwrap();
+        let fast = thin_matmul_transposed(&x, &part).unwrap().unwrap();
+        let reference = x.matmul(&part.t().unwrap()).unwrap();
+        let diff = (fast - reference)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .sum_all()
+            .unwrap();
+        assert!(diff.to_scalar::<f32>().unwrap() < 1e-3);
+    }
+
+    #[test]
+    fn falls_back_when_gradients_are_recorded_or_rows_are_many() {
+        let dev = Device::Cpu;
+        let w = Var::from_tensor(&Tensor::randn(0f32, 1.0, (4, 8), &dev).unwrap()).unwrap();
+        let x = Tensor::randn(0f32, 1.0, (1, 8), &dev).unwrap();
+        assert!(thin_matmul_transposed(&x, w.as_tensor()).unwrap().is_none());
+        let many = Tensor::randn(0f32, 1.0, (MAX_ROWS + 1, 8), &dev).unwrap();
+        let plain = Tensor::randn(0f32, 1.0, (4, 8), &dev).unwrap();
+        assert!(thin_matmul_transposed(&many, &plain).unwrap().is_none());
+        let transposed = Tensor::randn(0f32, 1.0, (8, 4), &dev).unwrap().t().unwrap();
+        assert!(thin_matmul_transposed(&x, &transposed).unwrap().is_none());
+    }
+}
