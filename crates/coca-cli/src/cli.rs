@@ -58,6 +58,10 @@ pub enum Command {
     Parity(ParityArgs),
     /// Time image and text embedding (scripts/bench runs it beside open_clip).
     Bench(BenchArgs),
+    /// Zero-shot classification: the most probable classes (ImageNet or your own) of each image.
+    Classify(crate::commands::classify::ClassifyArgs),
+    /// Captions for images (open_clip-compatible greedy, sampling and beam search, with a key/value cache).
+    Caption(crate::commands::caption::CaptionArgs),
 }
 
 /// `coca embed`.

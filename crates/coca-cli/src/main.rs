@@ -26,6 +26,8 @@ fn main() -> ExitCode {
         Command::Info(args) => commands::info::run(args),
         Command::Parity(args) => commands::parity::run(args),
         Command::Bench(args) => commands::bench::run(args),
+        Command::Classify(args) => commands::classify::run(args, cli.global.quiet),
+        Command::Caption(args) => commands::caption::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

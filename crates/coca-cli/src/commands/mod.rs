@@ -1,6 +1,8 @@
 //! One module per subcommand.
 
 pub mod bench;
+pub mod caption;
+pub mod classify;
 pub mod convert;
 pub mod embed;
 pub mod info;

@@ -1,0 +1,348 @@
+//! `coca caption`: captions for images with a key/value-cached decoder (greedy, sampling, beam search).
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, ValueEnum};
+use coca_generate::{
+    generate, BeamConfig, BeamScoring, Caption, GenerationConfig, SamplingConfig, Strategy,
+};
+use coca_text::Tokenizer;
+use serde_json::json;
+
+use crate::commands::bench::peak_rss_mib;
+use crate::model_args::ModelArgs;
+use crate::output::write_json;
+use crate::pipeline::{load_images, preprocess_config};
+
+const AFTER_HELP: &str = "\
+Without options this is open_clip 3.3.0's default `model.generate(image)`: beam search with 6 beams in 3
+groups, beams scored by summed raw logits (as open_clip does), at most 30 tokens, the end token allowed from
+the 5th — and it gives the same captions. Any flag changes just that setting.
+
+Lengths count tokens like open_clip's seq_len / min_seq_len: the start token and the end token included.
+
+Examples:
+  # open_clip's default call
+  coca caption --model coca_ViT-B-32 --pretrained model.safetensors cat.jpg dog.png
+  # greedy, longer captions, JSON with token ids and log-probabilities
+  coca caption --model coca_ViT-B-32 --pretrained model.safetensors --strategy greedy \\
+       --max-length 40 --json --tokens photos/*.jpg
+  # nucleus sampling, reproducible
+  coca caption --model coca_ViT-B-32 --pretrained model.safetensors --strategy top-p --top-p 0.9 \\
+       --temperature 0.8 --seed 7 cat.jpg
+  # continue a prompt
+  coca caption --model coca_ViT-B-32 --pretrained model.safetensors --strategy greedy \\
+       --prompt 'a painting of' cat.jpg
+  # time it (scripts/bench/bench_caption.py compares with open_clip)
+  coca caption --model coca_ViT-B-32 --pretrained model.safetensors --bench --bench-iters 5 cat.jpg";
+
+/// Decoding strategies on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StrategyArg {
+    /// The most likely token at every step.
+    Greedy,
+    /// Beam search (--num-beams, --num-beam-groups, --beam-scoring, --length-penalty).
+    Beam,
+    /// Sample among the --top-k most likely tokens (open_clip's "top_k"; default k = 1, i.e. greedy).
+    TopK,
+    /// Nucleus sampling: the most likely tokens holding --top-p of the probability (open_clip's "top_p").
+    TopP,
+}
+
+/// Ready-made settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PresetArg {
+    /// open_clip 3.3.0's `CoCa.generate` defaults.
+    #[value(name = "open_clip")]
+    OpenClip,
+}
+
+/// Beam scores on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ScoringArg {
+    /// Summed raw logits, what open_clip does.
+    Logits,
+    /// Summed log-probabilities, the textbook objective.
+    LogProbs,
+}
+
+/// `coca caption`.
+#[derive(Debug, Args)]
+#[command(after_help = AFTER_HELP)]
+pub struct CaptionArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Starting settings that the other flags modify.
+    #[arg(long, value_enum, default_value = "open_clip")]
+    pub preset: PresetArg,
+    /// Decoding strategy (default: the preset's, beam search).
+    #[arg(long, value_enum)]
+    pub strategy: Option<StrategyArg>,
+    /// Beams per image (beam search).
+    #[arg(long, value_name = "N")]
+    pub num_beams: Option<usize>,
+    /// Beam groups; without a diversity penalty (open_clip has none) N beams in G groups equal N/G beams.
+    #[arg(long, value_name = "G")]
+    pub num_beam_groups: Option<usize>,
+    /// How beams are scored (default: logits, as open_clip).
+    #[arg(long, value_enum, value_name = "logits|log-probs")]
+    pub beam_scoring: Option<ScoringArg>,
+    /// Finished beams are ranked by score / length^P.
+    #[arg(long, value_name = "P")]
+    pub length_penalty: Option<f32>,
+    /// Keep the K most likely tokens when sampling (default 1, open_clip's).
+    #[arg(long, value_name = "K")]
+    pub top_k: Option<usize>,
+    /// Keep the most likely tokens holding this probability mass when sampling (default 0.1, open_clip's).
+    #[arg(long, value_name = "P")]
+    pub top_p: Option<f32>,
+    /// Sampling temperature (> 0; lower is closer to greedy).
+    #[arg(long, value_name = "T")]
+    pub temperature: Option<f32>,
+    /// Penalise tokens already in the caption (1 = none; transformers' rule).
+    #[arg(long, value_name = "R")]
+    pub repetition_penalty: Option<f32>,
+    /// The end token is not allowed before the caption has this many tokens, start token included
+    /// (open_clip's min_seq_len).
+    #[arg(long, value_name = "N")]
+    pub min_length: Option<usize>,
+    /// Longest caption in tokens, start and end tokens included (open_clip's seq_len; at most 76).
+    #[arg(long, value_name = "N")]
+    pub max_length: Option<usize>,
+    /// Text the captions continue (it is part of the printed caption).
+    #[arg(long, value_name = "TEXT")]
+    pub prompt: Option<String>,
+    /// Seed for sampling (same seed and batch size → same captions).
+    #[arg(long, default_value_t = 0, value_name = "S")]
+    pub seed: u64,
+    /// Images decoded together.
+    #[arg(long, default_value_t = 8, value_name = "N")]
+    pub batch_size: usize,
+    /// Print one JSON object {"captions": [{"image", "caption", "log_prob", ...}]} instead of lines.
+    #[arg(long)]
+    pub json: bool,
+    /// Also show the token ids of each caption.
+    #[arg(long)]
+    pub tokens: bool,
+    /// Write the output to this file (atomically) instead of stdout (JSON).
+    #[arg(long, short, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Time the captioning instead of printing captions: JSON with load time, time to the first caption,
+    /// median seconds per run, and peak RSS.
+    #[arg(long)]
+    pub bench: bool,
+    /// Timed runs for --bench (after the first, which gives time to first caption).
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    pub bench_iters: usize,
+    /// Image files (JPEG, PNG, WebP, GIF, BMP, TIFF).
+    #[arg(required = true, value_name = "IMAGE")]
+    pub images: Vec<PathBuf>,
+}
+
+/// Build the generation config from the preset and the flags.
+fn build_config(
+    args: &CaptionArgs,
+    vocab: usize,
+    tokenizer: &Tokenizer,
+) -> Result<GenerationConfig> {
+    let mut cfg = match args.preset {
+        PresetArg::OpenClip => GenerationConfig::open_clip(vocab),
+    };
+    let preset_beam = match cfg.strategy {
+        Strategy::Beam(b) => b,
+        _ => BeamConfig {
+            num_beams: 6,
+            num_beam_groups: 3,
+            length_penalty: 1.0,
+            scoring: BeamScoring::RawLogits,
+        },
+    };
+    let beam_flags = args.num_beams.is_some()
+        || args.num_beam_groups.is_some()
+        || args.beam_scoring.is_some()
+        || args.length_penalty.is_some();
+    let sampling_flags = args.top_k.is_some() || args.top_p.is_some() || args.temperature.is_some();
+    let strategy = args.strategy.unwrap_or(StrategyArg::Beam);
+    match strategy {
+        StrategyArg::Beam => {
+            if sampling_flags {
+                bail!("--top-k/--top-p/--temperature apply to --strategy top-k or top-p, not beam search");
+            }
+            let num_beams = args.num_beams.unwrap_or(preset_beam.num_beams);
+            let groups = args.num_beam_groups.unwrap_or(if args.num_beams.is_some() {
+                1
+            } else {
+                preset_beam.num_beam_groups
+            });
+            cfg.strategy = Strategy::Beam(BeamConfig {
+                num_beams,
+                num_beam_groups: groups,
+                length_penalty: args.length_penalty.unwrap_or(preset_beam.length_penalty),
+                scoring: match args.beam_scoring {
+                    Some(ScoringArg::LogProbs) => BeamScoring::LogProbs,
+                    Some(ScoringArg::Logits) => BeamScoring::RawLogits,
+                    None => preset_beam.scoring,
+                },
+            });
+        }
+        StrategyArg::Greedy | StrategyArg::TopK | StrategyArg::TopP => {
+            if beam_flags {
+                bail!("--num-beams/--num-beam-groups/--beam-scoring/--length-penalty apply to --strategy beam");
+            }
+            cfg.strategy = match strategy {
+                StrategyArg::Greedy if sampling_flags => {
+                    bail!("greedy decoding takes no --top-k/--top-p/--temperature; use --strategy top-k or top-p")
+                }
+                StrategyArg::Greedy => Strategy::Greedy,
+                StrategyArg::TopK => Strategy::Sample(SamplingConfig {
+                    top_k: Some(args.top_k.unwrap_or(1)),
+                    top_p: args.top_p,
+                    temperature: args.temperature.unwrap_or(1.0),
+                }),
+                _ => Strategy::Sample(SamplingConfig {
+                    top_k: args.top_k,
+                    top_p: Some(args.top_p.unwrap_or(0.1)),
+                    temperature: args.temperature.unwrap_or(1.0),
+                }),
+            };
+        }
+    }
+    if let Some(r) = args.repetition_penalty {
+        cfg.repetition_penalty = r;
+    }
+    if let Some(n) = args.max_length {
+        cfg.max_tokens = n;
+    }
+    if let Some(n) = args.min_length {
+        cfg.min_tokens_before_eos = n;
+    }
+    if let Some(prompt) = &args.prompt {
+        cfg.prompt = tokenizer.encode(prompt);
+        if cfg.prompt.is_empty() {
+            bail!("--prompt {prompt:?} has no tokens; give some words or leave it out");
+        }
+    }
+    cfg.seed = args.seed;
+    Ok(cfg)
+}
+
+/// One image's output.
+fn caption_json(
+    path: &std::path::Path,
+    c: &Caption,
+    text: &str,
+    with_tokens: bool,
+) -> serde_json::Value {
+    let mut v = json!({
+        "image": path.display().to_string(),
+        "caption": text,
+        "log_prob": c.log_prob,
+        "finished": c.finished,
+    });
+    if let Some(s) = c.beam_score {
+        v["beam_score"] = json!(s);
+    }
+    if with_tokens {
+        v["tokens"] = json!(c.tokens);
+    }
+    v
+}
+
+/// Run the command.
+pub fn run(args: CaptionArgs) -> Result<()> {
+    let started = Instant::now();
+    if args.batch_size == 0 {
+        bail!("--batch-size must be at least 1");
+    }
+    if args.bench && args.bench_iters == 0 {
+        bail!("--bench-iters must be at least 1");
+    }
+    for path in &args.images {
+        if !path.is_file() {
+            bail!("{}: no such image file", path.display());
+        }
+    }
+    let tokenizer = Tokenizer::new().context("loading the CLIP tokenizer")?;
+    let (model, model_cfg) = args.model.load()?;
+    let load_s = started.elapsed().as_secs_f64();
+    let gen_cfg = build_config(&args, model.text().vocab_size(), &tokenizer)?;
+    let context = model
+        .text()
+        .context_length()
+        .min(model.text_decoder().context_length());
+    gen_cfg
+        .validate(model.text().vocab_size(), context)
+        .map_err(|e| anyhow::anyhow!("{e} (check the length, beam and sampling flags)"))?;
+    let pre = preprocess_config(&model_cfg)?;
+    let device = model.device().clone();
+
+    // Caption everything once; `first` records when the first batch's captions exist.
+    let run_once = |first: &mut Option<f64>| -> Result<Vec<Caption>> {
+        let mut out = Vec::with_capacity(args.images.len());
+        for (b, chunk) in args.images.chunks(args.batch_size).enumerate() {
+            let pixels = load_images(chunk, &pre, &device)?;
+            let mut cfg = gen_cfg.clone();
+            // Distinct, reproducible random streams per batch.
+            cfg.seed = gen_cfg.seed.wrapping_add((b * args.batch_size) as u64);
+            out.extend(generate(&model, &pixels, &cfg)?);
+            if first.is_none() {
+                *first = Some(started.elapsed().as_secs_f64());
+            }
+        }
+        Ok(out)
+    };
+
+    let mut first = None;
+    let t = Instant::now();
+    let captions = run_once(&mut first)?;
+    let first_run_s = t.elapsed().as_secs_f64();
+    if args.bench {
+        let mut times = Vec::with_capacity(args.bench_iters);
+        for _ in 0..args.bench_iters {
+            let t = Instant::now();
+            run_once(&mut None)?;
+            times.push(t.elapsed().as_secs_f64());
+        }
+        times.sort_by(f64::total_cmp);
+        let new_tokens: usize = captions.iter().map(|c| c.generated().len()).sum();
+        let report = json!({
+            "images": args.images.len(),
+            "batch_size": args.batch_size,
+            "config": gen_cfg,
+            "load_s": load_s,
+            "time_to_first_caption_s": first,
+            "first_run_s": first_run_s,
+            "median_run_s": times[times.len() / 2],
+            "runs_s": times,
+            "new_tokens_first_run": new_tokens,
+            "tokens_first_run": captions.iter().map(|c| &c.tokens).collect::<Vec<_>>(),
+            "peak_rss_mib": peak_rss_mib(),
+        });
+        return write_json(&report, args.output.as_deref());
+    }
+
+    let texts: Vec<String> = captions.iter().map(|c| c.text(&tokenizer)).collect();
+    if args.json || args.output.is_some() {
+        let items: Vec<_> = args
+            .images
+            .iter()
+            .zip(&captions)
+            .zip(&texts)
+            .map(|((p, c), t)| caption_json(p, c, t, args.tokens))
+            .collect();
+        return write_json(
+            &json!({ "model": args.model.model, "config": gen_cfg, "captions": items }),
+            args.output.as_deref(),
+        );
+    }
+    for ((path, c), text) in args.images.iter().zip(&captions).zip(&texts) {
+        if args.tokens {
+            println!("{}\t{text}\t{:?}", path.display(), c.tokens);
+        } else {
+            println!("{}\t{text}", path.display());
+        }
+    }
+    Ok(())
+}
