@@ -23,14 +23,41 @@ type AxpyKernel = fn(&[f32], usize, usize, &[f32], usize, &mut [f32]);
 /// `x · Wᵀ` for `x` (rows ≤ [`MAX_ROWS`], k) and `W` (n, k) row-major, when both are f32 on the CPU and no
 /// gradient is recorded; `None` when the general path must run instead.
 pub fn thin_matmul_transposed(x: &Tensor, weight: &Tensor) -> Result<Option<Tensor>> {
-    let Ok((rows, k)) = x.dims2() else {
+    with_thin_operands(x, weight, 1, |xs, rows, k, w| {
+        let n = w.len() / k;
+        let kernel = kernel();
+        // Computed as (n, rows) so each task owns a contiguous slice of the output, then transposed (tiny).
+        let mut out_t = vec![0f32; n * rows];
+        out_t
+            .par_chunks_mut(ROWS_PER_TASK * rows)
+            .zip(w.par_chunks(ROWS_PER_TASK * k))
+            .for_each(|(out, w_block)| kernel(xs, rows, k, w_block, out));
+        let mut out = vec![0f32; rows * n];
+        for (j, chunk) in out_t.chunks_exact(rows).enumerate() {
+            for (r, v) in chunk.iter().enumerate() {
+                out[r * n + j] = *v;
+            }
+        }
+        Ok((out, n))
+    })
+}
+
+/// Run `compute(x rows, rows, k, weight data)` when the thin path applies: `x` is (rows ≤ [`MAX_ROWS`], k), the
+/// weight is 2-D with `k` along `k_axis`, both f32 on the CPU, contiguous, and no gradient is recorded. The weight
+/// is read in place from its storage. `compute` returns the (rows × n) result and `n`.
+fn with_thin_operands(
+    x: &Tensor,
+    weight: &Tensor,
+    k_axis: usize,
+    compute: impl FnOnce(&[f32], usize, usize, &[f32]) -> Result<(Vec<f32>, usize)>,
+) -> Result<Option<Tensor>> {
+    let (Ok((rows, k)), Ok(w_dims)) = (x.dims2(), weight.dims2()) else {
         return Ok(None);
     };
-    let Ok((n, wk)) = weight.dims2() else {
-        return Ok(None);
-    };
+    let w_k = if k_axis == 0 { w_dims.0 } else { w_dims.1 };
     let eligible = rows <= MAX_ROWS
-        && wk == k
+        && k > 0
+        && w_k == k
         && matches!(x.device(), Device::Cpu)
         && x.dtype() == DType::F32
         && weight.dtype() == DType::F32
@@ -46,75 +73,40 @@ pub fn thin_matmul_transposed(x: &Tensor, weight: &Tensor) -> Result<Option<Tens
     let Storage::Cpu(CpuStorage::F32(data)) = &*storage else {
         return Ok(None);
     };
-    let w = &data[start..end];
     let xs = x.flatten_all()?.to_vec1::<f32>()?;
-    let kernel = kernel();
-    // Computed as (n, rows) so each task owns a contiguous slice of the output, then transposed (tiny).
-    let mut out_t = vec![0f32; n * rows];
-    out_t
-        .par_chunks_mut(ROWS_PER_TASK * rows)
-        .zip(w.par_chunks(ROWS_PER_TASK * k))
-        .for_each(|(out, w_block)| kernel(&xs, rows, k, w_block, out));
+    let (out, n) = compute(&xs, rows, k, &data[start..end])?;
     drop(storage);
-    let mut out = vec![0f32; rows * n];
-    for (j, chunk) in out_t.chunks_exact(rows).enumerate() {
-        for (r, v) in chunk.iter().enumerate() {
-            out[r * n + j] = *v;
-        }
-    }
     Ok(Some(Tensor::from_vec(out, (rows, n), x.device())?))
 }
 
 /// `x · P` for `x` (rows ≤ [`MAX_ROWS`], k) and `P` (k, n) row-major (open_clip's bare projection matrices such
 /// as the LM head); `None` when the general path must run instead.
 pub fn thin_matmul(x: &Tensor, proj: &Tensor) -> Result<Option<Tensor>> {
-    let Ok((rows, k)) = x.dims2() else {
-        return Ok(None);
-    };
-    let Ok((pk, n)) = proj.dims2() else {
-        return Ok(None);
-    };
-    let eligible = rows <= MAX_ROWS
-        && pk == k
-        && matches!(x.device(), Device::Cpu)
-        && x.dtype() == DType::F32
-        && proj.dtype() == DType::F32
-        && !x.track_op()
-        && !proj.track_op();
-    if !eligible {
-        return Ok(None);
-    }
-    let (storage, layout) = proj.storage_and_layout();
-    let Some((start, end)) = layout.contiguous_offsets() else {
-        return Ok(None);
-    };
-    let Storage::Cpu(CpuStorage::F32(data)) = &*storage else {
-        return Ok(None);
-    };
-    let p = &data[start..end];
-    let xs = x.flatten_all()?.to_vec1::<f32>()?;
-    // Each task owns a block of output columns and streams the matching slice of every row of P.
-    const COLS_PER_TASK: usize = 1024;
-    let blocks: Vec<Vec<f32>> = (0..n.div_ceil(COLS_PER_TASK))
-        .into_par_iter()
-        .map(|b| {
+    with_thin_operands(x, proj, 0, |xs, rows, k, p| {
+        let n = p.len() / k;
+        // Each task owns a block of output columns and streams the matching slice of every row of P.
+        const COLS_PER_TASK: usize = 1024;
+        let blocks: Vec<Vec<f32>> = (0..n.div_ceil(COLS_PER_TASK))
+            .into_par_iter()
+            .map(|b| {
+                let c0 = b * COLS_PER_TASK;
+                let width = COLS_PER_TASK.min(n - c0);
+                let mut acc = vec![0f32; rows * width];
+                axpy_kernel()(xs, rows, k, &p[c0..], n, &mut acc);
+                acc
+            })
+            .collect();
+        let mut out = vec![0f32; rows * n];
+        for (b, acc) in blocks.iter().enumerate() {
             let c0 = b * COLS_PER_TASK;
-            let width = COLS_PER_TASK.min(n - c0);
-            let mut acc = vec![0f32; rows * width];
-            axpy_kernel()(&xs, rows, k, &p[c0..], n, &mut acc);
-            acc
-        })
-        .collect();
-    drop(storage);
-    let mut out = vec![0f32; rows * n];
-    for (b, acc) in blocks.iter().enumerate() {
-        let c0 = b * COLS_PER_TASK;
-        let width = acc.len() / rows;
-        for r in 0..rows {
-            out[r * n + c0..r * n + c0 + width].copy_from_slice(&acc[r * width..(r + 1) * width]);
+            let width = acc.len() / rows;
+            for r in 0..rows {
+                out[r * n + c0..r * n + c0 + width]
+                    .copy_from_slice(&acc[r * width..(r + 1) * width]);
+            }
         }
-    }
-    Ok(Some(Tensor::from_vec(out, (rows, n), x.device())?))
+        Ok((out, n))
+    })
 }
 
 /// The widest kernel this CPU runs, chosen once.
