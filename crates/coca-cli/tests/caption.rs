@@ -1,32 +1,12 @@
 //! End-to-end tests of `coca caption`: captions against open_clip from image files, and the error paths.
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
+mod common;
 
 use serde_json::Value;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+use common::{coca, root, stderr, DEMO_CFG, DEMO_WEIGHTS};
 
-fn coca(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_coca"))
-        .current_dir(root())
-        .args(args)
-        .output()
-        .expect("run coca")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-const DEMO: [&str; 4] = [
-    "--model",
-    "assets/demo/coca_demo-tiny.json",
-    "--pretrained",
-    "assets/demo/coca_demo-tiny.safetensors",
-];
+const DEMO: [&str; 4] = ["--model", DEMO_CFG, "--pretrained", DEMO_WEIGHTS];
 
 /// `coca caption` with the demo model on the reference images, JSON with tokens; returns the token rows.
 fn caption_tokens(extra: &[&str]) -> Vec<Vec<u64>> {

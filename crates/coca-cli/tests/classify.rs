@@ -1,54 +1,36 @@
 //! `coca classify` end to end: rankings against open_clip (fixtures/zeroshot), the cache, and the errors.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
-const DEMO_CFG: &str = "assets/demo/coca_demo-tiny.json";
-const DEMO_WEIGHTS: &str = "assets/demo/coca_demo-tiny.safetensors";
+use std::path::Path;
+use std::process::Output;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+use common::{assert_fails_with, command, root, stderr, DEMO_CFG, DEMO_WEIGHTS};
 
 /// Run `coca classify` on the demo model with `args`, caching into `cache` (or with COCA_CACHE_DIR unset
 /// and HOME pointing into a temp dir, so no test ever touches the real user cache).
 fn classify(args: &[&str], env_cache: Option<&Path>, home: &Path) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_coca"));
-    cmd.current_dir(root())
-        .args([
-            "classify",
-            "--model",
-            DEMO_CFG,
-            "--pretrained",
-            DEMO_WEIGHTS,
-        ])
-        .args(args)
-        .env_remove("XDG_CACHE_HOME")
-        .env_remove("COCA_CACHE_DIR")
-        .env_remove("COCA_LOG")
-        .env("HOME", home);
+    let mut cmd = command();
+    cmd.args([
+        "classify",
+        "--model",
+        DEMO_CFG,
+        "--pretrained",
+        DEMO_WEIGHTS,
+    ])
+    .args(args)
+    .env_remove("XDG_CACHE_HOME")
+    .env_remove("COCA_CACHE_DIR")
+    .env_remove("COCA_LOG")
+    .env("HOME", home);
     if let Some(dir) = env_cache {
         cmd.env("COCA_CACHE_DIR", dir);
     }
     cmd.output().expect("run coca")
 }
 
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
 fn assert_ok(o: &Output) {
     assert!(o.status.success(), "failed: {}", stderr(o));
-}
-
-fn assert_fails_with(o: &Output, fragments: &[&str]) {
-    let err = stderr(o);
-    assert!(!o.status.success(), "expected failure; stderr: {err}");
-    assert!(!err.contains("panicked"), "panicked: {err}");
-    assert!(err.starts_with("error: "), "no error line: {err}");
-    for f in fragments {
-        assert!(err.contains(f), "missing {f:?} in: {err}");
-    }
 }
 
 #[derive(serde::Deserialize)]

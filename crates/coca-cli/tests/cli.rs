@@ -1,44 +1,11 @@
 //! End-to-end tests of the `coca` binary: outputs against open_clip, and every documented error path.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+use std::path::Path;
+use std::process::Output;
 
-fn coca(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_coca"))
-        .current_dir(root())
-        .args(args)
-        .output()
-        .expect("run coca")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// Assert failure with a one-line `error:` message containing every fragment, and no panic.
-fn assert_fails_with(o: &Output, fragments: &[&str]) {
-    let err = stderr(o);
-    assert!(
-        !o.status.success(),
-        "expected failure, got success; stderr: {err}"
-    );
-    assert!(!err.contains("panicked"), "panicked: {err}");
-    assert!(err.starts_with("error: "), "no error line: {err}");
-    for f in fragments {
-        assert!(err.contains(f), "missing {f:?} in: {err}");
-    }
-}
-
-const DEMO_CFG: &str = "assets/demo/coca_demo-tiny.json";
-const DEMO_WEIGHTS: &str = "assets/demo/coca_demo-tiny.safetensors";
+use common::{assert_fails_with, coca, root, stderr, stdout, DEMO_CFG, DEMO_WEIGHTS};
 
 fn embed(extra: &[&str]) -> Output {
     let mut args = vec!["embed", "--model", DEMO_CFG, "--pretrained", DEMO_WEIGHTS];
