@@ -29,6 +29,9 @@ from pathlib import Path
 PROCESS_START = time.perf_counter()
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts" / "parity"))
+sys.path.insert(0, str(ROOT / "scripts" / "bench"))
+
+from bench_embed import write_checkpoint  # noqa: E402  (the same random checkpoint for every benchmark)
 
 IMAGE = ROOT / "fixtures" / "images" / "sources" / "chelsea.png"
 NEW_TOKENS = 20
@@ -87,17 +90,6 @@ def coca_run(args, ckpt: Path, strategy: str, env) -> dict:
     res["wall_s"] = time.perf_counter() - started
     res["tokens"] = res["tokens_first_run"]
     return res
-
-
-def write_checkpoint(model_name: str, out_dir: Path) -> Path:
-    import oracle
-    from safetensors.torch import save_file
-
-    model = oracle.build_model(model_name)
-    oracle.perturb_(model, seed=7)
-    path = out_dir / "open_clip_model.safetensors"
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
-    return path
 
 
 def main() -> None:
