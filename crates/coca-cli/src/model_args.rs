@@ -14,9 +14,11 @@ pub struct ModelArgs {
     /// Model name (coca_ViT-B-32, coca_ViT-L-14, coca_base) or the path of an open_clip config JSON.
     #[arg(long, value_name = "NAME|CONFIG.json")]
     pub model: String,
-    /// Checkpoint file: open_clip_pytorch_model.bin (PyTorch zip) or a .safetensors file.
-    #[arg(long, value_name = "FILE")]
-    pub pretrained: PathBuf,
+    /// Checkpoint: a file (open_clip_pytorch_model.bin or .safetensors) or an open_clip pretrained tag such as
+    /// laion2b_s13b_b90k or mscoco_finetuned_laion2b_s13b_b90k, fetched into the Hugging Face cache (HF_HOME,
+    /// HF_HUB_OFFLINE and HF_TOKEN are honoured).
+    #[arg(long, value_name = "FILE|TAG")]
+    pub pretrained: String,
     /// Compute precision, as open_clip's --precision: fp32, fp16 or bf16.
     #[arg(long, default_value = "fp32", value_name = "fp32|fp16|bf16")]
     pub precision: String,
@@ -59,37 +61,32 @@ pub fn resolve_config(model: &str) -> Result<(CocaConfig, ConfigSource)> {
 }
 
 impl ModelArgs {
-    /// Resolve the config, check the checkpoint path, and load the model.
+    /// The checkpoint file: `--pretrained` itself when it is a file, else the tag's file from the Hugging Face
+    /// cache (downloaded on first use).
+    pub fn weights_path(&self) -> Result<PathBuf> {
+        let resolved = coca_hub::resolve_pretrained(
+            &self.model,
+            &self.pretrained,
+            &coca_hub::HubOptions::from_env(),
+        )?;
+        Ok(resolved.path)
+    }
+
+    /// Resolve the config and the checkpoint, and load the model.
     pub fn load(&self) -> Result<(Coca, CocaConfig)> {
         let (cfg, source) = resolve_config(&self.model)?;
         let opts = LoadOptions {
             dtype: parse_precision(&self.precision)?,
             device: parse_device(&self.device)?,
         };
-        self.check_pretrained_path()?;
+        let weights = self.weights_path()?;
         let started = std::time::Instant::now();
-        let model = load_model(&cfg, &self.pretrained, &opts)?;
+        let model = load_model(&cfg, &weights, &opts)?;
         tracing::info!(
             "loaded {source} from {} in {:.2}s",
-            self.pretrained.display(),
+            weights.display(),
             started.elapsed().as_secs_f64()
         );
         Ok((model, cfg))
-    }
-
-    /// A missing `--pretrained` file gets a message that says what to pass instead.
-    pub fn check_pretrained_path(&self) -> Result<()> {
-        if !self.pretrained.exists() {
-            let shown = self.pretrained.display();
-            let looks_like_tag = !shown.to_string().contains(['/', '.']);
-            if looks_like_tag {
-                bail!(
-                    "{shown}: no such file. Pretrained tags are not downloaded by this version; pass the path of \
-                     an open_clip checkpoint (open_clip_pytorch_model.bin or .safetensors)"
-                );
-            }
-            bail!("{shown}: no such file");
-        }
-        Ok(())
     }
 }

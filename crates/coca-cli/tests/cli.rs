@@ -218,11 +218,41 @@ fn malformed_config_json_is_named() {
 #[test]
 fn missing_checkpoint_is_reported() {
     let o = embed_with_weights("nowhere/model.bin", &["--text", "x"]);
-    assert_fails_with(&o, &["nowhere/model.bin", "no such file"]);
-    let tag = embed_with_weights("laion2b_s13b_b90k", &["--text", "x"]);
     assert_fails_with(
-        &tag,
-        &["laion2b_s13b_b90k", "path of an open_clip checkpoint"],
+        &o,
+        &[
+            "nowhere/model.bin",
+            "neither an existing file nor a known pretrained tag",
+        ],
+    );
+    let tag = embed_with_weights("laion2b_s13b_b90k", &["--text", "x"]);
+    assert_fails_with(&tag, &["laion2b_s13b_b90k", "coca_ViT-B-32"]);
+}
+
+#[test]
+fn offline_tag_without_cache_says_what_to_do() {
+    let home = tempfile::tempdir().unwrap();
+    let o = common::command()
+        .args([
+            "embed",
+            "--model",
+            "coca_ViT-B-32",
+            "--pretrained",
+            "laion2B-s13B-b90k",
+            "--text",
+            "x",
+        ])
+        .env("HF_HOME", home.path())
+        .env("HF_HUB_OFFLINE", "1")
+        .output()
+        .unwrap();
+    assert_fails_with(
+        &o,
+        &[
+            "HF_HUB_OFFLINE",
+            "laion/CoCa-ViT-B-32-laion2B-s13B-b90k",
+            "--pretrained /path/to/",
+        ],
     );
 }
 

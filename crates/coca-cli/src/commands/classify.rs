@@ -202,7 +202,7 @@ fn class_embeddings(
         return Ok(classifier);
     };
     let cache = ClassifierCache::new(dir);
-    let identity = CheckpointIdentity::of(&args.model.pretrained)?;
+    let identity = CheckpointIdentity::of(&args.model.weights_path()?)?;
     let dtype = parse_precision(&args.model.precision)?;
     let key = CacheKey::new(&identity, cfg, dtype, classnames, templates)?;
     let description = BTreeMap::from([

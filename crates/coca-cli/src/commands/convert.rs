@@ -13,17 +13,14 @@ use crate::model_args::{parse_precision, resolve_config};
 /// Run the command.
 pub fn run(args: ConvertArgs) -> Result<()> {
     let (cfg, source) = resolve_config(&args.model.model)?;
-    args.model.check_pretrained_path()?;
+    let weights = args.model.weights_path()?;
     if args.output.exists() && !args.force {
         bail!(
             "{}: already exists (pass --force to replace it)",
             args.output.display()
         );
     }
-    if let (Ok(a), Ok(b)) = (
-        args.output.canonicalize(),
-        args.model.pretrained.canonicalize(),
-    ) {
+    if let (Ok(a), Ok(b)) = (args.output.canonicalize(), weights.canonicalize()) {
         if a == b {
             bail!("--output must differ from --pretrained");
         }
@@ -33,7 +30,7 @@ pub fn run(args: ConvertArgs) -> Result<()> {
         .as_deref()
         .map(parse_precision)
         .transpose()?;
-    let ckpt = Checkpoint::open(&args.model.pretrained)?;
+    let ckpt = Checkpoint::open(&weights)?;
     validate_checkpoint(&cfg, &ckpt)?;
     let tensors: Vec<(String, candle_core::Tensor)> = ckpt
         .names()
@@ -54,7 +51,7 @@ pub fn run(args: ConvertArgs) -> Result<()> {
         args.output.display(),
         tensors.len(),
         ckpt.num_params(),
-        args.model.pretrained.display(),
+        weights.display(),
         ckpt.format()
     );
     Ok(())
