@@ -248,6 +248,7 @@ fn axpy_generic<const FMA: bool>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nn::ops::tests::max_abs_diff;
     use candle_core::Var;
 
     #[test]
@@ -260,16 +261,7 @@ mod tests {
                 .unwrap()
                 .expect("thin path taken");
             let reference = x.matmul(&w.t().unwrap()).unwrap();
-            let diff = (fast - reference)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
+            let diff = max_abs_diff(&fast, &reference);
             assert!(diff < 1e-4, "rows {rows} k {k} n {n}: {diff}");
         }
     }
@@ -282,18 +274,8 @@ mod tests {
             let p = Tensor::randn(0f32, 0.1, (k, n), &dev).unwrap();
             let fast = thin_matmul(&x, &p).unwrap().expect("thin path taken");
             let reference = x.matmul(&p).unwrap();
-            let diff = (fast - reference)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap();
-            assert!(
-                diff.to_scalar::<f32>().unwrap() < 1e-4,
-                "rows {rows} k {k} n {n}"
-            );
+            let diff = max_abs_diff(&fast, &reference);
+            assert!(diff < 1e-4, "rows {rows} k {k} n {n}: {diff}");
         }
     }
 
