@@ -62,6 +62,8 @@ pub enum Command {
     Classify(crate::commands::classify::ClassifyArgs),
     /// Captions for images (open_clip-compatible greedy, sampling and beam search, with a key/value cache).
     Caption(crate::commands::caption::CaptionArgs),
+    /// Exact search of an embedding folder written by `coca embed --output-dir` with a text or an image.
+    Search(crate::commands::search::SearchArgs),
 }
 
 /// `coca embed`.
@@ -72,7 +74,14 @@ similarities and open_clip-style probabilities (softmax of logit_scale × simila
 
 Example:
   coca embed --model coca_ViT-B-32 --pretrained model.safetensors --image a.jpg --image b.png \\
-       --text 'a diagram' --text 'a dog' --json > embeddings.json")]
+       --text 'a diagram' --text 'a dog' --json > embeddings.json
+
+Collections: --input-dir, --input-list, --input-csv or --input-shards with --output-dir write clip-retrieval's
+layout (img_emb/, text_emb/, metadata/) in partitions, resumable after an interruption, then print a summary
+(--json: as JSON). Unreadable samples are skipped, named in a warning, and counted. See docs/retrieval.md.
+  coca embed --model coca_ViT-B-32 --pretrained model.safetensors \\
+       --input-shards 'data/{00000..00099}.tar' --output-dir index/
+  coca search --model coca_ViT-B-32 --pretrained model.safetensors --index index/ --text 'a red car'")]
 pub struct EmbedArgs {
     #[command(flatten)]
     pub model: ModelArgs,
@@ -91,6 +100,9 @@ pub struct EmbedArgs {
     /// Images per forward pass.
     #[arg(long, default_value_t = 32, value_name = "N")]
     pub batch_size: usize,
+    /// Bulk embedding of a whole collection into --output-dir (see commands/embed/collection.rs).
+    #[command(flatten)]
+    pub collection: crate::commands::embed::CollectionArgs,
 }
 
 /// `coca tokenize`.

@@ -20,7 +20,7 @@ fn main() -> ExitCode {
         std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
     }
     let result = match cli.command {
-        Command::Embed(args) => commands::embed::run(args),
+        Command::Embed(args) => commands::embed::run(args, cli.global.quiet),
         Command::Tokenize(args) => commands::tokenize::run(args),
         Command::Convert(args) => commands::convert::run(args),
         Command::Info(args) => commands::info::run(args),
@@ -28,6 +28,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => commands::bench::run(args),
         Command::Classify(args) => commands::classify::run(args, cli.global.quiet),
         Command::Caption(args) => commands::caption::run(args),
+        Command::Search(args) => commands::search::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,4 +1,11 @@
-//! `coca embed`: L2-normalised embeddings of images and texts.
+//! `coca embed`: L2-normalised embeddings of images and texts, given one by one on the command line
+//! (`--image`, `--text`) or as a whole collection written to an output folder ([`collection`]).
+
+mod collection;
+mod decode;
+mod progress;
+
+pub use collection::CollectionArgs;
 
 use anyhow::{bail, Result};
 use candle_core::{DType, Tensor};
@@ -12,10 +19,22 @@ fn rows(t: &Tensor) -> Result<Vec<Vec<f32>>> {
     Ok(t.to_dtype(DType::F32)?.to_vec2::<f32>()?)
 }
 
-/// Run the command.
-pub fn run(args: EmbedArgs) -> Result<()> {
+/// Run the command; `quiet` hides the progress bar of collection runs.
+pub fn run(args: EmbedArgs, quiet: bool) -> Result<()> {
+    if args.collection.is_requested() {
+        if !args.images.is_empty() || !args.texts.is_empty() {
+            bail!(
+                "--image/--text cannot be combined with a collection input (--input-dir, --input-list, \
+                 --input-csv, --input-shards); embed single files without --output-dir"
+            );
+        }
+        return collection::run(&args, quiet);
+    }
     if args.images.is_empty() && args.texts.is_empty() {
-        bail!("nothing to embed: pass at least one --image PATH or --text TEXT");
+        bail!(
+            "nothing to embed: pass at least one --image PATH or --text TEXT, or a collection with \
+             --input-dir/--input-list/--input-csv/--input-shards and --output-dir"
+        );
     }
     if args.batch_size == 0 {
         bail!("--batch-size must be at least 1");

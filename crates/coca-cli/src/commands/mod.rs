@@ -7,4 +7,5 @@ pub mod convert;
 pub mod embed;
 pub mod info;
 pub mod parity;
+pub mod search;
 pub mod tokenize;

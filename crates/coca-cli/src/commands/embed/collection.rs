@@ -1,0 +1,558 @@
+//! `coca embed --input-dir|--input-list|--input-csv|--input-shards ... --output-dir OUT`: embeddings of a
+//! whole collection, written in clip-retrieval's layout (see `coca_retrieval`), resumable after an
+//! interruption.
+//!
+//! The input is cut into partitions of `--partition-size` input items: partition N covers items
+//! `N*size .. (N+1)*size` of the source, in the source's stable order. Items that cannot be used (an
+//! unreadable image, a malformed CSV row, a damaged shard) are reported and left out, so a partition can
+//! hold fewer rows than its size. Because the cut depends only on the input, a restarted run skips the
+//! partitions already written and computes the others exactly as an uninterrupted run would; batches never
+//! cross a partition boundary, so even the batch composition is the same.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{anyhow, bail, Context, Result};
+use candle_core::{DType, Device, Tensor};
+use clap::{Args, ValueEnum};
+use coca_data::{CsvOptions, DataError, Input, Sample, Samples};
+use coca_image::PreprocessConfig;
+use coca_model::{Coca, CocaConfig};
+use coca_retrieval::{
+    EmbeddingDtype, EmbeddingOutput, Manifest, MetadataRow, PartitionData, FORMAT_VERSION,
+};
+use coca_text::Tokenizer;
+use serde_json::json;
+
+use super::decode::preprocess_samples;
+use super::progress::Progress;
+use crate::cli::EmbedArgs;
+use crate::model_args::resolve_config;
+use crate::output::write_json;
+use crate::pipeline::preprocess_config;
+
+/// How far `--embeddings auto` looks for a first readable sample to decide whether captions exist.
+const AUTO_LOOKAHEAD: usize = 10_000;
+
+/// Which embeddings a collection run computes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Kinds {
+    /// Images, plus captions if the first readable sample has one.
+    Auto,
+    /// Images only (captions are still recorded in the metadata).
+    Image,
+    /// Captions only; samples without one are skipped, images are not decoded.
+    Text,
+    /// Images and captions; samples without a caption are skipped.
+    Both,
+}
+
+/// Storage type of the `.npy` files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StoreDtype {
+    /// float16, as clip-retrieval stores embeddings (half the size; scores change by ~1e-3 at most).
+    F16,
+    /// float32, exactly what the model computed.
+    F32,
+}
+
+impl From<StoreDtype> for EmbeddingDtype {
+    fn from(d: StoreDtype) -> Self {
+        match d {
+            StoreDtype::F16 => EmbeddingDtype::F16,
+            StoreDtype::F32 => EmbeddingDtype::F32,
+        }
+    }
+}
+
+/// Flags of collection runs (`coca embed --input-* --output-dir OUT`).
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Collections (bulk embedding into --output-dir)")]
+pub struct CollectionArgs {
+    /// Embed every image under this folder, recursively (jpg, jpeg, png, webp, gif, bmp, tif, tiff); a
+    /// sibling .txt file with the same stem is the caption.
+    #[arg(long, value_name = "DIR")]
+    pub input_dir: Option<PathBuf>,
+    /// Embed the images listed in this file, one path per line (sibling .txt captions as for --input-dir).
+    #[arg(long, value_name = "FILE")]
+    pub input_list: Option<PathBuf>,
+    /// Embed the images of a CSV/TSV file, read like open_clip's --train-data CSV (see --csv-*).
+    #[arg(long, value_name = "FILE")]
+    pub input_csv: Option<PathBuf>,
+    /// CSV column with image paths (open_clip's --csv-img-key).
+    #[arg(long, default_value = "filepath", value_name = "COLUMN")]
+    pub csv_img_key: String,
+    /// CSV column with captions (open_clip's --csv-caption-key); '' for none.
+    #[arg(long, default_value = "title", value_name = "COLUMN")]
+    pub csv_caption_key: String,
+    /// CSV field separator (open_clip's --csv-separator): one character, or \t for tab.
+    #[arg(long, default_value = "\\t", value_name = "CHAR")]
+    pub csv_separator: String,
+    /// Embed WebDataset tar shards in img2dataset's layout (key.jpg + key.txt); brace patterns such as
+    /// 'shards/{00000..00099}.tar' are expanded as WebDataset does.
+    #[arg(long, value_name = "PATTERN")]
+    pub input_shards: Option<String>,
+    /// Write clip-retrieval's layout here: img_emb/img_emb_N.npy, text_emb/text_emb_N.npy,
+    /// metadata/metadata_N.parquet (image_path, caption, key). Rerunning with the same settings resumes.
+    #[arg(long, value_name = "OUT")]
+    pub output_dir: Option<PathBuf>,
+    /// Input items per output partition; each partition is written atomically once complete.
+    #[arg(long, default_value_t = 10_000, value_name = "N")]
+    pub partition_size: usize,
+    /// Which embeddings to compute.
+    #[arg(long, value_enum, default_value_t = Kinds::Auto)]
+    pub embeddings: Kinds,
+    /// Storage type of the .npy files.
+    #[arg(long, value_enum, default_value_t = StoreDtype::F16)]
+    pub emb_dtype: StoreDtype,
+    /// Threads decoding and preprocessing images (default: one per core).
+    #[arg(long, value_name = "N")]
+    pub workers: Option<usize>,
+}
+
+impl CollectionArgs {
+    /// Whether any collection flag that selects this mode was given.
+    pub fn is_requested(&self) -> bool {
+        self.given_inputs() > 0 || self.output_dir.is_some()
+    }
+
+    fn given_inputs(&self) -> usize {
+        [
+            self.input_dir.is_some(),
+            self.input_list.is_some(),
+            self.input_csv.is_some(),
+            self.input_shards.is_some(),
+        ]
+        .into_iter()
+        .filter(|&g| g)
+        .count()
+    }
+
+    /// The one collection input.
+    fn input(&self) -> Result<Input> {
+        match self.given_inputs() {
+            0 => bail!(
+                "--output-dir needs a collection to embed: --input-dir DIR, --input-list FILE, --input-csv FILE \
+                 or --input-shards PATTERN"
+            ),
+            1 => {}
+            _ => bail!(
+                "give one collection input (--input-dir, --input-list, --input-csv or --input-shards), not several"
+            ),
+        }
+        if let Some(dir) = &self.input_dir {
+            return Ok(Input::Folder(dir.clone()));
+        }
+        if let Some(list) = &self.input_list {
+            return Ok(Input::List(list.clone()));
+        }
+        if let Some(pattern) = &self.input_shards {
+            return Ok(Input::Shards(pattern.clone()));
+        }
+        let path = self.input_csv.clone().expect("one input is given");
+        let options = CsvOptions {
+            img_key: self.csv_img_key.clone(),
+            caption_key: (!self.csv_caption_key.is_empty()).then(|| self.csv_caption_key.clone()),
+            separator: coca_data::parse_separator(&self.csv_separator)?,
+        };
+        Ok(Input::Csv { path, options })
+    }
+}
+
+/// A source with the first readable sample looked at in advance (for `--embeddings auto`).
+struct Lookahead {
+    buffered: VecDeque<Result<Sample, DataError>>,
+    rest: Samples,
+}
+
+impl Lookahead {
+    /// Whether the first readable sample (within [`AUTO_LOOKAHEAD`] items) has a caption.
+    fn first_has_caption(&mut self) -> bool {
+        if let Some(found) = self.buffered.iter().find_map(|item| item.as_ref().ok()) {
+            return found.text.is_some();
+        }
+        while self.buffered.len() < AUTO_LOOKAHEAD {
+            let Some(item) = self.rest.next() else {
+                return false;
+            };
+            let has = item.as_ref().ok().map(|s| s.text.is_some());
+            self.buffered.push_back(item);
+            if let Some(has) = has {
+                return has;
+            }
+        }
+        false
+    }
+}
+
+impl Iterator for Lookahead {
+    type Item = Result<Sample, DataError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.buffered.pop_front().or_else(|| self.rest.next())
+    }
+}
+
+/// A path as it should be recorded in the manifest: absolute when it exists, so a resumed run started from
+/// another directory still matches.
+fn stable(path: &Path) -> String {
+    std::fs::canonicalize(path)
+        .unwrap_or_else(|_| path.to_path_buf())
+        .display()
+        .to_string()
+}
+
+/// The settings that determine the output; a resumed run must repeat them.
+fn settings(args: &EmbedArgs, input: &Input) -> BTreeMap<String, serde_json::Value> {
+    let existing = |s: &str| {
+        let p = Path::new(s);
+        if p.exists() {
+            stable(p)
+        } else {
+            s.to_string()
+        }
+    };
+    let mut m = BTreeMap::new();
+    m.insert("model".into(), json!(existing(&args.model.model)));
+    m.insert("pretrained".into(), json!(existing(&args.model.pretrained)));
+    m.insert(
+        "precision".into(),
+        json!(args.model.precision.to_ascii_lowercase()),
+    );
+    let (kind, path) = match input {
+        Input::Folder(p) => ("folder", stable(p)),
+        Input::List(p) => ("list", stable(p)),
+        Input::Csv { path, options } => {
+            m.insert("csv_img_key".into(), json!(options.img_key));
+            m.insert("csv_caption_key".into(), json!(options.caption_key));
+            m.insert(
+                "csv_separator".into(),
+                json!(char::from(options.separator).to_string()),
+            );
+            ("csv", stable(path))
+        }
+        Input::Shards(pattern) => ("shards", pattern.clone()),
+    };
+    m.insert("input".into(), json!(kind));
+    m.insert("input_path".into(), json!(path));
+    m
+}
+
+/// The model and everything needed to turn samples into embeddings.
+struct Embedder {
+    model: Coca,
+    device: Device,
+    pre: PreprocessConfig,
+    tokenizer: Tokenizer,
+    context: usize,
+    vocab: u32,
+    workers: usize,
+    image: bool,
+    text: bool,
+}
+
+impl Embedder {
+    fn load(args: &EmbedArgs, image: bool, text: bool, progress: &Progress) -> Result<Self> {
+        let (model, cfg): (Coca, CocaConfig) = progress.suspend(|| args.model.load())?;
+        let workers = args
+            .collection
+            .workers
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        Ok(Self {
+            device: model.device().clone(),
+            pre: preprocess_config(&cfg)?,
+            tokenizer: Tokenizer::new().context("loading the CLIP tokenizer")?,
+            context: cfg.text_cfg.context_length,
+            vocab: cfg.text_cfg.vocab_size as u32,
+            model,
+            workers: workers.max(1),
+            image,
+            text,
+        })
+    }
+
+    /// Embed one batch into `data`; unusable samples are reported to `progress` and left out.
+    fn embed(
+        &self,
+        batch: Vec<Sample>,
+        data: &mut PartitionData,
+        progress: &mut Progress,
+    ) -> Result<()> {
+        let mut kept: Vec<Sample> = Vec::with_capacity(batch.len());
+        for sample in batch {
+            if self.text && sample.text.is_none() {
+                progress.skip(format!(
+                    "{}: no caption (embedding captions needs one per sample; --embeddings image embeds the \
+                     images alone)",
+                    sample.image.name()
+                ));
+            } else {
+                kept.push(sample);
+            }
+        }
+        let mut pixels = Vec::new();
+        if self.image {
+            let refs: Vec<&Sample> = kept.iter().collect();
+            let decoded = preprocess_samples(&refs, &self.pre, self.workers);
+            let mut readable = Vec::with_capacity(kept.len());
+            for (sample, result) in kept.into_iter().zip(decoded) {
+                match result {
+                    Ok(p) => {
+                        pixels.extend_from_slice(&p);
+                        readable.push(sample);
+                    }
+                    Err(e) => progress.skip(e.to_string()),
+                }
+            }
+            kept = readable;
+        }
+        let n = kept.len();
+        if n == 0 {
+            return Ok(());
+        }
+        let image_rows = if self.image {
+            let s = self.pre.image_size as usize;
+            let batch = Tensor::from_vec(pixels, (n, 3, s, s), &self.device)?;
+            flat(&self.model.encode_image(&batch)?.embedding)?
+        } else {
+            Vec::new()
+        };
+        let text_rows = if self.text {
+            let ids = self.tokenize(&kept)?;
+            flat(&self.model.encode_text(&ids)?.embedding)?
+        } else {
+            Vec::new()
+        };
+        let dim = image_rows.len().max(text_rows.len()) / n;
+        for (i, sample) in kept.into_iter().enumerate() {
+            let row = i * dim..(i + 1) * dim;
+            let image_path = match sample.image.path() {
+                Some(p) => p.display().to_string(),
+                // clip-retrieval records a shard sample's key as its image_path.
+                None => sample.key.clone(),
+            };
+            data.push(
+                self.image.then(|| &image_rows[row.clone()]),
+                self.text.then(|| &text_rows[row]),
+                MetadataRow {
+                    image_path: Some(image_path),
+                    caption: sample.text,
+                    key: Some(sample.key),
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// Token ids (n, context) of the samples' captions, truncated as open_clip does.
+    fn tokenize(&self, samples: &[Sample]) -> Result<Tensor> {
+        let mut ids = Vec::with_capacity(samples.len() * self.context);
+        for sample in samples {
+            let caption = sample.text.as_deref().unwrap_or_default();
+            let tok = self.tokenizer.tokenize(caption, self.context);
+            if let Some(bad) = tok.ids.iter().find(|&&id| id >= self.vocab) {
+                bail!(
+                    "{}: token id {bad} is outside this model's vocabulary of {}; the model was not trained with \
+                     the CLIP tokenizer",
+                    sample.key,
+                    self.vocab
+                );
+            }
+            ids.extend_from_slice(&tok.ids);
+        }
+        Ok(Tensor::from_vec(
+            ids,
+            (samples.len(), self.context),
+            &self.device,
+        )?)
+    }
+}
+
+/// The model, loaded on first use: a run whose partitions are all complete does not load it at all.
+fn loaded<'a>(
+    slot: &'a mut Option<Embedder>,
+    args: &EmbedArgs,
+    image: bool,
+    text: bool,
+    progress: &Progress,
+) -> Result<&'a Embedder> {
+    if slot.is_none() {
+        *slot = Some(Embedder::load(args, image, text, progress)?);
+    }
+    Ok(slot.as_ref().expect("loaded above"))
+}
+
+/// A (batch, dim) embedding tensor as row-major f32 values.
+fn flat(t: &Tensor) -> Result<Vec<f32>> {
+    Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?)
+}
+
+/// What a run did, for the summary.
+#[derive(Default)]
+struct Tally {
+    embedded: usize,
+    partitions_written: usize,
+    partitions_reused: usize,
+    rows_reused: usize,
+}
+
+/// Run a collection embedding.
+pub fn run(args: &EmbedArgs, quiet: bool) -> Result<()> {
+    let c = &args.collection;
+    let input = c.input()?;
+    let Some(out_dir) = c.output_dir.as_deref() else {
+        bail!("{input}: pass --output-dir OUT to say where the embeddings go");
+    };
+    if args.batch_size == 0 {
+        bail!("--batch-size must be at least 1");
+    }
+    if c.partition_size == 0 {
+        bail!("--partition-size must be at least 1");
+    }
+    let started = Instant::now();
+    let source = coca_data::open(&input).with_context(|| format!("cannot read {input}"))?;
+    let mut source = Lookahead {
+        buffered: VecDeque::new(),
+        rest: source,
+    };
+    let (image, text) = match c.embeddings {
+        Kinds::Auto => (true, source.first_has_caption()),
+        Kinds::Image => (true, false),
+        Kinds::Text => (false, true),
+        Kinds::Both => (true, true),
+    };
+    let (cfg, _) = resolve_config(&args.model.model)?;
+    let manifest = Manifest {
+        format: FORMAT_VERSION,
+        partition_size: c.partition_size,
+        dim: cfg.embed_dim,
+        dtype: c.emb_dtype.into(),
+        image_embeddings: image,
+        text_embeddings: text,
+        settings: settings(args, &input),
+    };
+    let mut output = EmbeddingOutput::create_or_resume(out_dir, manifest)?;
+    if !output.complete().is_empty() {
+        tracing::info!(
+            "{}: resuming; {} partition(s) already complete",
+            out_dir.display(),
+            output.complete().len()
+        );
+    }
+
+    let mut progress = Progress::new(quiet);
+    let mut embedder: Option<Embedder> = None;
+    let mut tally = Tally::default();
+    for partition in 0.. {
+        let items = source.by_ref().take(c.partition_size);
+        if output.is_complete(partition) {
+            let seen = items.count();
+            progress.advance(seen);
+            if seen == 0 {
+                break;
+            }
+            tally.partitions_reused += 1;
+            tally.rows_reused += output.rows_in(partition)?;
+            if seen < c.partition_size {
+                break;
+            }
+            continue;
+        }
+        let mut data = PartitionData::default();
+        let mut batch = Vec::with_capacity(args.batch_size);
+        let mut seen = 0;
+        for item in items {
+            seen += 1;
+            match item {
+                Ok(sample) => batch.push(sample),
+                Err(e) => progress.skip(e.to_string()),
+            }
+            if batch.len() == args.batch_size {
+                let model = loaded(&mut embedder, args, image, text, &progress)?;
+                model.embed(std::mem::take(&mut batch), &mut data, &mut progress)?;
+                progress.advance(args.batch_size);
+            }
+        }
+        if !batch.is_empty() {
+            let n = batch.len();
+            let model = loaded(&mut embedder, args, image, text, &progress)?;
+            model.embed(batch, &mut data, &mut progress)?;
+            progress.advance(n);
+        }
+        if seen == 0 {
+            break;
+        }
+        tally.embedded += data.len();
+        output.write_partition(partition, &data)?;
+        tally.partitions_written += 1;
+        if seen < c.partition_size {
+            break;
+        }
+    }
+    progress.finish();
+    summarize(args, out_dir, &output, &tally, &progress, started)
+}
+
+/// Print the summary (text or JSON) and fail if nothing at all could be embedded.
+fn summarize(
+    args: &EmbedArgs,
+    out_dir: &Path,
+    output: &EmbeddingOutput,
+    tally: &Tally,
+    progress: &Progress,
+    started: Instant,
+) -> Result<()> {
+    let m = output.manifest();
+    let seconds = started.elapsed().as_secs_f64();
+    let skipped = progress.skipped();
+    let kinds = match (m.image_embeddings, m.text_embeddings) {
+        (true, true) => "images and captions",
+        (true, false) => "images",
+        _ => "captions",
+    };
+    if args.json || args.output.is_some() {
+        let (listed, cut) = progress.listed();
+        let value = json!({
+            "output_dir": out_dir.display().to_string(),
+            "embedded": tally.embedded,
+            "skipped": skipped,
+            "skipped_items": listed,
+            "skipped_items_truncated": cut,
+            "partitions_written": tally.partitions_written,
+            "partitions_reused": tally.partitions_reused,
+            "rows_reused": tally.rows_reused,
+            "partitions": output.complete().len(),
+            "image_embeddings": m.image_embeddings,
+            "text_embeddings": m.text_embeddings,
+            "dim": m.dim,
+            "dtype": m.dtype.to_string(),
+            "seconds": seconds,
+        });
+        write_json(&value, args.output.as_deref())?;
+    } else {
+        println!(
+            "embedded {} samples ({kinds}, dimension {}, {}) into {} in {:.1}s",
+            tally.embedded,
+            m.dim,
+            m.dtype,
+            out_dir.display(),
+            seconds
+        );
+        println!(
+            "partitions: {} written, {} already complete ({} rows kept)",
+            tally.partitions_written, tally.partitions_reused, tally.rows_reused
+        );
+        if skipped > 0 {
+            println!("skipped {skipped} unreadable (each named in a warning above)");
+        } else {
+            println!("skipped 0 unreadable");
+        }
+    }
+    if tally.embedded == 0 && tally.rows_reused == 0 && skipped > 0 {
+        return Err(anyhow!(
+            "no sample of the collection could be embedded ({skipped} skipped)"
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,71 @@
+//! Progress of a collection run on stderr, and the record of skipped samples.
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+/// Most skipped samples listed in the JSON summary (all of them are logged as they happen).
+const MAX_LISTED: usize = 1000;
+
+/// A sample counter on stderr (hidden with -q and when stderr is not a terminal) plus the skipped samples.
+pub struct Progress {
+    bar: ProgressBar,
+    skipped: usize,
+    listed: Vec<String>,
+}
+
+impl Progress {
+    /// A spinner with a running count: streaming sources do not know their length.
+    pub fn new(quiet: bool) -> Self {
+        let target = if quiet {
+            ProgressDrawTarget::hidden()
+        } else {
+            ProgressDrawTarget::stderr()
+        };
+        let bar = ProgressBar::with_draw_target(None, target);
+        if let Ok(style) = ProgressStyle::with_template(
+            "{spinner} {human_pos} samples read, {per_sec:0}, {elapsed} elapsed {msg}",
+        ) {
+            bar.set_style(style);
+        }
+        bar.enable_steady_tick(std::time::Duration::from_millis(200));
+        Self {
+            bar,
+            skipped: 0,
+            listed: Vec::new(),
+        }
+    }
+
+    /// `n` more input items were dealt with.
+    pub fn advance(&self, n: usize) {
+        self.bar.inc(n as u64);
+    }
+
+    /// Record and log (once, at warn level, naming the input) a sample that could not be used.
+    pub fn skip(&mut self, why: String) {
+        self.skipped += 1;
+        self.bar.suspend(|| tracing::warn!("skipped {why}"));
+        self.bar.set_message(format!("({} skipped)", self.skipped));
+        if self.listed.len() < MAX_LISTED {
+            self.listed.push(why);
+        }
+    }
+
+    /// Run `f` (which may log) without garbling the bar.
+    pub fn suspend<T>(&self, f: impl FnOnce() -> T) -> T {
+        self.bar.suspend(f)
+    }
+
+    /// How many samples were skipped.
+    pub fn skipped(&self) -> usize {
+        self.skipped
+    }
+
+    /// The first skipped samples' messages, and whether the list was cut.
+    pub fn listed(&self) -> (&[String], bool) {
+        (&self.listed, self.skipped > self.listed.len())
+    }
+
+    /// Remove the bar.
+    pub fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}
