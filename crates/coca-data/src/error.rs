@@ -121,6 +121,59 @@ pub enum DataError {
         /// The extensions the sample does have.
         found: Vec<String>,
     },
+    /// Some shards a pattern names do not exist (training refuses to run on part of its data).
+    #[error("{missing} of the {total} shards of `{pattern}` do not exist (first: {})", first.display())]
+    MissingShards {
+        /// The pattern.
+        pattern: String,
+        /// How many are missing.
+        missing: usize,
+        /// How many the pattern names.
+        total: usize,
+        /// The first missing shard.
+        first: PathBuf,
+    },
+    /// A shard holds no tar entries at all (a zero-byte file or just the end-of-archive marker).
+    #[error("{}: empty shard (no samples in it)", shard.display())]
+    EmptyShard {
+        /// The shard.
+        shard: PathBuf,
+    },
+    /// A training input that yields no usable sample (or not even one batch of them in an epoch).
+    #[error("{input}: no usable training samples: {detail}")]
+    NoSamples {
+        /// The input, as [`crate::Input`] displays it.
+        input: String,
+        /// What was found instead.
+        detail: String,
+    },
+    /// Training-loader settings that cannot work (a zero batch size, a rank outside the world size, ...).
+    #[error("training data loader: {detail}")]
+    LoaderConfig {
+        /// What is wrong.
+        detail: String,
+    },
+    /// The training loader's threads stopped unexpectedly (a bug, e.g. a panic while decoding).
+    #[error("training data loader stopped: {detail}")]
+    LoaderStopped {
+        /// What happened.
+        detail: String,
+    },
+    /// Synthetic-scene options out of range.
+    #[error("invalid scene options: {detail}")]
+    SceneOptions {
+        /// Which option and why.
+        detail: String,
+    },
+    /// An output file or folder could not be written.
+    #[error("{}: cannot write: {source}", path.display())]
+    Write {
+        /// The file or folder.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl DataError {

@@ -13,6 +13,12 @@
 //! | CSV/TSV | [`Input::Csv`] | one row per sample, with open_clip's `--csv-img-key` / `--csv-caption-key` / `--csv-separator` |
 //! | WebDataset tar shards | [`Input::Shards`] | img2dataset layout (`key.jpg` + `key.txt`), brace-expanded shard patterns |
 //!
+//! [`scenes`] generates synthetic captioned scenes (coloured shapes and their relations) by index, for training
+//! from scratch and for tests.
+//!
+//! [`train`] turns any of these (or an indexed generator such as the scenes) into shuffled, augmented,
+//! resumable training batches ([`TrainLoader`]).
+//!
 //! Images are not decoded here: a [`Sample`] carries the image's path or bytes, so decoding can run on a
 //! thread pool and a corrupt image is reported by whoever decodes it.
 //!
@@ -35,7 +41,9 @@ mod error;
 mod folder;
 mod list;
 mod sample;
+pub mod scenes;
 mod shards;
+pub mod train;
 
 use std::path::PathBuf;
 
@@ -46,6 +54,7 @@ pub use folder::{is_image_path, FolderSource, IMAGE_EXTENSIONS};
 pub use list::ListSource;
 pub use sample::{ImageData, Sample};
 pub use shards::{ShardSource, SHARD_IMAGE_KEYS, SHARD_TEXT_KEY};
+pub use train::{Batch, LoaderConfig, LoaderState, SkipCounts, TrainLoader, TrainSource};
 
 /// A collection to read.
 #[derive(Debug, Clone, PartialEq, Eq)]

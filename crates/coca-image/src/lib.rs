@@ -42,6 +42,7 @@ mod error;
 mod geometry;
 mod jpeg;
 mod preprocess;
+mod region;
 mod resample;
 
 use std::path::Path;
@@ -54,6 +55,7 @@ pub use error::{ImageError, BYTES_NAME};
 pub use image;
 use image::RgbImage;
 pub use preprocess::{preprocess, preprocess_decoded, resize_and_crop, to_tensor};
+pub use region::resize_region;
 
 /// Reads an image file and converts it to 8-bit RGB the way PIL's
 /// `Image.open(path).convert("RGB")` does.
