@@ -1,0 +1,62 @@
+//! Training errors: each names the file, step or setting at fault.
+
+use std::path::{Path, PathBuf};
+
+/// What can stop a training run.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// A file or directory could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A checkpoint is unusable for this run.
+    #[error("checkpoint {path}: {reason}")]
+    Checkpoint {
+        /// The checkpoint file or directory.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The loss became NaN or infinite.
+    #[error("the loss is {value} at step {step}; stopped without saving this state. {last_good}")]
+    NonFinite {
+        /// The step whose loss was not finite.
+        step: u64,
+        /// The value (NaN or ±inf).
+        value: f64,
+        /// Which checkpoint to resume from, or that there is none.
+        last_good: String,
+    },
+    /// Invalid settings.
+    #[error("{0}")]
+    Config(String),
+    /// The data pipeline failed.
+    #[error("training data: {0}")]
+    Data(String),
+    /// A tensor operation failed.
+    #[error(transparent)]
+    Tensor(#[from] candle_core::Error),
+    /// The model or a checkpoint could not be built or read.
+    #[error(transparent)]
+    Model(#[from] coca_model::ModelError),
+    /// A checkpoint file could not be read or written.
+    #[error(transparent)]
+    File(#[from] coca_checkpoint::CheckpointError),
+    /// The run was interrupted before finishing.
+    #[error("interrupted")]
+    Interrupted,
+}
+
+impl TrainError {
+    /// An I/O error at `path`.
+    pub fn io(path: &Path, source: std::io::Error) -> Self {
+        TrainError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,386 @@
+//! The training loop: data → gradients → AdamW → checkpoints, with hooks for logging and validation.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::{DType, Device, Var};
+use coca_checkpoint::{save_safetensors, Checkpoint};
+use coca_model::load::validate_checkpoint;
+use coca_model::weights::{parameter_specs, trainable_from, TrainableCoca};
+use coca_model::{Coca, CocaConfig, CocaLossConfig};
+use serde::{Deserialize, Serialize};
+
+use crate::checkpoint::{
+    latest_checkpoint, prune_checkpoints, read_state, write_checkpoint_dir, write_state,
+    TrainState, MODEL_FILE, OPTIMIZER_FILE,
+};
+use crate::error::TrainError;
+use crate::init::initial_parameters;
+use crate::optim::{clip_grad_norm, AdamW, AdamWConfig};
+use crate::params::{excluded_from_decay, Locks};
+use crate::schedule::Schedule;
+use crate::step::{clamp_logit_scale, step_gradients, MicroBatch, StepLosses};
+
+/// Settings of a run that the loop itself uses.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainOptions {
+    /// Optimiser steps to reach (a resumed run continues up to this).
+    pub steps: u64,
+    /// Micro-batches per optimiser step (open_clip's `--accum-freq`).
+    pub accum_freq: usize,
+    /// Learning-rate schedule.
+    pub schedule: Schedule,
+    /// AdamW settings.
+    pub adamw: AdamWConfig,
+    /// Clip the global gradient norm to this (`--grad-clip-norm`).
+    pub grad_clip_norm: Option<f64>,
+    /// λ_cap and λ_con.
+    pub caption_loss_weight: f64,
+    /// λ_con.
+    pub contrastive_loss_weight: f64,
+    /// Frozen parts.
+    pub locks: Locks,
+    /// Save a checkpoint every this many steps (0: only at the end).
+    pub save_every: u64,
+    /// Checkpoints kept (0: all).
+    pub keep_checkpoints: usize,
+    /// Validate every this many steps (0: only at the end).
+    pub val_every: u64,
+    /// Seed of the initialisation (data order has its own seed in the loader).
+    pub seed: u64,
+}
+
+/// Where the batches come from. Implementations tokenize and preprocess; the loop only needs tensors.
+pub trait TrainData {
+    /// The next micro-batch.
+    fn next_micro_batch(&mut self) -> Result<MicroBatch, TrainError>;
+    /// The position after the last micro-batch returned, restorable by the implementation.
+    fn position(&self) -> serde_json::Value;
+}
+
+/// What the loop reports after each step.
+#[derive(Debug, Clone, Copy)]
+pub struct StepReport {
+    /// Steps completed.
+    pub step: u64,
+    /// Loss parts.
+    pub losses: StepLosses,
+    /// Learning rate used for this step.
+    pub lr: f64,
+    /// Global gradient norm before clipping.
+    pub grad_norm: f64,
+    /// `exp(logit_scale)` after the step.
+    pub logit_scale: f64,
+    /// Samples per second over this step.
+    pub samples_per_s: f64,
+}
+
+/// Callbacks of the loop (progress, metrics, validation).
+pub trait TrainHooks {
+    /// After every optimiser step.
+    fn on_step(&mut self, report: &StepReport) -> Result<(), TrainError>;
+    /// Validation metrics of the current model, given as a gradient-free copy (called every `val_every` steps and
+    /// at the end).
+    fn validate(&mut self, model: &Coca, step: u64) -> Result<BTreeMap<String, f64>, TrainError>;
+    /// After a checkpoint landed.
+    fn on_checkpoint(&mut self, _step: u64, _path: &Path) -> Result<(), TrainError> {
+        Ok(())
+    }
+}
+
+/// How the weights of a new run start.
+pub enum Start<'a> {
+    /// open_clip's initialisation (see [`crate::init`]) with this seed.
+    Scratch,
+    /// A checkpoint (fine-tuning); validated strictly against the config.
+    Pretrained(&'a Path),
+}
+
+/// A model being trained, its optimiser and its run directory.
+pub struct Trainer {
+    cfg: CocaConfig,
+    model: TrainableCoca,
+    params: Vec<(String, Var)>,
+    logit_scale: Option<Var>,
+    optimizer: AdamW,
+    options: TrainOptions,
+    run_dir: PathBuf,
+    step: u64,
+}
+
+impl Trainer {
+    /// A new run in `run_dir`.
+    pub fn new(
+        cfg: &CocaConfig,
+        start: Start<'_>,
+        run_dir: &Path,
+        options: TrainOptions,
+        device: &Device,
+    ) -> Result<Self, TrainError> {
+        let model = match start {
+            Start::Scratch => {
+                let specs = parameter_specs(cfg)?;
+                let init: BTreeMap<String, candle_core::Tensor> =
+                    initial_parameters(cfg, &specs, options.seed)
+                        .map_err(TrainError::Config)?
+                        .into_iter()
+                        .collect();
+                trainable_from(cfg, DType::F32, device, |name| {
+                    init.get(name).cloned().ok_or_else(|| {
+                        candle_core::Error::Msg(format!("no initial value for `{name}`"))
+                    })
+                })?
+            }
+            Start::Pretrained(path) => load_trainable(cfg, path, device)?,
+        };
+        Self::assemble(cfg, model, options, run_dir, 0)
+    }
+
+    /// Continue the run saved in `checkpoint` (a `step_N` directory). The model config must be the one the
+    /// checkpoint was trained with. Returns the trainer and the saved data position.
+    pub fn resume(
+        cfg: &CocaConfig,
+        checkpoint: &Path,
+        run_dir: &Path,
+        options: TrainOptions,
+        device: &Device,
+    ) -> Result<(Self, serde_json::Value), TrainError> {
+        let state = read_state(checkpoint)?;
+        let wanted = serde_json::to_value(cfg).map_err(|e| TrainError::Config(e.to_string()))?;
+        if state.model_config != wanted {
+            return Err(TrainError::Checkpoint {
+                path: checkpoint.to_path_buf(),
+                reason: "it was trained with a different model config (architecture); resume with the same \
+                         --model, or start a new run with --pretrained pointing at its model.safetensors"
+                    .into(),
+            });
+        }
+        let model = load_trainable(cfg, &checkpoint.join(MODEL_FILE), device)?;
+        let mut trainer = Self::assemble(cfg, model, options, run_dir, state.step)?;
+        let opt_path = checkpoint.join(OPTIMIZER_FILE);
+        let opt = Checkpoint::open(&opt_path)?;
+        trainer
+            .optimizer
+            .load_state(state.step, |name| {
+                opt.get(name, DType::F32, &Device::Cpu)
+                    .map_err(|e| e.to_string())
+            })
+            .map_err(|reason| TrainError::Checkpoint {
+                path: opt_path.clone(),
+                reason,
+            })?;
+        Ok((trainer, state.data))
+    }
+
+    fn assemble(
+        cfg: &CocaConfig,
+        model: TrainableCoca,
+        options: TrainOptions,
+        run_dir: &Path,
+        step: u64,
+    ) -> Result<Self, TrainError> {
+        if options.accum_freq == 0 {
+            return Err(TrainError::Config("--accum-freq must be at least 1".into()));
+        }
+        let mut all: Vec<(String, Var)> = {
+            let data = model
+                .vars
+                .data()
+                .lock()
+                .map_err(|_| TrainError::Config("variable map poisoned".into()))?;
+            data.iter().map(|(n, v)| (n.clone(), v.clone())).collect()
+        };
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        let logit_scale = all
+            .iter()
+            .find(|(n, _)| n == "logit_scale")
+            .map(|(_, v)| v.clone());
+        let params: Vec<(String, Var)> = all
+            .into_iter()
+            .filter(|(n, _)| options.locks.trainable(cfg, n))
+            .collect();
+        if params.is_empty() {
+            return Err(TrainError::Config(
+                "every parameter is locked: nothing to train".into(),
+            ));
+        }
+        let groups = params
+            .iter()
+            .map(|(n, v)| {
+                let decay = !excluded_from_decay(n, v.as_tensor().dims());
+                (n.clone(), v.clone(), decay)
+            })
+            .collect();
+        let optimizer = AdamW::new(options.adamw, groups);
+        Ok(Self {
+            cfg: cfg.clone(),
+            model,
+            params,
+            logit_scale,
+            optimizer,
+            options,
+            run_dir: run_dir.to_path_buf(),
+            step,
+        })
+    }
+
+    /// Steps completed.
+    pub fn step(&self) -> u64 {
+        self.step
+    }
+
+    /// The model (for validation and inference between steps).
+    pub fn model(&self) -> &Coca {
+        &self.model.model
+    }
+
+    /// A copy of the model sharing the current weights but recording no gradients, so inference takes the fused
+    /// kernels (the trainable model's forward builds an autograd graph).
+    pub fn frozen_model(&self) -> Result<Coca, TrainError> {
+        let data = self
+            .model
+            .vars
+            .data()
+            .lock()
+            .map_err(|_| TrainError::Config("variable map poisoned".into()))?;
+        let detached: std::collections::HashMap<String, candle_core::Tensor> = data
+            .iter()
+            .map(|(n, v)| (n.clone(), v.as_tensor().detach()))
+            .collect();
+        let vb =
+            candle_nn::VarBuilder::from_tensors(detached, DType::F32, self.model.model.device());
+        Ok(Coca::new(&self.cfg, vb)?)
+    }
+
+    /// Names of the parameters the optimiser updates.
+    pub fn trainable_names(&self) -> Vec<&str> {
+        self.params.iter().map(|(n, _)| n.as_str()).collect()
+    }
+
+    /// Run optimiser steps until `options.steps`, saving and validating on schedule. On a non-finite loss the
+    /// run stops with [`TrainError::NonFinite`] naming the last good checkpoint.
+    pub fn train(
+        &mut self,
+        data: &mut dyn TrainData,
+        hooks: &mut dyn TrainHooks,
+    ) -> Result<(), TrainError> {
+        let loss_cfg = CocaLossConfig {
+            caption_weight: self.options.caption_loss_weight,
+            contrastive_weight: self.options.contrastive_loss_weight,
+            pad_id: self.cfg.text_cfg.pad_id,
+        };
+        while self.step < self.options.steps {
+            let started = Instant::now();
+            let micro: Vec<MicroBatch> = (0..self.options.accum_freq)
+                .map(|_| data.next_micro_batch())
+                .collect::<Result<_, _>>()?;
+            let samples: usize = micro.iter().map(|m| m.ids.dim(0).unwrap_or(0)).sum();
+            let (losses, mut grads) =
+                step_gradients(&self.model.model, &self.params, &micro, &loss_cfg)?;
+            if !losses.total.is_finite() {
+                let last_good = match latest_checkpoint(&self.run_dir)? {
+                    Some(p) => format!(
+                        "Last good checkpoint: {} (resume with --resume latest)",
+                        p.display()
+                    ),
+                    None => "No checkpoint was saved yet.".to_string(),
+                };
+                return Err(TrainError::NonFinite {
+                    step: self.step + 1,
+                    value: losses.total,
+                    last_good,
+                });
+            }
+            let grad_norm = clip_grad_norm(&mut grads, self.options.grad_clip_norm)?;
+            let lr = self.options.schedule.lr(self.step);
+            self.optimizer.step(&grads, lr)?;
+            if let Some(scale) = &self.logit_scale {
+                clamp_logit_scale(scale)?;
+            }
+            self.step += 1;
+            let logit_scale = match &self.logit_scale {
+                Some(v) => v.as_tensor().to_scalar::<f32>()?.exp() as f64,
+                None => f64::NAN,
+            };
+            hooks.on_step(&StepReport {
+                step: self.step,
+                losses,
+                lr,
+                grad_norm,
+                logit_scale,
+                samples_per_s: samples as f64 / started.elapsed().as_secs_f64().max(1e-9),
+            })?;
+            let last = self.step == self.options.steps;
+            let every = |n: u64| n > 0 && self.step.is_multiple_of(n);
+            if every(self.options.val_every) || last {
+                hooks.validate(&self.frozen_model()?, self.step)?;
+            }
+            if every(self.options.save_every) || last {
+                let path = self.save(data.position(), Some(losses.total))?;
+                hooks.on_checkpoint(self.step, &path)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Save a checkpoint of the current state and prune old ones.
+    pub fn save(
+        &self,
+        data_position: serde_json::Value,
+        last_loss: Option<f64>,
+    ) -> Result<PathBuf, TrainError> {
+        let state = TrainState {
+            step: self.step,
+            data: data_position,
+            model_config: serde_json::to_value(&self.cfg)
+                .map_err(|e| TrainError::Config(e.to_string()))?,
+            seed: self.options.seed,
+            last_loss,
+        };
+        let path = write_checkpoint_dir(&self.run_dir, self.step, |dir| {
+            self.save_weights(&dir.join(MODEL_FILE))?;
+            let moments = self.optimizer.state_tensors()?;
+            save_safetensors(
+                dir.join(OPTIMIZER_FILE),
+                moments.iter().map(|(n, t)| (n, t)),
+                None,
+                &BTreeMap::new(),
+            )?;
+            write_state(dir, &state)
+        })?;
+        prune_checkpoints(&self.run_dir, self.options.keep_checkpoints)?;
+        Ok(path)
+    }
+
+    /// Write the current weights (open_clip names, f32) to `path`, atomically.
+    pub fn save_weights(&self, path: &Path) -> Result<(), TrainError> {
+        let data = self
+            .model
+            .vars
+            .data()
+            .lock()
+            .map_err(|_| TrainError::Config("variable map poisoned".into()))?;
+        let tensors: BTreeMap<String, candle_core::Tensor> = data
+            .iter()
+            .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
+            .collect();
+        let metadata = BTreeMap::from([("format".to_string(), "pt".to_string())]);
+        save_safetensors(path, &tensors, Some(DType::F32), &metadata)?;
+        Ok(())
+    }
+}
+
+/// A trainable model whose variables start from a checkpoint validated against `cfg`.
+fn load_trainable(
+    cfg: &CocaConfig,
+    path: &Path,
+    device: &Device,
+) -> Result<TrainableCoca, TrainError> {
+    let ckpt = Checkpoint::open(path)?;
+    validate_checkpoint(cfg, &ckpt)?;
+    Ok(trainable_from(cfg, DType::F32, device, |name| {
+        ckpt.get(name, DType::F32, device)
+            .map_err(|e| candle_core::Error::Msg(e.to_string()))
+    })?)
+}
