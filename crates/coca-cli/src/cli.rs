@@ -64,6 +64,10 @@ pub enum Command {
     Caption(crate::commands::caption::CaptionArgs),
     /// Exact search of an embedding folder written by `coca embed --output-dir` with a text or an image.
     Search(crate::commands::search::SearchArgs),
+    /// Train CoCa from scratch or fine-tune it (open_clip's flags); `--demo` trains a tiny model on synthetic scenes.
+    Train(crate::commands::train::TrainArgs),
+    /// Loss and validation curves of a training run (metrics.jsonl) as PNG and SVG.
+    Plot(crate::commands::plot::PlotArgs),
 }
 
 /// `coca embed`.

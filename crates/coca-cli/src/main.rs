@@ -8,12 +8,16 @@ mod pipeline;
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 
 use crate::cli::{Cli, Command};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(err) => err.exit(),
+    };
     init_logging(cli.global.verbose, cli.global.quiet);
     if let Some(threads) = cli.global.threads {
         // candle's CPU kernels size their pools from these; set before any tensor work starts.
@@ -29,6 +33,16 @@ fn main() -> ExitCode {
         Command::Classify(args) => commands::classify::run(args, cli.global.quiet),
         Command::Caption(args) => commands::caption::run(args),
         Command::Search(args) => commands::search::run(args),
+        Command::Plot(args) => commands::plot::run(args),
+        Command::Train(args) => {
+            // Whether a flag was typed, so `--demo` only fills in the others.
+            let sub = matches.subcommand_matches("train");
+            let given = |id: &str| {
+                sub.and_then(|m| m.value_source(id))
+                    .is_some_and(|s| s == clap::parser::ValueSource::CommandLine)
+            };
+            commands::train::run(args, &given, cli.global.quiet)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -267,11 +267,16 @@ pub fn run(args: CaptionArgs) -> Result<()> {
     let tokenizer = Tokenizer::new().context("loading the CLIP tokenizer")?;
     let (model, model_cfg) = args.model.load()?;
     let load_s = started.elapsed().as_secs_f64();
-    let gen_cfg = build_config(&args, model.text().vocab_size(), &tokenizer)?;
+    let mut gen_cfg = build_config(&args, model.text().vocab_size(), &tokenizer)?;
     let context = model
         .text()
         .context_length()
         .min(model.text_decoder().context_length());
+    if args.max_length.is_none() {
+        // open_clip's default seq_len (30) assumes a 76-token model; a shorter context caps it.
+        gen_cfg.max_tokens = gen_cfg.max_tokens.min(context);
+        gen_cfg.min_tokens_before_eos = gen_cfg.min_tokens_before_eos.min(gen_cfg.max_tokens);
+    }
     gen_cfg
         .validate(model.text().vocab_size(), context)
         .map_err(|e| anyhow::anyhow!("{e} (check the length, beam and sampling flags)"))?;

@@ -7,5 +7,7 @@ pub mod convert;
 pub mod embed;
 pub mod info;
 pub mod parity;
+pub mod plot;
 pub mod search;
 pub mod tokenize;
+pub mod train;

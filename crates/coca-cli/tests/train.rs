@@ -1,0 +1,295 @@
+//! `coca train` end to end: a killed run resumes to the same losses, fine-tuning on real photos, and every
+//! error path of the data, the checkpoints and the loss.
+
+mod common;
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::{assert_fails_with, coca, command, root, stdout};
+
+/// A CoCa small enough to train in a test (CLIP vocabulary, 32-px images, 12-token context).
+const MICRO: &str = "fixtures/train/scenes_micro.json";
+
+fn train_args<'a>(out: &'a str, steps: &'a str) -> Vec<&'a str> {
+    vec![
+        "-q",
+        "train",
+        "--model",
+        MICRO,
+        "--train-data",
+        "synthetic",
+        "--batch-size",
+        "8",
+        "--steps",
+        steps,
+        "--warmup",
+        "3",
+        "--lr",
+        "1e-3",
+        "--save-every",
+        "5",
+        "--keep-checkpoints",
+        "0",
+        "--val-samples",
+        "0",
+        "--seed",
+        "3",
+        "--output",
+        out,
+    ]
+}
+
+/// Train losses by step from a run's metrics.jsonl.
+fn losses(run: &Path) -> Vec<(u64, f64)> {
+    let text = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    text.lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["split"] == "train")
+        .map(|v| (v["step"].as_u64().unwrap(), v["loss"].as_f64().unwrap()))
+        .collect()
+}
+
+#[test]
+fn a_killed_run_resumes_to_the_uninterrupted_losses() {
+    let tmp = tempfile::tempdir().unwrap();
+    let whole = tmp.path().join("whole");
+    let killed = tmp.path().join("killed");
+    let (whole_s, killed_s) = (whole.to_str().unwrap(), killed.to_str().unwrap());
+
+    let o = coca(&train_args(whole_s, "40"));
+    assert!(o.status.success(), "{}", common::stderr(&o));
+    let reference = losses(&whole);
+    assert_eq!(reference.len(), 40);
+
+    // SIGKILL the second run as soon as its second checkpoint exists, mid-training.
+    let mut child = command()
+        .args(train_args(killed_s, "40"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let marker = killed.join("checkpoints/step_00000010/state.json");
+    let started = Instant::now();
+    while !marker.exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "no checkpoint appeared"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before it could be killed"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let before: Vec<u64> = losses(&killed).iter().map(|(s, _)| *s).collect();
+    assert!(
+        before.len() < 40,
+        "killed too late: {} steps logged",
+        before.len()
+    );
+
+    let mut resume = train_args(killed_s, "40");
+    resume.extend(["--resume", "latest"]);
+    let o = coca(&resume);
+    assert!(o.status.success(), "{}", common::stderr(&o));
+    let resumed = losses(&killed);
+    let steps: Vec<u64> = resumed.iter().map(|(s, _)| *s).collect();
+    assert_eq!(
+        steps,
+        (1..=40).collect::<Vec<_>>(),
+        "every step logged once"
+    );
+    for ((step, a), (_, b)) in reference.iter().zip(&resumed) {
+        assert!(
+            (a - b).abs() <= 1e-6,
+            "step {step}: {a} uninterrupted vs {b} resumed"
+        );
+    }
+    // The final weights are usable by inference commands.
+    let cfg = killed.join("model_config.json");
+    let weights = killed.join("model.safetensors");
+    let o = coca(&[
+        "caption",
+        "--model",
+        cfg.to_str().unwrap(),
+        "--pretrained",
+        weights.to_str().unwrap(),
+        "--strategy",
+        "greedy",
+        "--json",
+        "fixtures/images/sources/chelsea.png",
+    ]);
+    assert!(o.status.success(), "{}", common::stderr(&o));
+    assert!(stdout(&o).contains("caption"));
+}
+
+#[test]
+fn fine_tunes_the_demo_model_on_real_photos_from_a_csv() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("ft");
+    let o = coca(&[
+        "-q",
+        "train",
+        "--model",
+        common::DEMO_CFG,
+        "--pretrained",
+        common::DEMO_WEIGHTS,
+        "--train-data",
+        "fixtures/train/photos.csv",
+        "--csv-separator",
+        ",",
+        "--val-data",
+        "fixtures/train/photos.csv",
+        "--val-samples",
+        "8",
+        "--batch-size",
+        "4",
+        "--steps",
+        "4",
+        "--warmup",
+        "1",
+        "--lr",
+        "1e-4",
+        "--lock-image",
+        "--lock-image-unlocked-groups",
+        "1",
+        "--save-every",
+        "2",
+        "--output",
+        out.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", common::stderr(&o));
+    let summary: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(summary["steps"], 4);
+    assert_eq!(summary["skipped_samples"], 0);
+    for key in [
+        "retrieval_i2t_r1",
+        "retrieval_t2i_r1",
+        "caption_exact_match",
+    ] {
+        let v = summary["validation"][key].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&v), "{key} = {v}");
+    }
+    // Locked stem: the patch embedding did not move; the unlocked head did.
+    let start = coca_checkpoint::Checkpoint::open(root().join(common::DEMO_WEIGHTS)).unwrap();
+    let end = coca_checkpoint::Checkpoint::open(out.join("model.safetensors")).unwrap();
+    let get = |c: &coca_checkpoint::Checkpoint, n: &str| {
+        c.get(n, candle_core::DType::F32, &candle_core::Device::Cpu)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
+    };
+    assert_eq!(
+        get(&start, "visual.conv1.weight"),
+        get(&end, "visual.conv1.weight")
+    );
+    assert_ne!(get(&start, "visual.proj"), get(&end, "visual.proj"));
+    assert!(out.join("samples/step_00000004.json").exists());
+    assert!(out
+        .join("checkpoints/step_00000002/model.safetensors")
+        .exists());
+}
+
+#[test]
+fn bad_training_inputs_are_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let out_s = out.to_str().unwrap();
+    let base = |data: &str| {
+        vec![
+            "train".to_string(),
+            "--model".into(),
+            MICRO.into(),
+            "--train-data".into(),
+            data.into(),
+            "--steps".into(),
+            "2".into(),
+            "--warmup".into(),
+            "1".into(),
+            "--output".into(),
+            out_s.into(),
+        ]
+    };
+    let run = |args: Vec<String>| {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        coca(&refs)
+    };
+    assert_fails_with(
+        &run(base("fixtures/nothing/{000..003}.tar")),
+        &["fixtures/nothing"],
+    );
+    let empty = tmp.path().join("empty.tar");
+    std::fs::write(&empty, b"").unwrap();
+    assert_fails_with(&run(base(empty.to_str().unwrap())), &["empty.tar"]);
+    let mut csv = base("fixtures/train/photos.csv");
+    csv.extend([
+        "--csv-separator".into(),
+        ",".into(),
+        "--csv-caption-key".into(),
+        "caption".into(),
+    ]);
+    assert_fails_with(&run(csv), &["caption"]);
+    let mut no_model = base("synthetic");
+    no_model.drain(1..3);
+    assert_fails_with(&run(no_model), &["--model"]);
+
+    // Resume with another architecture.
+    let o = coca(&train_args(out_s, "2"));
+    assert!(o.status.success(), "{}", common::stderr(&o));
+    let mut other = vec![
+        "train",
+        "--model",
+        common::DEMO_CFG,
+        "--train-data",
+        "synthetic",
+        "--steps",
+        "3",
+        "--warmup",
+        "1",
+        "--output",
+        out_s,
+        "--resume",
+        "latest",
+    ];
+    assert_fails_with(&coca(&other), &["step_00000002", "different model config"]);
+    // Starting over in a used directory without --resume.
+    other.truncate(11);
+    assert_fails_with(&coca(&other), &["--resume latest"]);
+}
+
+#[test]
+fn a_diverging_run_stops_at_the_bad_step_and_names_the_last_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("nan");
+    let o = coca(&[
+        "train",
+        "--model",
+        MICRO,
+        "--train-data",
+        "synthetic",
+        "--batch-size",
+        "4",
+        "--steps",
+        "200",
+        "--warmup",
+        "1",
+        "--lr",
+        "1e30",
+        "--wd",
+        "0",
+        "--save-every",
+        "1",
+        "--val-samples",
+        "0",
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    assert_fails_with(&o, &["at step", "Last good checkpoint", "step_0000"]);
+}
