@@ -199,4 +199,12 @@ pub struct BenchArgs {
     /// Print compact JSON (one line).
     #[arg(long)]
     pub json: bool,
+    /// Time a training step (forward, CoCa loss λ_cap 2 + λ_con 1, backward, AdamW update) instead of
+    /// embedding throughput; scripts/bench/bench_train.py compares it with open_clip.
+    #[arg(long)]
+    pub train: bool,
+    /// With --train: a safetensors file holding `image` (batch, 3, H, W) and `text` (batch, len) to train on
+    /// (default: seeded random inputs of each --batch-size).
+    #[arg(long, value_name = "FILE", requires = "train")]
+    pub train_inputs: Option<PathBuf>,
 }

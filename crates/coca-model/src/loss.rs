@@ -3,6 +3,7 @@
 use candle_core::{DType, Result, Tensor, D};
 
 use crate::coca::CocaOutput;
+use crate::nn::fused;
 use crate::nn::ops::log_softmax_last_dim;
 
 /// Loss weights and the ignored padding id.
@@ -58,15 +59,27 @@ pub fn contrastive_loss(image: &Tensor, text: &Tensor, logit_scale: &Tensor) -> 
 /// Token-level cross-entropy averaged over the labels that are not `pad_id`.
 pub fn caption_loss(logits: &Tensor, labels: &Tensor, pad_id: u32) -> Result<Tensor> {
     let (b, l, v) = logits.dims3()?;
-    let logp = log_softmax_last_dim(&logits.reshape((b * l, v))?)?;
+    let logits = logits.reshape((b * l, v))?;
     let labels = labels.reshape((b * l, 1))?.to_dtype(DType::U32)?;
-    let picked = logp.gather(&labels, D::Minus1)?.squeeze(1)?;
-    let keep = labels.squeeze(1)?.ne(pad_id)?.to_dtype(DType::F32)?;
-    let count = keep.sum_all()?.to_scalar::<f32>()?;
+    let keep = labels.squeeze(1)?.ne(pad_id)?.to_dtype(logits.dtype())?;
+    let count = keep.to_dtype(DType::F32)?.sum_all()?.to_scalar::<f32>()?;
     if count == 0.0 {
         candle_core::bail!("caption loss: every label is padding");
     }
-    (picked * keep)?.sum_all()?.affine(-1.0 / count as f64, 0.0)
+    if fused::applies(&[&logits]) {
+        // One pass over the (tokens × vocab) logits each way instead of a composed log-softmax.
+        let host = labels
+            .flatten_all()?
+            .to_device(&candle_core::Device::Cpu)?
+            .to_vec1::<u32>()?;
+        let nll = fused::cross_entropy_rows(&logits, &host)?;
+        return (nll * keep)?.sum_all()?.affine(1.0 / count as f64, 0.0);
+    }
+    let logp = log_softmax_last_dim(&logits)?;
+    let picked = logp.gather(&labels, D::Minus1)?.squeeze(1)?;
+    (picked * keep.to_dtype(DType::F32)?)?
+        .sum_all()?
+        .affine(-1.0 / count as f64, 0.0)
 }
 
 /// open_clip's `CoCaLoss` on one process. A zero contrastive weight skips the contrastive term entirely (as

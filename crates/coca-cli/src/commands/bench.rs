@@ -53,6 +53,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
     if args.iters == 0 {
         bail!("--iters must be at least 1");
     }
+    if args.train {
+        return train::run(&args);
+    }
     let started = Instant::now();
     let (model, cfg) = args.model.load()?;
     let load_seconds = started.elapsed().as_secs_f64();
@@ -125,4 +128,188 @@ pub fn run(args: BenchArgs) -> Result<()> {
     }
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(())
+}
+
+/// `coca bench --train`: the time of one optimisation step, split into its phases.
+mod train {
+    use std::collections::HashMap;
+    use std::path::Path;
+    use std::time::Instant;
+
+    use anyhow::{bail, Context, Result};
+    use candle_core::backprop::GradStore;
+    use candle_core::{DType, Device, Tensor};
+    use candle_nn::{AdamW, Optimizer, ParamsAdamW};
+    use coca_model::weights::{trainable_from, TrainableCoca};
+    use coca_model::{coca_loss, CocaConfig, CocaLossConfig};
+    use serde_json::json;
+
+    use super::peak_rss_mib;
+    use crate::cli::BenchArgs;
+    use crate::model_args::{parse_device, resolve_config};
+    use crate::output::write_json;
+
+    /// open_clip's AdamW defaults for CoCa training (`--lr 5e-4 --beta1 0.9 --beta2 0.98 --eps 1e-6 --wd 0.2`),
+    /// applied to every parameter, as the open_clip side of scripts/bench/bench_train.py does.
+    fn adamw_params() -> ParamsAdamW {
+        ParamsAdamW {
+            lr: 5e-4,
+            beta1: 0.9,
+            beta2: 0.98,
+            eps: 1e-6,
+            weight_decay: 0.2,
+        }
+    }
+
+    /// The optimiser update, kept in one place: candle_nn's AdamW for now; the bench switches to coca-train's
+    /// fused optimiser once it exists.
+    fn optimizer_step(opt: &mut AdamW, grads: &GradStore) -> Result<()> {
+        opt.step(grads)?;
+        Ok(())
+    }
+
+    /// Median seconds of each phase of the step.
+    #[derive(Default)]
+    struct Phases {
+        forward: Vec<f64>,
+        backward: Vec<f64>,
+        optimizer: Vec<f64>,
+        total: Vec<f64>,
+        losses: Vec<f32>,
+    }
+
+    fn median(v: &[f64]) -> f64 {
+        let mut v = v.to_vec();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    }
+
+    /// One step: forward + loss, backward, update. Records each phase's wall time and the loss.
+    fn step(
+        model: &TrainableCoca,
+        opt: &mut AdamW,
+        images: &Tensor,
+        text: &Tensor,
+        phases: &mut Phases,
+    ) -> Result<()> {
+        let t0 = Instant::now();
+        let out = model.model.forward(images, text)?;
+        let loss = coca_loss(&out, &CocaLossConfig::default())?;
+        let loss_value = loss.total.to_scalar::<f32>()?;
+        let t1 = Instant::now();
+        let grads = loss.total.backward()?;
+        let t2 = Instant::now();
+        optimizer_step(opt, &grads)?;
+        let t3 = Instant::now();
+        phases.forward.push((t1 - t0).as_secs_f64());
+        phases.backward.push((t2 - t1).as_secs_f64());
+        phases.optimizer.push((t3 - t2).as_secs_f64());
+        phases.total.push((t3 - t0).as_secs_f64());
+        phases.losses.push(loss_value);
+        Ok(())
+    }
+
+    /// `image` (f32) and `text` (integer ids) from a safetensors file.
+    fn read_inputs(path: &Path, device: &Device) -> Result<(Tensor, Tensor)> {
+        let mut tensors: HashMap<String, Tensor> = candle_core::safetensors::load(path, device)
+            .with_context(|| format!("reading training inputs {}", path.display()))?;
+        let (Some(images), Some(text)) = (tensors.remove("image"), tensors.remove("text")) else {
+            bail!("{} must hold tensors `image` and `text`", path.display());
+        };
+        Ok((images.to_dtype(DType::F32)?, text.to_dtype(DType::U32)?))
+    }
+
+    /// Seeded random inputs: N(0, 1) pixels and captions of varied length (sot, words, eot, padding).
+    fn random_inputs(cfg: &CocaConfig, batch: usize, device: &Device) -> Result<(Tensor, Tensor)> {
+        let (h, w) = cfg.vision_cfg.image_size.hw();
+        let images = Tensor::randn(0f32, 1.0, (batch, 3, h, w), device)?;
+        let len = cfg.text_cfg.context_length;
+        let vocab = cfg.text_cfg.vocab_size as u64;
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let mut ids = vec![0u32; batch * len];
+        for row in ids.chunks_mut(len) {
+            let words = 4 + (next() % (len as u64 - 5)) as usize;
+            row[0] = (vocab - 2) as u32;
+            for id in &mut row[1..=words] {
+                *id = 1 + (next() % (vocab - 3)) as u32;
+            }
+            row[words + 1] = (vocab - 1) as u32;
+        }
+        Ok((images, Tensor::from_vec(ids, (batch, len), device)?))
+    }
+
+    /// Run `coca bench --train`.
+    pub fn run(args: &BenchArgs) -> Result<()> {
+        let (cfg, _) = resolve_config(&args.model.model)?;
+        if args.model.precision != "fp32" {
+            bail!("--train times fp32 training only");
+        }
+        let device = parse_device(&args.model.device)?;
+        let started = Instant::now();
+        let weights = args.model.weights_path()?;
+        let ckpt = coca_checkpoint::Checkpoint::open(&weights)?;
+        coca_model::load::validate_checkpoint(&cfg, &ckpt)?;
+        let load_seconds = started.elapsed().as_secs_f64();
+
+        let inputs: Vec<(Tensor, Tensor)> = match &args.train_inputs {
+            Some(path) => vec![read_inputs(path, &device)?],
+            None => args
+                .batch_sizes
+                .iter()
+                .map(|&b| random_inputs(&cfg, b, &device))
+                .collect::<Result<_>>()?,
+        };
+        let mut results = serde_json::Map::new();
+        for (images, text) in &inputs {
+            // A fresh model and optimiser per batch size, all starting from the checkpoint's weights.
+            let model = trainable_from(&cfg, DType::F32, &device, |name| {
+                ckpt.get(name, DType::F32, &device)
+                    .map_err(|e| candle_core::Error::Msg(e.to_string()))
+            })?;
+            let mut opt = AdamW::new(model.vars.all_vars(), adamw_params())?;
+            let mut phases = Phases::default();
+            for _ in 0..args.warmup {
+                step(&model, &mut opt, images, text, &mut phases)?;
+            }
+            let first_loss = phases.losses.first().copied();
+            let mut phases_timed = Phases::default();
+            for _ in 0..args.iters {
+                step(&model, &mut opt, images, text, &mut phases_timed)?;
+            }
+            let batch = images.dim(0)?;
+            let secs = median(&phases_timed.total);
+            results.insert(
+                batch.to_string(),
+                json!({
+                    "seconds": secs,
+                    "min_seconds": phases_timed.total.iter().copied().fold(f64::INFINITY, f64::min),
+                    "samples_per_second": batch as f64 / secs,
+                    "forward_and_loss_seconds": median(&phases_timed.forward),
+                    "backward_seconds": median(&phases_timed.backward),
+                    "optimizer_seconds": median(&phases_timed.optimizer),
+                    "first_loss": first_loss.or(phases_timed.losses.first().copied()),
+                    "losses": phases_timed.losses,
+                }),
+            );
+        }
+        let report = json!({
+            "implementation": "coca",
+            "model": args.model.model,
+            "threads": std::env::var("RAYON_NUM_THREADS").ok(),
+            "load_seconds": load_seconds,
+            "train_step": results,
+            "peak_rss_mib": peak_rss_mib(),
+        });
+        if args.json {
+            return write_json(&report, None);
+        }
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        Ok(())
+    }
 }

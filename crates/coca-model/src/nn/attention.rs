@@ -146,11 +146,8 @@ impl MultiheadAttention {
     pub fn attend(&self, q: &Tensor, kv: &KeyValue, mask: Option<&Tensor>) -> Result<Tensor> {
         let (b, h, lq, d) = q.dims4()?;
         let scale = 1.0 / (d as f64).sqrt();
-        let mut scores = (q.matmul(&kv.k.t()?)? * scale)?;
-        if let Some(mask) = mask {
-            scores = scores.broadcast_add(mask)?;
-        }
-        let probs = ops::softmax_last_dim(&scores)?;
+        let scores = q.matmul(&kv.k.t()?)?;
+        let probs = ops::attention_softmax(&scores, scale, mask)?;
         let out = probs.matmul(&kv.v)?; // (b, h, lq, d)
         let out = out.transpose(1, 2)?.reshape((b, lq, h * d))?;
         self.out_proj.forward(&out)

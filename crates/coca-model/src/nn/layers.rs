@@ -3,6 +3,7 @@
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
+use super::fused;
 use super::ops;
 use super::thin_matmul::{thin_matmul, thin_matmul_transposed};
 
@@ -44,6 +45,12 @@ pub fn matmul_transposed(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> 
     let rows: usize = dims[..dims.len() - 1].iter().product();
     let out_dim = weight.dim(0)?;
     let flat = x.reshape((rows, in_dim))?;
+    let mut out_shape = dims[..dims.len() - 1].to_vec();
+    out_shape.push(out_dim);
+    let tracks = flat.track_op() || weight.track_op() || bias.is_some_and(|b| b.track_op());
+    if tracks && fused::applies(&[&flat, weight]) && bias.is_none_or(|b| fused::applies(&[b])) {
+        return fused::linear(&flat, weight, bias)?.reshape(out_shape);
+    }
     let mut y = match thin_matmul_transposed(&flat, weight)? {
         Some(y) => y,
         None => flat.matmul(&weight.t()?)?,
@@ -51,8 +58,6 @@ pub fn matmul_transposed(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> 
     if let Some(b) = bias {
         y = y.broadcast_add(b)?;
     }
-    let mut out_shape = dims[..dims.len() - 1].to_vec();
-    out_shape.push(out_dim);
     y.reshape(out_shape)
 }
 

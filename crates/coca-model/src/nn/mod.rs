@@ -2,6 +2,7 @@
 
 pub mod attention;
 pub mod block;
+pub mod fused;
 pub mod layers;
 pub mod ops;
 pub mod thin_matmul;

@@ -3,9 +3,12 @@
 //! candle's fused `layer_norm` and `softmax_last_dim` kernels are fast but have no backward pass: a gradient
 //! flowing through them is silently dropped. Each function here therefore picks the fused kernel only when no
 //! input takes part in autograd (`track_op() == false`), and otherwise composes differentiable primitives. The
-//! gradient-parity tests against open_clip prove the training path.
+//! gradient-parity tests against open_clip prove the training path. On the CPU in f32, the training path uses the
+//! single-node kernels of [`super::fused`] (forward and backward in one pass each) instead of the compositions.
 
 use candle_core::{DType, Result, Tensor, D};
+
+use super::fused;
 
 /// open_clip's LayerNorm epsilon.
 pub const LAYER_NORM_EPS: f64 = 1e-5;
@@ -21,6 +24,9 @@ pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Resul
     let dtype = x.dtype();
     if !any_tracks(&[x, weight, bias]) && dtype == DType::F32 {
         return candle_nn::ops::layer_norm(&x.contiguous()?, weight, bias, eps as f32);
+    }
+    if fused::applies(&[x, weight, bias]) {
+        return fused::layer_norm(x, weight, bias, eps);
     }
     let xf = x.to_dtype(DType::F32)?;
     let mean = xf.mean_keepdim(D::Minus1)?;
@@ -46,6 +52,20 @@ pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
     num.broadcast_div(&den)?.to_dtype(dtype)
 }
 
+/// Attention probabilities `softmax(scale · scores + mask)` over the last dimension (`mask` additive,
+/// broadcastable to `scores`).
+pub fn attention_softmax(scores: &Tensor, scale: f64, mask: Option<&Tensor>) -> Result<Tensor> {
+    let tracks = any_tracks(&[scores]);
+    if tracks && fused::applies(&[scores]) && mask.is_none_or(|m| fused::applies(&[m])) {
+        return fused::scaled_masked_softmax(scores, scale, mask);
+    }
+    let mut scores = (scores * scale)?;
+    if let Some(mask) = mask {
+        scores = scores.broadcast_add(mask)?;
+    }
+    softmax_last_dim(&scores)
+}
+
 /// Log-softmax over the last dimension, in f32.
 pub fn log_softmax_last_dim(x: &Tensor) -> Result<Tensor> {
     let xf = x.to_dtype(DType::F32)?;
@@ -57,6 +77,9 @@ pub fn log_softmax_last_dim(x: &Tensor) -> Result<Tensor> {
 
 /// Exact (erf) GELU, as `nn.GELU()`; differentiable in candle.
 pub fn gelu(x: &Tensor) -> Result<Tensor> {
+    if any_tracks(&[x]) && fused::applies(&[x]) {
+        return fused::gelu_erf(x);
+    }
     x.gelu_erf()
 }
 

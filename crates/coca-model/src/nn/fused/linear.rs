@@ -1,0 +1,214 @@
+//! `x·Wᵀ + b` as one autograd node. Composed, a linear layer is five nodes (reshape, transpose, matmul,
+//! broadcast, add), and candle's backward makes a zero tensor plus an addition for each of their inputs; here the
+//! bias is the GEMM's initial accumulator and the backward is two GEMMs and a column sum.
+
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
+use gemm::Parallelism;
+
+use super::f32_slice;
+
+/// `x·Wᵀ (+ b)` for `x` (rows, in), `weight` (out, in), `bias` (out,). f32 on the CPU only.
+pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    let (_, in_dim) = x.dims2()?;
+    let (out_dim, w_in) = weight.dims2()?;
+    if w_in != in_dim || bias.is_some_and(|b| b.dims() != [out_dim]) {
+        candle_core::bail!(
+            "linear: input {:?}, weight {:?} and bias {:?} do not fit",
+            x.dims(),
+            weight.dims(),
+            bias.map(|b| b.dims().to_vec())
+        );
+    }
+    let (x, weight) = (x.contiguous()?, weight.contiguous()?);
+    match bias {
+        Some(b) => x.apply_op3(&weight, &b.contiguous()?, Linear),
+        None => x.apply_op2(&weight, Linear),
+    }
+}
+
+/// `dst = x·Wᵀ (+ bias broadcast over rows)`; `x` (rows, k), `w` (n, k), both row-major.
+fn forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, k: usize) -> (Vec<f32>, usize, usize) {
+    let n = w.len() / k.max(1);
+    let rows = x.len() / k.max(1);
+    let mut dst = match bias {
+        Some(b) => b.repeat(rows),
+        None => vec![0f32; rows * n],
+    };
+    if rows > 0 && n > 0 && k > 0 {
+        let threads = candle_core::utils::get_num_threads();
+        let parallelism = if threads > 1 {
+            Parallelism::Rayon(threads)
+        } else {
+            Parallelism::None
+        };
+        // SAFETY: the pointers cover rows × n (dst), rows × k (x) and n × k (w) f32 values, with the strides
+        // given; `dst` does not alias the inputs.
+        unsafe {
+            gemm::gemm(
+                rows,
+                n,
+                k,
+                dst.as_mut_ptr(),
+                1,
+                n as isize,
+                bias.is_some(),
+                x.as_ptr(),
+                1,
+                k as isize,
+                // Wᵀ as a (k, n) matrix: element (kk, j) is w[j·k + kk].
+                w.as_ptr(),
+                k as isize,
+                1,
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                parallelism,
+            );
+        }
+    }
+    (dst, rows, n)
+}
+
+/// Gradients of `x·Wᵀ + b`: `dx = g·W`, `dW = gᵀ·x`, `db = Σ_rows g` (computed without recording a graph).
+fn backward(x: &Tensor, weight: &Tensor, grad: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
+    let (x, weight, grad) = (x.detach(), weight.detach(), grad.detach());
+    let dx = grad.matmul(&weight)?;
+    let dw = grad.t()?.matmul(&x)?;
+    // candle's reduction over rows walks the matrix column by column; summing whole rows is one streaming pass.
+    let db = grad.contiguous()?.apply_op1_no_bwd(&ColumnSum)?;
+    Ok((dx, dw, db))
+}
+
+/// Σ over the rows of a (rows, n) matrix: (n,).
+struct ColumnSum;
+
+impl CustomOp1 for ColumnSum {
+    fn name(&self) -> &'static str {
+        "coca-column-sum"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let g = f32_slice(storage, layout, self.name())?;
+        let n = layout.dims()[1];
+        let mut acc = vec![0f32; n];
+        for row in g.chunks_exact(n.max(1)) {
+            acc.iter_mut().zip(row).for_each(|(a, v)| *a += v);
+        }
+        Ok((CpuStorage::F32(acc), Shape::from(n)))
+    }
+}
+
+struct Linear;
+
+impl CustomOp3 for Linear {
+    fn name(&self) -> &'static str {
+        "coca-linear"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = f32_slice(s1, l1, CustomOp3::name(self))?;
+        let w = f32_slice(s2, l2, CustomOp3::name(self))?;
+        let b = f32_slice(s3, l3, CustomOp3::name(self))?;
+        let (out, rows, n) = forward(x, w, Some(b), l1.dims()[1]);
+        Ok((CpuStorage::F32(out), Shape::from((rows, n))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        weight: &Tensor,
+        _bias: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (dx, dw, db) = backward(x, weight, grad)?;
+        Ok((Some(dx), Some(dw), Some(db)))
+    }
+}
+
+impl CustomOp2 for Linear {
+    fn name(&self) -> &'static str {
+        "coca-linear-no-bias"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = f32_slice(s1, l1, CustomOp2::name(self))?;
+        let w = f32_slice(s2, l2, CustomOp2::name(self))?;
+        let (out, rows, n) = forward(x, w, None, l1.dims()[1]);
+        Ok((CpuStorage::F32(out), Shape::from((rows, n))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        weight: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (dx, dw, _) = backward(x, weight, grad)?;
+        Ok((Some(dx), Some(dw)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nn::fused::tests::{assert_close, grads_of};
+    use candle_core::{Device, Var};
+
+    #[test]
+    fn forward_and_gradients_match_composed_matmul() {
+        let dev = Device::Cpu;
+        let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (23, 37), &dev).unwrap()).unwrap();
+        let w = Var::from_tensor(&Tensor::randn(0f32, 0.2, (41, 23), &dev).unwrap()).unwrap();
+        let b = Var::from_tensor(&Tensor::randn(0f32, 0.2, 41, &dev).unwrap()).unwrap();
+        // A transposed (non-contiguous) input of shape (37, 23).
+        let xt = x.as_tensor().t().unwrap();
+        let target = Tensor::randn(0f32, 1.0, (37, 41), &dev).unwrap();
+        let vars = [x.as_tensor(), w.as_tensor(), b.as_tensor()];
+        let fused = linear(&xt, w.as_tensor(), Some(b.as_tensor())).unwrap();
+        let reference = xt
+            .matmul(&w.as_tensor().t().unwrap())
+            .unwrap()
+            .broadcast_add(b.as_tensor())
+            .unwrap();
+        assert_close(&fused, &reference, 1e-5);
+        for (f, r) in grads_of(&fused, &target, &vars)
+            .iter()
+            .zip(&grads_of(&reference, &target, &vars))
+        {
+            assert_close(f, r, 1e-5);
+        }
+        let fused = linear(&xt, w.as_tensor(), None).unwrap();
+        let reference = xt.matmul(&w.as_tensor().t().unwrap()).unwrap();
+        assert_close(&fused, &reference, 1e-5);
+        let gf = grads_of(&fused, &target, &vars[..2]);
+        let gr = grads_of(&reference, &target, &vars[..2]);
+        assert_close(&gf[0], &gr[0], 1e-5);
+        assert_close(&gf[1], &gr[1], 1e-5);
+    }
+
+    #[test]
+    fn shapes_are_checked() {
+        let dev = Device::Cpu;
+        let x = Tensor::zeros((2, 3), candle_core::DType::F32, &dev).unwrap();
+        let w = Tensor::zeros((4, 5), candle_core::DType::F32, &dev).unwrap();
+        assert!(linear(&x, &w, None).is_err());
+    }
+}
