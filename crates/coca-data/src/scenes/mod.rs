@@ -9,8 +9,9 @@
 //!
 //! # What a scene is
 //! One or two objects ([`SceneOptions::min_objects`]..=[`SceneOptions::max_objects`], uniformly), each a
-//! [`Shape`] in a [`Colour`] at a [`Size`]. Small objects have a radius of 7.5–9.5 % of the image side, large
-//! ones 15–18 %, so the two classes are at least 1.5× apart in radius (2.5× in area). Two objects are placed
+//! [`Shape`] in a [`Colour`] at a [`Size`]. Small objects have a radius of 9.5–11.2 % of the image side, large
+//! ones 17.5–19.5 %, so the two classes are at least 1.5× apart in radius (2.4× in area); the largest
+//! pair still fits side by side. Two objects are placed
 //! either side by side ([`Relation::LeftOf`]) or one over the other ([`Relation::Above`]), with a gap of at
 //! least 6 % of the side between their bounding boxes along that axis and an offset across it of at most
 //! half the offset along it, so the relation is never in doubt; every object lies fully inside the frame
@@ -69,9 +70,9 @@ pub use scene::{Scene, SceneObject};
 pub use vocab::{parse_caption, CaptionParts, Colour, Description, Relation, Shape, Size};
 
 /// Radius range of small objects, as fractions of the image side.
-pub const SMALL_RADIUS: (f64, f64) = (0.075, 0.095);
+pub const SMALL_RADIUS: (f64, f64) = (0.095, 0.112);
 /// Radius range of large objects, as fractions of the image side.
-pub const LARGE_RADIUS: (f64, f64) = (0.15, 0.18);
+pub const LARGE_RADIUS: (f64, f64) = (0.175, 0.195);
 
 /// How scenes look. [`Default`] is the demo's setting: 64×64 images, one or two objects, red/green/blue/
 /// yellow circles, squares and triangles.
