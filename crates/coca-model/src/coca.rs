@@ -54,6 +54,25 @@ pub struct CocaOutput {
     pub logit_scale: Tensor,
 }
 
+/// What the training loss needs, without the (batch × len − 1 × vocab) caption logits: the decoder's final
+/// hidden states and the LM head, so the caption loss can apply the head chunk by chunk
+/// ([`crate::loss::coca_loss_fused`]).
+#[derive(Debug, Clone)]
+pub struct TrainOutput {
+    /// L2-normalised image embeddings (batch, embed_dim).
+    pub image_features: Tensor,
+    /// L2-normalised text embeddings (batch, embed_dim).
+    pub text_features: Tensor,
+    /// Decoder output after `ln_final` (batch, len − 1, width): position `i` predicts token `i + 1`.
+    pub caption_hidden: Tensor,
+    /// The LM head (width, vocab); `caption_hidden · lm_head` are [`CocaOutput::logits`].
+    pub lm_head: Tensor,
+    /// The caption targets `text[:, 1:]` (batch, len − 1), u32.
+    pub labels: Tensor,
+    /// `exp(logit_scale)`, a scalar.
+    pub logit_scale: Tensor,
+}
+
 impl Coca {
     /// Build the model from a validated config, taking every parameter from `vb` by open_clip's names.
     pub fn new(config: &CocaConfig, vb: VarBuilder) -> Result<Self> {
@@ -136,13 +155,7 @@ impl Coca {
 
     /// [`Coca::forward`] with the image side already encoded (reused across captions of one image).
     pub fn forward_with_image(&self, image: &ImageEncoding, ids: &Tensor) -> Result<CocaOutput> {
-        let text = self.encode_text(ids)?;
-        let len = ids.dim(1)?;
-        if len < 2 {
-            candle_core::bail!("teacher forcing needs at least 2 tokens per caption, got {len}");
-        }
-        let labels = ids.narrow(1, 1, len - 1)?.to_dtype(DType::U32)?;
-        let decoder_in = text.tokens.narrow(1, 0, len - 1)?;
+        let (text, decoder_in, labels) = self.teacher_forcing(ids)?;
         let logits = self.text_decoder.forward(&image.tokens, &decoder_in)?;
         Ok(CocaOutput {
             image_features: image.embedding.clone(),
@@ -151,5 +164,34 @@ impl Coca {
             labels,
             logit_scale: self.logit_scale.exp()?,
         })
+    }
+
+    /// The training forward of [`Coca::forward`] stopped before the LM head: everything the CoCa loss needs,
+    /// with the decoder's final hidden states in place of the caption logits.
+    pub fn forward_for_loss(&self, images: &Tensor, ids: &Tensor) -> Result<TrainOutput> {
+        let image = self.encode_image(images)?;
+        let (text, decoder_in, labels) = self.teacher_forcing(ids)?;
+        let caption_hidden = self.text_decoder.final_hidden(&image.tokens, &decoder_in)?;
+        Ok(TrainOutput {
+            image_features: image.embedding,
+            text_features: text.embedding,
+            caption_hidden,
+            lm_head: self.text_decoder.lm_head().clone(),
+            labels,
+            logit_scale: self.logit_scale.exp()?,
+        })
+    }
+
+    /// Encode the captions and split them for teacher forcing: the text encoding, the decoder's input (the
+    /// unimodal states of positions `0..len − 1`) and the targets `ids[:, 1:]` as u32.
+    fn teacher_forcing(&self, ids: &Tensor) -> Result<(TextEncoding, Tensor, Tensor)> {
+        let len = ids.dim(1)?;
+        if len < 2 {
+            candle_core::bail!("teacher forcing needs at least 2 tokens per caption, got {len}");
+        }
+        let text = self.encode_text(ids)?;
+        let labels = ids.narrow(1, 1, len - 1)?.to_dtype(DType::U32)?;
+        let decoder_in = text.tokens.narrow(1, 0, len - 1)?;
+        Ok((text, decoder_in, labels))
     }
 }

@@ -74,6 +74,12 @@ impl MultimodalDecoder {
 
     /// Caption logits for every position: `image_embs` (batch, n_img, width), `text_embs` (batch, len, width).
     pub fn forward(&self, image_embs: &Tensor, text_embs: &Tensor) -> Result<Tensor> {
+        project(&self.final_hidden(image_embs, text_embs)?, &self.lm_head)
+    }
+
+    /// What the LM head sees: the decoder's output after `ln_final` (batch, len, width), for losses that apply
+    /// the head themselves (see [`crate::nn::fused::lm_head_cross_entropy`]). Same inputs as [`MultimodalDecoder::forward`].
+    pub fn final_hidden(&self, image_embs: &Tensor, text_embs: &Tensor) -> Result<Tensor> {
         let len = text_embs.dim(1)?;
         if len > self.context_length {
             candle_core::bail!(
@@ -87,6 +93,6 @@ impl MultimodalDecoder {
             x = self_block.forward(&x, None, Some(&mask))?;
             x = cross_block.forward(&x, Some(image_embs), None)?;
         }
-        self.logits(&x)
+        self.ln_final.forward(&x)
     }
 }

@@ -18,7 +18,9 @@ pub mod text;
 pub mod vision;
 pub mod weights;
 
-pub use coca::{Coca, CocaOutput, ImageEncoding, TextEncoding};
+pub use coca::{Coca, CocaOutput, ImageEncoding, TextEncoding, TrainOutput};
 pub use config::{CocaConfig, ConfigSource};
 pub use error::{ModelError, Result};
-pub use loss::{coca_loss, CocaLoss, CocaLossConfig};
+pub use loss::{
+    coca_loss, coca_loss_fused, coca_loss_fused_with, CaptionNll, CocaLoss, CocaLossConfig,
+};

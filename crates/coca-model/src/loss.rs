@@ -2,7 +2,7 @@
 
 use candle_core::{DType, Result, Tensor, D};
 
-use crate::coca::CocaOutput;
+use crate::coca::{CocaOutput, TrainOutput};
 use crate::nn::fused;
 use crate::nn::ops::log_softmax_last_dim;
 
@@ -85,13 +85,12 @@ pub fn caption_loss(logits: &Tensor, labels: &Tensor, pad_id: u32) -> Result<Ten
 /// open_clip's `CoCaLoss` on one process. A zero contrastive weight skips the contrastive term entirely (as
 /// open_clip does for caption-only fine-tuning).
 pub fn coca_loss(out: &CocaOutput, cfg: &CocaLossConfig) -> Result<CocaLoss> {
-    let device = out.logits.device();
-    let contrastive = if cfg.contrastive_weight == 0.0 {
-        Tensor::zeros((), DType::F32, device)?
-    } else {
-        (contrastive_loss(&out.image_features, &out.text_features, &out.logit_scale)?
-            * cfg.contrastive_weight)?
-    };
+    let contrastive = weighted_contrastive(
+        &out.image_features,
+        &out.text_features,
+        &out.logit_scale,
+        cfg,
+    )?;
     let caption = (caption_loss(&out.logits, &out.labels, cfg.pad_id)? * cfg.caption_weight)?;
     let total = (&contrastive + &caption)?;
     Ok(CocaLoss {
@@ -99,4 +98,285 @@ pub fn coca_loss(out: &CocaOutput, cfg: &CocaLossConfig) -> Result<CocaLoss> {
         caption,
         total,
     })
+}
+
+/// `λ_con · L_con`, or a zero scalar (and no work) when λ_con is 0.
+fn weighted_contrastive(
+    image: &Tensor,
+    text: &Tensor,
+    logit_scale: &Tensor,
+    cfg: &CocaLossConfig,
+) -> Result<Tensor> {
+    if cfg.contrastive_weight == 0.0 {
+        return Tensor::zeros((), DType::F32, image.device());
+    }
+    contrastive_loss(image, text, logit_scale)? * cfg.contrastive_weight
+}
+
+/// Caption negative log-likelihood of tokens that enter a loss as constants: its sum over the non-padding
+/// tokens and their number. In open_clip's gradient accumulation the other micro-batches' caption tokens are such
+/// constants; adding them here instead of concatenating their logits keeps the loss exact and the step small.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct CaptionNll {
+    /// Σ NLL over the tokens.
+    pub sum: f64,
+    /// Number of non-padding tokens.
+    pub tokens: usize,
+}
+
+impl CaptionNll {
+    /// The caption NLL of a training output, computed without recording gradients.
+    pub fn of(out: &TrainOutput, pad_id: u32) -> Result<Self> {
+        let (hidden, labels) = caption_rows(out)?;
+        let tokens = labels.iter().filter(|&&l| l != pad_id).count();
+        if tokens == 0 {
+            return Ok(Self::default());
+        }
+        let (hidden, head) = (hidden.detach(), out.lm_head.detach());
+        let sum = if fused::applies(&[&hidden, &head]) {
+            fused::lm_head_cross_entropy_sum(&hidden, &head, &labels, pad_id, 1.0)?
+                .to_scalar::<f32>()? as f64
+        } else {
+            let mean = caption_loss(
+                &composed_logits(&hidden, &head, &out.labels)?,
+                &out.labels,
+                pad_id,
+            )?;
+            mean.to_dtype(DType::F32)?.to_scalar::<f32>()? as f64 * tokens as f64
+        };
+        Ok(Self { sum, tokens })
+    }
+}
+
+impl std::ops::Add for CaptionNll {
+    type Output = Self;
+
+    fn add(self, other: Self) -> Self {
+        Self {
+            sum: self.sum + other.sum,
+            tokens: self.tokens + other.tokens,
+        }
+    }
+}
+
+/// The caption rows of `out`: hidden states (tokens, width) and labels on the host.
+fn caption_rows(out: &TrainOutput) -> Result<(Tensor, Vec<u32>)> {
+    let width = out.caption_hidden.dim(D::Minus1)?;
+    let hidden = out.caption_hidden.reshape(((), width))?;
+    let labels = out
+        .labels
+        .flatten_all()?
+        .to_dtype(DType::U32)?
+        .to_device(&candle_core::Device::Cpu)?
+        .to_vec1::<u32>()?;
+    Ok((hidden, labels))
+}
+
+/// `hidden · lm_head` shaped like `labels` plus the vocabulary (the composed path off the fused kernels).
+fn composed_logits(hidden: &Tensor, head: &Tensor, labels: &Tensor) -> Result<Tensor> {
+    let mut shape = labels.dims().to_vec();
+    shape.push(head.dim(1)?);
+    hidden.matmul(head)?.reshape(shape)
+}
+
+/// [`coca_loss`] from a [`TrainOutput`]: the same value and gradients (up to rounding), but on the CPU in f32 the
+/// caption term runs through [`fused::lm_head_cross_entropy`], which never materialises the caption logits.
+/// Elsewhere it forms the logits and uses [`caption_loss`].
+pub fn coca_loss_fused(out: &TrainOutput, cfg: &CocaLossConfig) -> Result<CocaLoss> {
+    coca_loss_fused_with(out, CaptionNll::default(), cfg)
+}
+
+/// [`coca_loss_fused`] with extra caption tokens held constant: `L_cap = (Σ_out NLL + held.sum) / (tokens of out +
+/// held.tokens)`. For open_clip's `--accum-freq`, where `out` carries the whole accumulated batch's embeddings
+/// but only the live micro-batch's caption states, and `held` the other micro-batches' caption NLL.
+pub fn coca_loss_fused_with(
+    out: &TrainOutput,
+    held: CaptionNll,
+    cfg: &CocaLossConfig,
+) -> Result<CocaLoss> {
+    let contrastive = weighted_contrastive(
+        &out.image_features,
+        &out.text_features,
+        &out.logit_scale,
+        cfg,
+    )?;
+    let caption = (fused_caption_loss(out, held, cfg.pad_id)? * cfg.caption_weight)?;
+    let total = (&contrastive + &caption)?;
+    Ok(CocaLoss {
+        contrastive,
+        caption,
+        total,
+    })
+}
+
+/// The caption term of [`coca_loss_fused_with`], unweighted.
+fn fused_caption_loss(out: &TrainOutput, held: CaptionNll, pad_id: u32) -> Result<Tensor> {
+    let (hidden, labels) = caption_rows(out)?;
+    let live = labels.iter().filter(|&&l| l != pad_id).count();
+    let tokens = live + held.tokens;
+    if tokens == 0 {
+        candle_core::bail!("caption loss: every label is padding");
+    }
+    let live_part = if fused::applies(&[&hidden, &out.lm_head]) {
+        fused::lm_head_cross_entropy_sum(
+            &hidden,
+            &out.lm_head,
+            &labels,
+            pad_id,
+            1.0 / tokens as f64,
+        )?
+    } else if live > 0 {
+        let logits = composed_logits(&hidden, &out.lm_head, &out.labels)?;
+        (caption_loss(&logits, &out.labels, pad_id)? * (live as f64 / tokens as f64))?
+    } else {
+        Tensor::zeros((), DType::F32, hidden.device())?
+    };
+    if held.tokens == 0 {
+        return Ok(live_part);
+    }
+    live_part.affine(1.0, held.sum / tokens as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use candle_core::{Device, Tensor};
+
+    use super::*;
+    use crate::config::CocaConfig;
+    use crate::nn::fused::tests::assert_close;
+    use crate::weights::{trainable_from, TrainableCoca};
+
+    /// The tiny open_clip fixture as trainable variables.
+    fn tiny() -> TrainableCoca {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/parity/tiny_legacy");
+        let cfg = CocaConfig::from_file(&dir.join("config.json")).unwrap();
+        let ckpt =
+            coca_checkpoint::Checkpoint::open(dir.join("open_clip_model.safetensors")).unwrap();
+        trainable_from(&cfg, DType::F32, &Device::Cpu, |name| {
+            ckpt.get(name, DType::F32, &Device::Cpu)
+                .map_err(|e| candle_core::Error::Msg(e.to_string()))
+        })
+        .unwrap()
+    }
+
+    /// Images and padded captions (SOT 254 … EOT 255, then padding 0) for `batch` samples, varied by `seed`.
+    fn batch(batch: usize, seed: usize) -> (Tensor, Tensor) {
+        let images = Tensor::randn(0f32, 1.0, (batch, 3, 48, 48), &Device::Cpu).unwrap();
+        let len = 9;
+        let ids: Vec<u32> = (0..batch)
+            .flat_map(|b| {
+                let words = 1 + (b + seed) % 6;
+                (0..len).map(move |i| match i {
+                    0 => 254,
+                    i if i <= words => ((i * 37 + b * 11 + seed * 5) % 250 + 1) as u32,
+                    i if i == words + 1 => 255,
+                    _ => 0,
+                })
+            })
+            .collect();
+        let ids = Tensor::from_vec(ids, (batch, len), &Device::Cpu).unwrap();
+        (images, ids)
+    }
+
+    fn assert_same_gradients(
+        tiny: &TrainableCoca,
+        a: &candle_core::backprop::GradStore,
+        b: &candle_core::backprop::GradStore,
+    ) {
+        let vars = tiny.vars.data().lock().unwrap();
+        for (name, var) in vars.iter() {
+            match (a.get(var.as_tensor()), b.get(var.as_tensor())) {
+                (Some(x), Some(y)) => assert_close(x, y, 2e-5),
+                (x, y) => panic!(
+                    "{name}: gradient present in fused {} / reference {}",
+                    x.is_some(),
+                    y.is_some()
+                ),
+            }
+        }
+    }
+
+    #[test]
+    fn fused_loss_equals_coca_loss_with_the_same_gradients() {
+        let tiny = tiny();
+        let (images, ids) = batch(3, 0);
+        let cfg = CocaLossConfig::default();
+        let reference = coca_loss(&tiny.model.forward(&images, &ids).unwrap(), &cfg).unwrap();
+        let out = tiny.model.forward_for_loss(&images, &ids).unwrap();
+        assert_eq!(out.caption_hidden.dims(), &[3, 8, 32]);
+        let fused = coca_loss_fused(&out, &cfg).unwrap();
+        for (f, r) in [
+            (&fused.total, &reference.total),
+            (&fused.caption, &reference.caption),
+            (&fused.contrastive, &reference.contrastive),
+        ] {
+            assert_close(f, r, 1e-5);
+        }
+        assert_same_gradients(
+            &tiny,
+            &fused.total.backward().unwrap(),
+            &reference.total.backward().unwrap(),
+        );
+    }
+
+    #[test]
+    fn held_caption_tokens_equal_concatenated_constant_logits() {
+        // open_clip's accumulation: micro-batch 0 live, micro-batch 1 cached (constant) features.
+        let tiny = tiny();
+        let m = &tiny.model;
+        let (im0, ids0) = batch(2, 1);
+        let (im1, ids1) = batch(3, 2);
+        let cfg = CocaLossConfig::default();
+        let cached = m.forward(&im1, &ids1).unwrap();
+        let live = m.forward(&im0, &ids0).unwrap();
+        let cat = |a: &Tensor, b: &Tensor| Tensor::cat(&[a, &b.detach()], 0).unwrap();
+        let joined = CocaOutput {
+            image_features: cat(&live.image_features, &cached.image_features),
+            text_features: cat(&live.text_features, &cached.text_features),
+            logits: cat(&live.logits, &cached.logits),
+            labels: cat(&live.labels, &cached.labels),
+            logit_scale: live.logit_scale.clone(),
+        };
+        let reference = coca_loss(&joined, &cfg).unwrap();
+
+        let cached = m.forward_for_loss(&im1, &ids1).unwrap();
+        let held = CaptionNll::of(&cached, cfg.pad_id).unwrap();
+        assert_eq!(
+            held.tokens,
+            (0..3).map(|b| 1 + (b + 2) % 6 + 1).sum::<usize>()
+        );
+        let live = m.forward_for_loss(&im0, &ids0).unwrap();
+        let out = TrainOutput {
+            image_features: cat(&live.image_features, &cached.image_features),
+            text_features: cat(&live.text_features, &cached.text_features),
+            ..live
+        };
+        let fused = coca_loss_fused_with(&out, held, &cfg).unwrap();
+        assert_close(&fused.caption, &reference.caption, 1e-5);
+        assert_close(&fused.total, &reference.total, 1e-5);
+        assert_same_gradients(
+            &tiny,
+            &fused.total.backward().unwrap(),
+            &reference.total.backward().unwrap(),
+        );
+    }
+
+    #[test]
+    fn all_padding_is_an_error_unless_tokens_are_held() {
+        let tiny = tiny();
+        let (images, ids) = batch(2, 0);
+        let mut out = tiny.model.forward_for_loss(&images, &ids).unwrap();
+        out.labels = out.labels.zeros_like().unwrap();
+        let cfg = CocaLossConfig::default();
+        let err = coca_loss_fused(&out, &cfg).unwrap_err().to_string();
+        assert!(err.contains("every label is padding"), "{err}");
+        let held = CaptionNll {
+            sum: 6.0,
+            tokens: 3,
+        };
+        let loss = coca_loss_fused_with(&out, held, &cfg).unwrap();
+        assert_eq!(loss.caption.to_scalar::<f32>().unwrap(), 2.0 * 2.0);
+    }
 }

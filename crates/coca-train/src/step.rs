@@ -3,7 +3,9 @@
 use std::collections::BTreeMap;
 
 use candle_core::{Result, Tensor, Var};
-use coca_model::{coca_loss, Coca, CocaLossConfig, CocaOutput};
+use coca_model::{
+    coca_loss_fused, coca_loss_fused_with, CaptionNll, Coca, CocaLossConfig, TrainOutput,
+};
 
 /// One micro-batch: preprocessed images `(B, 3, H, W)` and token ids `(B, L)`.
 #[derive(Debug, Clone)]
@@ -25,32 +27,12 @@ pub struct StepLosses {
     pub caption: f64,
 }
 
-/// The outputs whose concatenation over micro-batches forms the accumulated batch (everything but the scale).
-struct Features {
+/// What a cached micro-batch contributes to the other micro-batches' losses: its embeddings (concatenated into
+/// the accumulated batch, so the contrastive loss sees every negative) and its caption NLL, a constant there.
+struct Cached {
     image: Tensor,
     text: Tensor,
-    logits: Tensor,
-    labels: Tensor,
-}
-
-impl Features {
-    fn of(out: &CocaOutput) -> Self {
-        Self {
-            image: out.image_features.clone(),
-            text: out.text_features.clone(),
-            logits: out.logits.clone(),
-            labels: out.labels.clone(),
-        }
-    }
-
-    fn detached(&self) -> Self {
-        Self {
-            image: self.image.detach(),
-            text: self.text.detach(),
-            logits: self.logits.detach(),
-            labels: self.labels.detach(),
-        }
-    }
+    caption: CaptionNll,
 }
 
 /// The loss of one optimiser step and its gradients for `params` (by name).
@@ -60,6 +42,9 @@ impl Features {
 /// micro-batch in turn, its features are recomputed with gradients and put in place of the cached ones, the loss
 /// over the *whole* accumulated batch is backpropagated, and the gradients are summed. The contrastive loss so
 /// sees all negatives of the accumulated batch, and the summed gradient equals that of one big batch.
+///
+/// The caption loss never forms logits ([`coca_loss_fused`]): the cached micro-batches enter it as their summed
+/// NLL and token count, constants exactly as open_clip's detached cached logits are.
 pub fn step_gradients(
     model: &Coca,
     params: &[(String, Var)],
@@ -83,36 +68,46 @@ pub fn step_gradients(
         Ok(())
     };
     if micro.len() == 1 {
-        let out = model.forward(&micro[0].images, &micro[0].ids)?;
-        let loss = coca_loss(&out, loss_cfg)?;
+        let out = model.forward_for_loss(&micro[0].images, &micro[0].ids)?;
+        let loss = coca_loss_fused(&out, loss_cfg)?;
         let losses = read_losses(&loss)?;
         add(loss.total.backward()?)?;
         return Ok((losses, grads));
     }
-    let cached: Vec<Features> = micro
+    let cached: Vec<Cached> = micro
         .iter()
-        .map(|mb| Ok(Features::of(&model.forward(&mb.images, &mb.ids)?).detached()))
+        .map(|mb| {
+            let out = model.forward_for_loss(&mb.images, &mb.ids)?;
+            Ok(Cached {
+                image: out.image_features.detach(),
+                text: out.text_features.detach(),
+                caption: CaptionNll::of(&out, loss_cfg.pad_id)?,
+            })
+        })
         .collect::<Result<_>>()?;
     let mut losses = StepLosses::default();
     for (j, mb) in micro.iter().enumerate() {
-        let out = model.forward(&mb.images, &mb.ids)?;
-        let live = Features::of(&out);
-        let pick = |f: fn(&Features) -> &Tensor| -> Result<Tensor> {
+        let live = model.forward_for_loss(&mb.images, &mb.ids)?;
+        let pick = |f: fn(&Cached) -> &Tensor, own: &Tensor| -> Result<Tensor> {
             let parts: Vec<&Tensor> = cached
                 .iter()
                 .enumerate()
-                .map(|(i, c)| if i == j { f(&live) } else { f(c) })
+                .map(|(i, c)| if i == j { own } else { f(c) })
                 .collect();
             Tensor::cat(&parts, 0)
         };
-        let joined = CocaOutput {
-            image_features: pick(|f| &f.image)?,
-            text_features: pick(|f| &f.text)?,
-            logits: pick(|f| &f.logits)?,
-            labels: pick(|f| &f.labels)?,
-            logit_scale: out.logit_scale.clone(),
+        // Summed in micro-batch order so every step adds the same constants in the same order.
+        let held = cached
+            .iter()
+            .enumerate()
+            .filter(|&(i, _)| i != j)
+            .fold(CaptionNll::default(), |acc, (_, c)| acc + c.caption);
+        let joined = TrainOutput {
+            image_features: pick(|c| &c.image, &live.image_features)?,
+            text_features: pick(|c| &c.text, &live.text_features)?,
+            ..live
         };
-        let loss = coca_loss(&joined, loss_cfg)?;
+        let loss = coca_loss_fused_with(&joined, held, loss_cfg)?;
         losses = read_losses(&loss)?;
         add(loss.total.backward()?)?;
     }

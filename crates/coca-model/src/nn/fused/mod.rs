@@ -12,12 +12,15 @@ pub mod cross_entropy;
 pub mod gelu;
 pub mod layer_norm;
 pub mod linear;
+pub mod lm_head;
 pub mod softmax;
+pub mod vexp;
 
 pub use cross_entropy::cross_entropy_rows;
 pub use gelu::gelu_erf;
 pub use layer_norm::layer_norm;
 pub use linear::linear;
+pub use lm_head::{lm_head_cross_entropy, lm_head_cross_entropy_sum};
 pub use softmax::scaled_masked_softmax;
 
 use candle_core::backend::BackendStorage;
