@@ -137,11 +137,11 @@ mod train {
     use std::time::Instant;
 
     use anyhow::{bail, Context, Result};
-    use candle_core::backprop::GradStore;
-    use candle_core::{DType, Device, Tensor};
-    use candle_nn::{AdamW, Optimizer, ParamsAdamW};
+    use candle_core::{DType, Device, Tensor, Var};
     use coca_model::weights::{trainable_from, TrainableCoca};
-    use coca_model::{coca_loss, CocaConfig, CocaLossConfig};
+    use coca_model::{CocaConfig, CocaLossConfig};
+    use coca_train::step::{clamp_logit_scale, step_gradients};
+    use coca_train::{AdamW, AdamWConfig, MicroBatch};
     use serde_json::json;
 
     use super::peak_rss_mib;
@@ -149,30 +149,32 @@ mod train {
     use crate::model_args::{parse_device, resolve_config};
     use crate::output::write_json;
 
-    /// open_clip's AdamW defaults for CoCa training (`--lr 5e-4 --beta1 0.9 --beta2 0.98 --eps 1e-6 --wd 0.2`),
-    /// applied to every parameter, as the open_clip side of scripts/bench/bench_train.py does.
-    fn adamw_params() -> ParamsAdamW {
-        ParamsAdamW {
-            lr: 5e-4,
+    /// open_clip's AdamW defaults for CoCa training (`--lr 5e-4 --beta1 0.9 --beta2 0.98 --eps 1e-6 --wd 0.2`).
+    const LR: f64 = 5e-4;
+
+    /// The optimiser of `coca train`, decaying every parameter as the open_clip side of
+    /// scripts/bench/bench_train.py does.
+    fn optimizer(params: &[(String, Var)]) -> AdamW {
+        let cfg = AdamWConfig {
             beta1: 0.9,
             beta2: 0.98,
             eps: 1e-6,
             weight_decay: 0.2,
-        }
-    }
-
-    /// The optimiser update, kept in one place: candle_nn's AdamW for now; the bench switches to coca-train's
-    /// fused optimiser once it exists.
-    fn optimizer_step(opt: &mut AdamW, grads: &GradStore) -> Result<()> {
-        opt.step(grads)?;
-        Ok(())
+        };
+        AdamW::new(
+            cfg,
+            params
+                .iter()
+                .map(|(n, v)| (n.clone(), v.clone(), true))
+                .collect(),
+        )
     }
 
     /// Median seconds of each phase of the step.
     #[derive(Default)]
     struct Phases {
-        forward: Vec<f64>,
-        backward: Vec<f64>,
+        /// Forward, loss and backward (one call in coca-train).
+        gradients: Vec<f64>,
         optimizer: Vec<f64>,
         total: Vec<f64>,
         losses: Vec<f32>,
@@ -184,28 +186,33 @@ mod train {
         v[v.len() / 2]
     }
 
-    /// One step: forward + loss, backward, update. Records each phase's wall time and the loss.
+    /// One step of `coca train` (forward + loss + backward through coca-train's `step_gradients`, then AdamW
+    /// and the logit-scale clamp). The forward and backward run as one call there, so the split reported is
+    /// gradients vs optimiser.
     fn step(
         model: &TrainableCoca,
+        params: &[(String, Var)],
         opt: &mut AdamW,
-        images: &Tensor,
-        text: &Tensor,
+        batch: &MicroBatch,
         phases: &mut Phases,
     ) -> Result<()> {
         let t0 = Instant::now();
-        let out = model.model.forward(images, text)?;
-        let loss = coca_loss(&out, &CocaLossConfig::default())?;
-        let loss_value = loss.total.to_scalar::<f32>()?;
-        let t1 = Instant::now();
-        let grads = loss.total.backward()?;
+        let (losses, grads) = step_gradients(
+            &model.model,
+            params,
+            std::slice::from_ref(batch),
+            &CocaLossConfig::default(),
+        )?;
         let t2 = Instant::now();
-        optimizer_step(opt, &grads)?;
+        opt.step(&grads, LR)?;
+        if let Some((_, scale)) = params.iter().find(|(n, _)| n == "logit_scale") {
+            clamp_logit_scale(scale)?;
+        }
         let t3 = Instant::now();
-        phases.forward.push((t1 - t0).as_secs_f64());
-        phases.backward.push((t2 - t1).as_secs_f64());
+        phases.gradients.push((t2 - t0).as_secs_f64());
         phases.optimizer.push((t3 - t2).as_secs_f64());
         phases.total.push((t3 - t0).as_secs_f64());
-        phases.losses.push(loss_value);
+        phases.losses.push(losses.total as f32);
         Ok(())
     }
 
@@ -272,15 +279,29 @@ mod train {
                 ckpt.get(name, DType::F32, &device)
                     .map_err(|e| candle_core::Error::Msg(e.to_string()))
             })?;
-            let mut opt = AdamW::new(model.vars.all_vars(), adamw_params())?;
+            let params: Vec<(String, Var)> = {
+                let data = model
+                    .vars
+                    .data()
+                    .lock()
+                    .map_err(|_| anyhow::anyhow!("variable map poisoned"))?;
+                let mut all: Vec<_> = data.iter().map(|(n, v)| (n.clone(), v.clone())).collect();
+                all.sort_by(|a, b| a.0.cmp(&b.0));
+                all
+            };
+            let mut opt = optimizer(&params);
+            let batch = MicroBatch {
+                images: images.clone(),
+                ids: text.clone(),
+            };
             let mut phases = Phases::default();
             for _ in 0..args.warmup {
-                step(&model, &mut opt, images, text, &mut phases)?;
+                step(&model, &params, &mut opt, &batch, &mut phases)?;
             }
             let first_loss = phases.losses.first().copied();
             let mut phases_timed = Phases::default();
             for _ in 0..args.iters {
-                step(&model, &mut opt, images, text, &mut phases_timed)?;
+                step(&model, &params, &mut opt, &batch, &mut phases_timed)?;
             }
             let batch = images.dim(0)?;
             let secs = median(&phases_timed.total);
@@ -290,8 +311,7 @@ mod train {
                     "seconds": secs,
                     "min_seconds": phases_timed.total.iter().copied().fold(f64::INFINITY, f64::min),
                     "samples_per_second": batch as f64 / secs,
-                    "forward_and_loss_seconds": median(&phases_timed.forward),
-                    "backward_seconds": median(&phases_timed.backward),
+                    "gradients_seconds": median(&phases_timed.gradients),
                     "optimizer_seconds": median(&phases_timed.optimizer),
                     "first_loss": first_loss.or(phases_timed.losses.first().copied()),
                     "losses": phases_timed.losses,

@@ -205,13 +205,13 @@ fn apply_demo_defaults(args: &mut TrainArgs, given: &dyn Fn(&str) -> bool) {
         args.train_data = Some(data::SYNTHETIC.into());
     }
     if !given("steps") {
-        args.steps = Some(1500);
+        args.steps = Some(1100);
     }
     if !given("lr") {
-        args.lr = 2e-3;
+        args.lr = 3e-3;
     }
     if !given("warmup") {
-        args.warmup = 100;
+        args.warmup = 50;
     }
     if !given("wd") {
         args.wd = 0.1;
@@ -230,7 +230,15 @@ fn apply_demo_defaults(args: &mut TrainArgs, given: &dyn Fn(&str) -> bool) {
         args.no_augment = true;
     }
     if args.output.is_none() {
-        args.output = Some(PathBuf::from("runs/demo"));
+        // A rerun of the README's first command starts a new run beside the old one.
+        let free = |p: &Path| !p.join("checkpoints").exists() && !p.join("metrics.jsonl").exists();
+        let mut dir = PathBuf::from("runs/demo");
+        let mut n = 2;
+        while args.resume.is_none() && !free(&dir) {
+            dir = PathBuf::from(format!("runs/demo-{n}"));
+            n += 1;
+        }
+        args.output = Some(dir);
     }
 }
 
