@@ -2,6 +2,7 @@
 
 mod cli;
 mod commands;
+mod csv_args;
 mod model_args;
 mod output;
 mod pipeline;

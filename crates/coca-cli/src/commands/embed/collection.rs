@@ -16,7 +16,7 @@ use std::time::Instant;
 use anyhow::{anyhow, bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use clap::{Args, ValueEnum};
-use coca_data::{CsvOptions, DataError, Input, Sample, Samples};
+use coca_data::{DataError, Input, Sample, Samples};
 use coca_image::PreprocessConfig;
 use coca_model::{Coca, CocaConfig};
 use coca_retrieval::{
@@ -80,15 +80,8 @@ pub struct CollectionArgs {
     /// Embed the images of a CSV/TSV file, read like open_clip's --train-data CSV (see --csv-*).
     #[arg(long, value_name = "FILE")]
     pub input_csv: Option<PathBuf>,
-    /// CSV column with image paths (open_clip's --csv-img-key).
-    #[arg(long, default_value = "filepath", value_name = "COLUMN")]
-    pub csv_img_key: String,
-    /// CSV column with captions (open_clip's --csv-caption-key); '' for none.
-    #[arg(long, default_value = "title", value_name = "COLUMN")]
-    pub csv_caption_key: String,
-    /// CSV field separator (open_clip's --csv-separator): one character, or \t for tab.
-    #[arg(long, default_value = "\\t", value_name = "CHAR")]
-    pub csv_separator: String,
+    #[command(flatten)]
+    pub csv: crate::csv_args::CsvArgs,
     /// Embed WebDataset tar shards in img2dataset's layout (key.jpg + key.txt); brace patterns such as
     /// 'shards/{00000..00099}.tar' are expanded as WebDataset does.
     #[arg(long, value_name = "PATTERN")]
@@ -151,11 +144,7 @@ impl CollectionArgs {
             return Ok(Input::Shards(pattern.clone()));
         }
         let path = self.input_csv.clone().expect("one input is given");
-        let options = CsvOptions {
-            img_key: self.csv_img_key.clone(),
-            caption_key: (!self.csv_caption_key.is_empty()).then(|| self.csv_caption_key.clone()),
-            separator: coca_data::parse_separator(&self.csv_separator)?,
-        };
+        let options = self.csv.options()?;
         Ok(Input::Csv { path, options })
     }
 }

@@ -95,15 +95,8 @@ pub struct TrainArgs {
     /// How to read --train-data/--val-data.
     #[arg(long, value_enum, default_value_t = DatasetType::Auto)]
     pub dataset_type: DatasetType,
-    /// CSV column with image paths.
-    #[arg(long, default_value = "filepath", value_name = "COLUMN")]
-    pub csv_img_key: String,
-    /// CSV column with captions.
-    #[arg(long, default_value = "title", value_name = "COLUMN")]
-    pub csv_caption_key: String,
-    /// CSV separator (one character, or \t).
-    #[arg(long, default_value = "\\t", value_name = "CHAR")]
-    pub csv_separator: String,
+    #[command(flatten)]
+    pub csv: crate::csv_args::CsvArgs,
     /// Samples per micro-batch.
     #[arg(long, default_value_t = 64)]
     pub batch_size: usize,
@@ -277,11 +270,7 @@ pub fn run(mut args: TrainArgs, given: &dyn Fn(&str) -> bool, quiet: bool) -> Re
     }
     let run_dir = args.output.clone().context("give --output RUN_DIR")?;
     let device = parse_device(&args.device)?;
-    let csv = CsvOptions {
-        img_key: args.csv_img_key.clone(),
-        caption_key: Some(args.csv_caption_key.clone()),
-        separator: coca_data::parse_separator(&args.csv_separator)?,
-    };
+    let csv = args.csv.options()?;
     let train_spec = data_spec(&train_text, args.dataset_type, &csv, Split::Train)?;
     let options = train_options(&args, steps);
     if options.schedule.warmup >= steps {
