@@ -236,6 +236,19 @@ fn bad_training_inputs_are_named() {
         "caption".into(),
     ]);
     assert_fails_with(&run(csv), &["caption"]);
+    let mut one_class = base("fixtures/train/photos.csv");
+    one_class.extend(
+        [
+            "--csv-separator",
+            ",",
+            "--val-data",
+            "fixtures/train/photos.csv",
+            "--val-zeroshot",
+            "fixtures/train/zeroshot/cup_of_coffee",
+        ]
+        .map(String::from),
+    );
+    assert_fails_with(&run(one_class), &["cup_of_coffee", "two class sub-folders"]);
     let mut no_model = base("synthetic");
     no_model.drain(1..3);
     assert_fails_with(&run(no_model), &["--model"]);
