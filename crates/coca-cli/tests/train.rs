@@ -94,6 +94,13 @@ fn a_killed_run_resumes_to_the_uninterrupted_losses() {
 
     let mut resume = train_args(killed_s, "40");
     resume.extend(["--resume", "latest"]);
+    // The same command line starts a run that has no checkpoint yet (as open_clip's --resume latest).
+    let fresh = tmp.path().join("fresh");
+    let mut first = train_args(fresh.to_str().unwrap(), "3");
+    first.extend(["--resume", "latest"]);
+    let o = coca(&first);
+    assert!(o.status.success(), "{}", common::stderr(&o));
+    assert_eq!(losses(&fresh).len(), 3);
     let o = coca(&resume);
     assert!(o.status.success(), "{}", common::stderr(&o));
     let resumed = losses(&killed);

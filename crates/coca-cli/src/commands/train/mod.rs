@@ -178,7 +178,8 @@ pub struct TrainArgs {
     /// Validation samples.
     #[arg(long, default_value_t = 256)]
     pub val_samples: usize,
-    /// Continue a run: `latest` (the newest checkpoint in --output) or a checkpoint directory.
+    /// Continue a run: `latest` (the newest checkpoint in --output; starts the run when there is none) or a
+    /// checkpoint directory.
     #[arg(long, value_name = "latest|DIR")]
     pub resume: Option<String>,
     /// The run directory.
@@ -294,12 +295,9 @@ pub fn run(mut args: TrainArgs, given: &dyn Fn(&str) -> bool, quiet: bool) -> Re
             }
             None
         }
-        Some("latest") => Some(latest_checkpoint(&run_dir)?.with_context(|| {
-            format!(
-                "--resume latest: no checkpoint in {}",
-                run_dir.join("checkpoints").display()
-            )
-        })?),
+        // As open_clip: `latest` with no checkpoint yet starts the run, so one command line serves a job that
+        // may be preempted at any point.
+        Some("latest") => latest_checkpoint(&run_dir)?,
         Some(dir) => Some(PathBuf::from(dir)),
     };
     let (mut trainer, position) = match &resume_from {
@@ -355,13 +353,14 @@ pub fn run(mut args: TrainArgs, given: &dyn Fn(&str) -> bool, quiet: bool) -> Re
         args.val_samples,
     )?;
     let start_step = trainer.step();
+    // With --resume the logs are trimmed to the checkpoint's step (to nothing when starting over).
     let mut hooks = RunHooks::new(
         &run_dir,
         &cfg,
         val,
         start_step,
         steps,
-        resume_from.is_some(),
+        args.resume.is_some(),
         quiet,
     )?;
     if let Some(ckpt) = &resume_from {
