@@ -174,6 +174,12 @@ pub struct ParityArgs {
     /// Print every check, not only the worst per metric.
     #[arg(long)]
     pub all: bool,
+    /// Device to check: cpu, or cuda:N in builds with the `cuda` feature (the GPU parity check).
+    #[arg(long, default_value = "cpu", value_name = "cpu|cuda:N")]
+    pub device: String,
+    /// Inference precision: fp32 (gradients too), or bf16/fp16 held to a half-precision tolerance.
+    #[arg(long, default_value = "fp32", value_name = "fp32|bf16|fp16")]
+    pub precision: String,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,

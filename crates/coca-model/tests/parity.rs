@@ -13,7 +13,7 @@ fn fixture(name: &str) -> PathBuf {
 }
 
 fn check(name: &str, opts: ParityOptions) {
-    let report = compare_dir(&fixture(name), opts).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let report = compare_dir(&fixture(name), &opts).unwrap_or_else(|e| panic!("{name}: {e}"));
     let n_grads = report
         .checks
         .iter()
@@ -70,7 +70,27 @@ fn pytorch_bin_weights_give_the_same_outputs() {
             ParityOptions {
                 gradients: false,
                 use_pytorch_bin: true,
+                ..ParityOptions::default()
             },
         );
     }
+}
+
+#[test]
+fn bf16_inference_stays_within_half_precision_error() {
+    let opts = ParityOptions {
+        dtype: candle_core::DType::BF16,
+        ..ParityOptions::default()
+    };
+    let report = compare_dir(&fixture("tiny_legacy"), &opts).expect("bf16 run");
+    assert!(report.checks.iter().all(|c| !c.name.starts_with("grad.")));
+    let logits = report
+        .checks
+        .iter()
+        .find(|c| c.name == "logits")
+        .expect("logits compared");
+    // Far from f32 agreement, but within what 8 significant bits allow.
+    assert!(logits.error > 1e-5, "bf16 should not match f32 exactly");
+    let failures = report.failures();
+    assert!(failures.is_empty(), "{failures:#?}");
 }

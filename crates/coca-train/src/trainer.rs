@@ -212,7 +212,7 @@ impl Trainer {
                 (n.clone(), v.clone(), decay)
             })
             .collect();
-        let optimizer = AdamW::new(options.adamw, groups);
+        let optimizer = AdamW::new(options.adamw, groups)?;
         Ok(Self {
             cfg: cfg.clone(),
             model,

@@ -154,7 +154,7 @@ mod train {
 
     /// The optimiser of `coca train`, decaying every parameter as the open_clip side of
     /// scripts/bench/bench_train.py does.
-    fn optimizer(params: &[(String, Var)]) -> AdamW {
+    fn optimizer(params: &[(String, Var)]) -> Result<AdamW> {
         let cfg = AdamWConfig {
             beta1: 0.9,
             beta2: 0.98,
@@ -168,6 +168,7 @@ mod train {
                 .map(|(n, v)| (n.clone(), v.clone(), true))
                 .collect(),
         )
+        .map_err(Into::into)
     }
 
     /// Median seconds of each phase of the step.
@@ -289,7 +290,7 @@ mod train {
                 all.sort_by(|a, b| a.0.cmp(&b.0));
                 all
             };
-            let mut opt = optimizer(&params);
+            let mut opt = optimizer(&params)?;
             let batch = MicroBatch {
                 images: images.clone(),
                 ids: text.clone(),

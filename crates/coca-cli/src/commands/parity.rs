@@ -4,6 +4,7 @@ use anyhow::{bail, Result};
 use coca_model::parity::{compare_dir, ParityOptions};
 
 use crate::cli::ParityArgs;
+use crate::model_args::{parse_device, parse_precision};
 use crate::output::write_json;
 
 /// Run the command; fails when any check exceeds its tolerance.
@@ -11,11 +12,13 @@ pub fn run(args: ParityArgs) -> Result<()> {
     let opts = ParityOptions {
         gradients: !args.no_grads,
         use_pytorch_bin: args.bin,
+        device: parse_device(&args.device)?,
+        dtype: parse_precision(&args.precision)?,
     };
     let mut reports = Vec::new();
     for dir in &args.dirs {
         let started = std::time::Instant::now();
-        let report = compare_dir(dir, opts)?;
+        let report = compare_dir(dir, &opts)?;
         tracing::info!(
             "{}: compared in {:.1}s",
             dir.display(),
