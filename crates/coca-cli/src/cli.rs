@@ -68,6 +68,11 @@ pub enum Command {
     Train(crate::commands::train::TrainArgs),
     /// Loss and validation curves of a training run (metrics.jsonl) as PNG and SVG.
     Plot(crate::commands::plot::PlotArgs),
+    /// Frozen-feature probes: a new attentional pooler or a linear classifier trained on the frozen encoder's
+    /// cached outputs (images or videos), with accuracy and a confusion matrix.
+    Probe(crate::commands::probe::ProbeArgs),
+    /// Benchmarks: zero-shot classification, image-text retrieval and captioning metrics (CLIP_benchmark's JSON).
+    Eval(crate::commands::eval::EvalArgs),
 }
 
 /// `coca embed`.
@@ -95,6 +100,13 @@ pub struct EmbedArgs {
     /// A text to embed; repeat for several.
     #[arg(long = "text", value_name = "TEXT")]
     pub texts: Vec<String>,
+    /// A video: a folder of frames, an animated GIF, or a video file (MP4, AVI, ... in builds with the `ffmpeg`
+    /// feature). Its embedding is the L2-normalised mean of its --frames frames' embeddings; repeat for several.
+    #[arg(long = "video", value_name = "PATH")]
+    pub videos: Vec<PathBuf>,
+    /// Frames sampled per video (the centre frame of each of N equal segments).
+    #[arg(long, default_value_t = coca_data::video::DEFAULT_FRAMES, value_name = "N")]
+    pub frames: usize,
     /// Print one JSON object {"image_embeddings": [[..]], "text_embeddings": [[..]]} instead of a summary.
     #[arg(long)]
     pub json: bool,

@@ -6,6 +6,7 @@ mod csv_args;
 mod model_args;
 mod output;
 mod pipeline;
+mod video_input;
 
 use std::process::ExitCode;
 
@@ -35,6 +36,8 @@ fn main() -> ExitCode {
         Command::Caption(args) => commands::caption::run(args),
         Command::Search(args) => commands::search::run(args),
         Command::Plot(args) => commands::plot::run(args),
+        Command::Probe(args) => commands::probe::run(args, cli.global.quiet),
+        Command::Eval(args) => commands::eval::run(args, cli.global.quiet),
         Command::Train(args) => {
             // Whether a flag was typed, so `--demo` only fills in the others.
             let sub = matches.subcommand_matches("train");

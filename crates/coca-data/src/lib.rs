@@ -13,11 +13,16 @@
 //! | CSV/TSV | [`Input::Csv`] | one row per sample, with open_clip's `--csv-img-key` / `--csv-caption-key` / `--csv-separator` |
 //! | WebDataset tar shards | [`Input::Shards`] | img2dataset layout (`key.jpg` + `key.txt`), brace-expanded shard patterns |
 //!
+//! [`ShardRecords`] reads the same shards but yields every file of a sample ([`ShardRecord`]), for fields such
+//! as CLIP_benchmark's `.cls` class labels.
+//!
 //! [`scenes`] generates synthetic captioned scenes (coloured shapes and their relations) by index, for training
 //! from scratch and for tests.
 //!
 //! [`train`] turns any of these (or an indexed generator such as the scenes) into shuffled, augmented,
 //! resumable training batches ([`TrainLoader`]).
+//!
+//! [`video`] reads videos (frame folders, animated GIFs, video files through FFmpeg) as sampled frames.
 //!
 //! Images are not decoded here: a [`Sample`] carries the image's path or bytes, so decoding can run on a
 //! thread pool and a corrupt image is reported by whoever decodes it.
@@ -44,6 +49,7 @@ mod sample;
 pub mod scenes;
 mod shards;
 pub mod train;
+pub mod video;
 
 use std::path::PathBuf;
 
@@ -53,7 +59,7 @@ pub use error::DataError;
 pub use folder::{is_image_path, FolderSource, IMAGE_EXTENSIONS};
 pub use list::ListSource;
 pub use sample::{ImageData, Sample};
-pub use shards::{ShardSource, SHARD_IMAGE_KEYS, SHARD_TEXT_KEY};
+pub use shards::{ShardRecord, ShardRecords, ShardSource, SHARD_IMAGE_KEYS, SHARD_TEXT_KEY};
 pub use train::{Batch, LoaderConfig, LoaderState, SkipCounts, TrainLoader, TrainSource};
 
 /// A collection to read.

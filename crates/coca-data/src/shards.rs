@@ -28,14 +28,79 @@ const BLOCK: u64 = 512;
 
 /// Streams the samples of a list of shards, one shard after the other.
 pub struct ShardSource {
-    rx: Receiver<Result<Sample, DataError>>,
-    worker: Option<JoinHandle<()>>,
+    records: ShardRecords,
 }
 
 impl ShardSource {
     /// Expand a shard pattern (`shards/{00000..00099}.tar`, see [`crate::expand_braces`]) and start reading.
     /// Fails if the pattern is malformed or none of its shards exists; a missing shard among existing ones is
     /// reported as an error item when its turn comes.
+    pub fn open(pattern: &str) -> Result<Self, DataError> {
+        Ok(Self {
+            records: ShardRecords::open(pattern)?,
+        })
+    }
+
+    /// Read these shards, in order.
+    pub fn from_paths(shards: Vec<PathBuf>) -> Self {
+        Self {
+            records: ShardRecords::from_paths(shards),
+        }
+    }
+}
+
+impl Iterator for ShardSource {
+    type Item = Result<Sample, DataError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.records
+            .next()
+            .map(|record| record.and_then(ShardRecord::into_sample))
+    }
+}
+
+/// One sample's files as the shard stores them, before they are read as an image and a caption: for the
+/// fields [`ShardSource`] leaves out, such as a class label (`.cls`) or metadata (`.json`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardRecord {
+    /// The shard the sample came from.
+    pub shard: PathBuf,
+    /// The WebDataset key (`dir/000123`).
+    pub key: String,
+    /// `(lower-cased extension, contents)` of each file, in shard order; the first file wins when an
+    /// extension repeats.
+    pub files: Vec<(String, Vec<u8>)>,
+}
+
+impl ShardRecord {
+    /// The contents of the file with this (lower-case) extension, such as `cls` or `txt`.
+    pub fn file(&self, extension: &str) -> Option<&[u8]> {
+        self.files
+            .iter()
+            .find(|(s, _)| s == extension)
+            .map(|(_, data)| data.as_slice())
+    }
+
+    /// A name for messages about one of the sample's files: `shard.tar:000123.cls`.
+    pub fn label(&self, extension: &str) -> String {
+        format!("{}:{}.{extension}", self.shard.display(), self.key)
+    }
+
+    /// The sample as [`ShardSource`] yields it: the first image of [`SHARD_IMAGE_KEYS`] and the `txt`
+    /// caption.
+    pub fn into_sample(self) -> Result<Sample, DataError> {
+        finish(self)
+    }
+}
+
+/// Streams the samples of a list of shards as [`ShardRecord`]s, one shard after the other.
+pub struct ShardRecords {
+    rx: Receiver<Result<ShardRecord, DataError>>,
+    worker: Option<JoinHandle<()>>,
+}
+
+impl ShardRecords {
+    /// Expand a shard pattern and start reading, as [`ShardSource::open`].
     pub fn open(pattern: &str) -> Result<Self, DataError> {
         let shards: Vec<PathBuf> = expand_braces(pattern)
             .map_err(|detail| DataError::Pattern {
@@ -71,8 +136,8 @@ impl ShardSource {
     }
 }
 
-impl Iterator for ShardSource {
-    type Item = Result<Sample, DataError>;
+impl Iterator for ShardRecords {
+    type Item = Result<ShardRecord, DataError>;
 
     fn next(&mut self) -> Option<Self::Item> {
         match self.rx.recv() {
@@ -88,14 +153,8 @@ impl Iterator for ShardSource {
     }
 }
 
-/// The files of one sample read so far.
-struct Group {
-    key: String,
-    files: Vec<(String, Vec<u8>)>,
-}
-
 /// Send every sample of one shard; `false` if the consumer hung up.
-fn read_shard(shard: &Path, tx: &SyncSender<Result<Sample, DataError>>) -> bool {
+fn read_shard(shard: &Path, tx: &SyncSender<Result<ShardRecord, DataError>>) -> bool {
     let send = |item| tx.send(item).is_ok();
     let file = match File::open(shard) {
         Ok(f) => f,
@@ -113,7 +172,7 @@ fn read_shard(shard: &Path, tx: &SyncSender<Result<Sample, DataError>>) -> bool 
         Ok(entries) => entries,
         Err(e) => return send(damaged(0, e.to_string())),
     };
-    let mut group: Option<Group> = None;
+    let mut group: Option<ShardRecord> = None;
     // Where the next header should start: the end of the last entry read whole.
     let mut next_header = 0u64;
     for entry in entries {
@@ -121,7 +180,7 @@ fn read_shard(shard: &Path, tx: &SyncSender<Result<Sample, DataError>>) -> bool 
             Ok(entry) => entry,
             Err(e) => {
                 // Everything before this header was read whole, so the group in progress is complete.
-                let flushed = group.take().is_none_or(|g| send(finish(shard, g)));
+                let flushed = group.take().is_none_or(|g| send(Ok(g)));
                 return flushed && send(damaged(next_header, e.to_string()));
             }
         };
@@ -141,7 +200,7 @@ fn read_shard(shard: &Path, tx: &SyncSender<Result<Sample, DataError>>) -> bool 
         };
         if group.as_ref().is_some_and(|g| g.key != key) {
             let done = group.take().expect("checked above");
-            if !send(finish(shard, done)) {
+            if !send(Ok(done)) {
                 return false;
             }
         }
@@ -157,7 +216,8 @@ fn read_shard(shard: &Path, tx: &SyncSender<Result<Sample, DataError>>) -> bool 
             return send(damaged(data_start + data.len() as u64, why));
         }
         next_header = data_start + size.div_ceil(BLOCK) * BLOCK;
-        let group = group.get_or_insert_with(|| Group {
+        let group = group.get_or_insert_with(|| ShardRecord {
+            shard: shard.to_path_buf(),
             key: key.to_string(),
             files: Vec::new(),
         });
@@ -165,7 +225,7 @@ fn read_shard(shard: &Path, tx: &SyncSender<Result<Sample, DataError>>) -> bool 
             group.files.push((suffix, data));
         }
     }
-    group.is_none_or(|g| send(finish(shard, g)))
+    group.is_none_or(|g| send(Ok(g)))
 }
 
 /// Split `dir/000123.seg.png` into the key `dir/000123` and the lower-cased extension `seg.png`, as
@@ -181,8 +241,13 @@ fn split_key(name: &str) -> Option<(&str, String)> {
 }
 
 /// Turn a complete group of files into a sample.
-fn finish(shard: &Path, group: Group) -> Result<Sample, DataError> {
-    let Group { key, mut files } = group;
+fn finish(record: ShardRecord) -> Result<Sample, DataError> {
+    let ShardRecord {
+        shard,
+        key,
+        mut files,
+    } = record;
+    let shard = shard.as_path();
     let label = |suffix: &str| format!("{}:{key}.{suffix}", shard.display());
     let text = match files.iter().position(|(s, _)| s == SHARD_TEXT_KEY) {
         Some(i) => {

@@ -272,6 +272,36 @@ fn shards_group_files_by_key_across_a_brace_pattern() {
 }
 
 #[test]
+fn shard_records_keep_every_file_of_a_sample() {
+    let dir = tempfile::tempdir().unwrap();
+    let shard = dir.path().join("0.tar");
+    make_shard(
+        &shard,
+        &[
+            ("a.png", b"png-a"),
+            ("a.cls", b"3\n"),
+            ("a.CLS", b"ignored: the first file of an extension wins"),
+            ("b.cls", b"1"),
+        ],
+    );
+    let records: Vec<_> = coca_data::ShardRecords::open(shard.to_str().unwrap())
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(records.len(), 2);
+    assert_eq!(records[0].key, "a");
+    assert_eq!(records[0].file("cls"), Some(&b"3\n"[..]));
+    assert_eq!(records[0].file("txt"), None);
+    assert!(records[0].label("cls").ends_with("0.tar:a.cls"));
+    // As a sample, the record is what ShardSource yields: the image, or an error without one.
+    let sample = records[0].clone().into_sample().unwrap();
+    assert_eq!(sample.key, "a");
+    assert!(matches!(sample.image, ImageData::Bytes { ref data, .. } if data == b"png-a"));
+    let err = records[1].clone().into_sample().unwrap_err().to_string();
+    assert!(err.contains("`b` has no image (found: cls)"), "{err}");
+}
+
+#[test]
 fn truncated_shard_is_reported_with_name_and_offset_and_the_rest_is_used() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();

@@ -4,6 +4,10 @@
 //! ROUGE-L, CIDEr-D) in Rust, with [`ptb`] reproducing its Stanford PTB tokenisation, so numbers
 //! agree with the COCO caption evaluation without Python or (except for METEOR) Java.
 //!
+//! [`classification`] (acc1, acc5, mean per-class recall) and [`retrieval`] (image↔text recall@K with
+//! several captions per image) compute CLIP_benchmark's zero-shot metrics from logits or similarity
+//! matrices.
+//!
 //! ```
 //! use coca_eval::caption_metrics::CaptionMetrics;
 //!
@@ -16,7 +20,14 @@
 //! ```
 
 pub mod caption_metrics;
+pub mod classification;
+mod metric_error;
 pub mod ptb;
+mod ranking;
+pub mod retrieval;
 
 pub use caption_metrics::{CaptionMetrics, EvalError, ImageScores, MeteorJar, Scores};
+pub use classification::{classification_metrics, ClassificationMetrics};
+pub use metric_error::MetricError;
 pub use ptb::{tokenize_captions, tokenize_ptb};
+pub use retrieval::{retrieval_recall, RecallAtK};

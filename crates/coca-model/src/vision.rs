@@ -187,7 +187,24 @@ impl VisionTower {
 
     /// Embedding (unnormalised, projected) and caption context.
     pub fn forward(&self, images: &Tensor) -> Result<VisionOutput> {
-        let x = self.encode_tokens(images)?;
+        self.forward_tokens(&self.encode_tokens(images)?)
+    }
+
+    /// The encoder tokens exactly as this model's attentional pooler(s) read them, from the output of
+    /// [`VisionTower::encode_tokens`]: unchanged for open_clip's shared pooler (it normalises them itself with
+    /// its `ln_k`), after `ln_post` for the paper's split poolers and for token pooling. Frozen-feature probes
+    /// train a new pooler on these, as the CoCa paper does.
+    pub fn pooler_context(&self, x: &Tensor) -> Result<Tensor> {
+        match &self.pooling {
+            Pooling::Shared { .. } => Ok(x.clone()),
+            Pooling::Split { .. } | Pooling::Token { .. } => self.ln_post.forward(x),
+        }
+    }
+
+    /// [`VisionTower::forward`] from tokens already encoded by [`VisionTower::encode_tokens`] (so a caller that
+    /// also needs the tokens runs the transformer once).
+    pub fn forward_tokens(&self, x: &Tensor) -> Result<VisionOutput> {
+        let x = x.clone();
         let (pooled, tokens) = match &self.pooling {
             Pooling::Token {
                 average,

@@ -5,6 +5,8 @@
 //! - `tensorboard/events.out.tfevents.<time>.<host>`, the same scalars for TensorBoard ([`EventWriter`]);
 //! - `plots/*.png` and `plots/*.svg`, drawn from the metrics by [`plot_run`] (`coca plot RUN_DIR`).
 //!
+//! [`plot_confusion`] draws a classifier's confusion matrix the same way (`coca probe --confusion`).
+//!
 //! Both logs survive a kill: only the last line or record can be torn, and readers skip it. When a run
 //! resumes from the checkpoint of step `s`, [`MetricsWriter::resume`] and [`EventWriter::resume`] drop what
 //! was logged after `s`, so the steps trained again appear once.
@@ -31,5 +33,5 @@ mod tfrecord;
 pub use error::{Result, RunlogError};
 pub use events::{read_events, EventWriter};
 pub use metrics::{read_metrics, MetricsWriter, Record, Split, METRICS_FILE};
-pub use plot::{plot_run, PlotOptions};
+pub use plot::{plot_confusion, plot_run, PlotOptions};
 pub use proto::Event;

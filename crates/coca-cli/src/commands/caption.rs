@@ -8,6 +8,7 @@ use clap::{Args, ValueEnum};
 use coca_generate::{
     generate, BeamConfig, BeamScoring, Caption, GenerationConfig, SamplingConfig, Strategy,
 };
+use coca_model::Coca;
 use coca_text::Tokenizer;
 use serde_json::json;
 
@@ -68,12 +69,9 @@ pub enum ScoringArg {
     LogProbs,
 }
 
-/// `coca caption`.
-#[derive(Debug, Args)]
-#[command(after_help = AFTER_HELP)]
-pub struct CaptionArgs {
-    #[command(flatten)]
-    pub model: ModelArgs,
+/// The decoding flags, shared by `coca caption` and `coca eval captioning`.
+#[derive(Debug, Clone, Args)]
+pub struct GenerationArgs {
     /// Starting settings that the other flags modify.
     #[arg(long, value_enum, default_value = "open_clip")]
     pub preset: PresetArg,
@@ -117,6 +115,16 @@ pub struct CaptionArgs {
     /// Seed for sampling (same seed and batch size → same captions).
     #[arg(long, default_value_t = 0, value_name = "S")]
     pub seed: u64,
+}
+
+/// `coca caption`.
+#[derive(Debug, Args)]
+#[command(after_help = AFTER_HELP)]
+pub struct CaptionArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub generation: GenerationArgs,
     /// Images decoded together.
     #[arg(long, default_value_t = 8, value_name = "N")]
     pub batch_size: usize,
@@ -141,9 +149,37 @@ pub struct CaptionArgs {
     pub images: Vec<PathBuf>,
 }
 
+impl GenerationArgs {
+    /// The generation config for `model`: the preset changed by the flags, open_clip's default length capped
+    /// to a shorter context, and validated.
+    pub fn config_for(&self, model: &Coca, tokenizer: &Tokenizer) -> Result<GenerationConfig> {
+        let mut cfg = build_config(self, model.text().vocab_size(), tokenizer)?;
+        let context = model
+            .text()
+            .context_length()
+            .min(model.text_decoder().context_length());
+        if self.max_length.is_none() {
+            // open_clip's default seq_len (30) assumes a 76-token model; a shorter context caps it.
+            cfg.max_tokens = cfg.max_tokens.min(context);
+            cfg.min_tokens_before_eos = cfg.min_tokens_before_eos.min(cfg.max_tokens);
+        }
+        cfg.validate(model.text().vocab_size(), context)
+            .map_err(|e| anyhow::anyhow!("{e} (check the length, beam and sampling flags)"))?;
+        Ok(cfg)
+    }
+}
+
+/// The config for the batch whose first image is `first_index` of the run: distinct, reproducible random
+/// streams per batch (the same seed and batch size give the same captions).
+pub fn batch_config(cfg: &GenerationConfig, first_index: usize) -> GenerationConfig {
+    let mut batch = cfg.clone();
+    batch.seed = cfg.seed.wrapping_add(first_index as u64);
+    batch
+}
+
 /// Build the generation config from the preset and the flags.
 fn build_config(
-    args: &CaptionArgs,
+    args: &GenerationArgs,
     vocab: usize,
     tokenizer: &Tokenizer,
 ) -> Result<GenerationConfig> {
@@ -267,19 +303,7 @@ pub fn run(args: CaptionArgs) -> Result<()> {
     let tokenizer = Tokenizer::new().context("loading the CLIP tokenizer")?;
     let (model, model_cfg) = args.model.load()?;
     let load_s = started.elapsed().as_secs_f64();
-    let mut gen_cfg = build_config(&args, model.text().vocab_size(), &tokenizer)?;
-    let context = model
-        .text()
-        .context_length()
-        .min(model.text_decoder().context_length());
-    if args.max_length.is_none() {
-        // open_clip's default seq_len (30) assumes a 76-token model; a shorter context caps it.
-        gen_cfg.max_tokens = gen_cfg.max_tokens.min(context);
-        gen_cfg.min_tokens_before_eos = gen_cfg.min_tokens_before_eos.min(gen_cfg.max_tokens);
-    }
-    gen_cfg
-        .validate(model.text().vocab_size(), context)
-        .map_err(|e| anyhow::anyhow!("{e} (check the length, beam and sampling flags)"))?;
+    let gen_cfg = args.generation.config_for(&model, &tokenizer)?;
     let pre = preprocess_config(&model_cfg)?;
     let device = model.device().clone();
 
@@ -288,9 +312,7 @@ pub fn run(args: CaptionArgs) -> Result<()> {
         let mut out = Vec::with_capacity(args.images.len());
         for (b, chunk) in args.images.chunks(args.batch_size).enumerate() {
             let pixels = load_images(chunk, &pre, &device)?;
-            let mut cfg = gen_cfg.clone();
-            // Distinct, reproducible random streams per batch.
-            cfg.seed = gen_cfg.seed.wrapping_add((b * args.batch_size) as u64);
+            let cfg = batch_config(&gen_cfg, b * args.batch_size);
             out.extend(generate(&model, &pixels, &cfg)?);
             if first.is_none() {
                 *first = Some(started.elapsed().as_secs_f64());

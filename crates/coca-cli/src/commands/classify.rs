@@ -62,24 +62,32 @@ pub struct ClassifyArgs {
     /// Images per forward pass.
     #[arg(long, default_value_t = 32, value_name = "N")]
     pub batch_size: usize,
-    /// Prompts per text-encoder forward pass while building the class embeddings.
-    #[arg(long, default_value_t = coca_zeroshot::DEFAULT_PROMPT_BATCH, value_name = "N")]
-    pub text_batch_size: usize,
     /// Print a JSON list, one {"image", "top_k": [{"class", "index", "probability"}]} object per image.
     #[arg(long)]
     pub json: bool,
     /// Write the JSON to this file (atomically) instead of stdout.
     #[arg(long, short, value_name = "FILE")]
     pub output: Option<PathBuf>,
+    #[command(flatten)]
+    pub classifier: ClassifierArgs,
+    /// The images (JPEG, PNG, WebP, GIF, BMP, TIFF).
+    #[arg(required = true, value_name = "IMAGE")]
+    pub images: Vec<PathBuf>,
+}
+
+/// How class embeddings are built and cached, shared by `coca classify` and
+/// `coca eval zeroshot-classification`.
+#[derive(Debug, Clone, Args)]
+pub struct ClassifierArgs {
+    /// Prompts per text-encoder forward pass while building the class embeddings.
+    #[arg(long, default_value_t = coca_zeroshot::DEFAULT_PROMPT_BATCH, value_name = "N")]
+    pub text_batch_size: usize,
     /// Directory of cached class embeddings (overrides COCA_CACHE_DIR and the default).
     #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
     /// Neither read nor write cached class embeddings.
     #[arg(long, conflicts_with = "cache_dir")]
     pub no_cache: bool,
-    /// The images (JPEG, PNG, WebP, GIF, BMP, TIFF).
-    #[arg(required = true, value_name = "IMAGE")]
-    pub images: Vec<PathBuf>,
 }
 
 /// Run the command; `quiet` hides the progress bar.
@@ -87,7 +95,7 @@ pub fn run(args: ClassifyArgs, quiet: bool) -> Result<()> {
     if args.top_k == 0 {
         bail!("--top-k must be at least 1");
     }
-    if args.batch_size == 0 || args.text_batch_size == 0 {
+    if args.batch_size == 0 || args.classifier.text_batch_size == 0 {
         bail!("--batch-size and --text-batch-size must be at least 1");
     }
     for path in &args.images {
@@ -110,7 +118,18 @@ pub fn run(args: ClassifyArgs, quiet: bool) -> Result<()> {
     }
 
     let (model, cfg) = args.model.load()?;
-    let classifier = class_embeddings(&args, &model, &cfg, &classnames, &templates, quiet)?;
+    let lists = ListSpecs {
+        classes: &args.classes,
+        templates: &args.templates,
+    };
+    let classifier = class_embeddings(
+        &args.classifier,
+        &args.model,
+        &lists,
+        (&model, &cfg),
+        (&classnames, &templates),
+        quiet,
+    )?;
 
     let pre = preprocess_config(&cfg)?;
     let mut ranked = Vec::with_capacity(args.images.len());
@@ -160,13 +179,21 @@ fn image_json(path: &Path, preds: &[Prediction], classnames: &[String]) -> serde
     json!({ "image": path.display().to_string(), "top_k": top })
 }
 
+/// How the user named the classes and templates (recorded beside cached classifiers).
+pub struct ListSpecs<'a> {
+    /// `--classes` (or the class-name source of an evaluation dataset).
+    pub classes: &'a str,
+    /// `--templates`.
+    pub templates: &'a str,
+}
+
 /// The classifier from the cache, or built (with a progress bar) and cached.
-fn class_embeddings(
-    args: &ClassifyArgs,
-    model: &coca_model::Coca,
-    cfg: &coca_model::CocaConfig,
-    classnames: &[String],
-    templates: &[Template],
+pub fn class_embeddings(
+    args: &ClassifierArgs,
+    model_args: &ModelArgs,
+    lists: &ListSpecs<'_>,
+    (model, cfg): (&coca_model::Coca, &coca_model::CocaConfig),
+    (classnames, templates): (&[String], &[Template]),
     quiet: bool,
 ) -> Result<Tensor> {
     let total = classnames.len() * templates.len();
@@ -202,18 +229,18 @@ fn class_embeddings(
         return Ok(classifier);
     };
     let cache = ClassifierCache::new(dir);
-    let identity = CheckpointIdentity::of(&args.model.weights_path()?)?;
-    let dtype = parse_precision(&args.model.precision)?;
+    let identity = CheckpointIdentity::of(&model_args.weights_path()?)?;
+    let dtype = parse_precision(&model_args.precision)?;
     let key = CacheKey::new(&identity, cfg, dtype, classnames, templates)?;
     let description = BTreeMap::from([
         (
             "checkpoint".to_string(),
             identity.path.display().to_string(),
         ),
-        ("model".to_string(), args.model.model.clone()),
-        ("classes".to_string(), args.classes.clone()),
-        ("templates".to_string(), args.templates.clone()),
-        ("precision".to_string(), args.model.precision.clone()),
+        ("model".to_string(), model_args.model.clone()),
+        ("classes".to_string(), lists.classes.to_string()),
+        ("templates".to_string(), lists.templates.to_string()),
+        ("precision".to_string(), model_args.precision.clone()),
     ]);
     let (classifier, outcome) = cache.load_or_build(
         &key,

@@ -2,7 +2,7 @@
 //! (`--image`, `--text`) or as a whole collection written to an output folder ([`collection`]).
 
 mod collection;
-mod decode;
+pub(crate) mod decode;
 mod progress;
 
 pub use collection::CollectionArgs;
@@ -19,20 +19,31 @@ fn rows(t: &Tensor) -> Result<Vec<Vec<f32>>> {
     Ok(t.to_dtype(DType::F32)?.to_vec2::<f32>()?)
 }
 
+/// Cosine similarities of normalised rows: `a[i] · b[j]`.
+fn cosine_rows(a: &[Vec<f32>], b: &[Vec<f32>]) -> Vec<Vec<f32>> {
+    a.iter()
+        .map(|x| {
+            b.iter()
+                .map(|y| x.iter().zip(y).map(|(p, q)| p * q).sum())
+                .collect()
+        })
+        .collect()
+}
+
 /// Run the command; `quiet` hides the progress bar of collection runs.
 pub fn run(args: EmbedArgs, quiet: bool) -> Result<()> {
     if args.collection.is_requested() {
-        if !args.images.is_empty() || !args.texts.is_empty() {
+        if !args.images.is_empty() || !args.texts.is_empty() || !args.videos.is_empty() {
             bail!(
-                "--image/--text cannot be combined with a collection input (--input-dir, --input-list, \
+                "--image/--text/--video cannot be combined with a collection input (--input-dir, --input-list, \
                  --input-csv, --input-shards); embed single files without --output-dir"
             );
         }
         return collection::run(&args, quiet);
     }
-    if args.images.is_empty() && args.texts.is_empty() {
+    if args.images.is_empty() && args.texts.is_empty() && args.videos.is_empty() {
         bail!(
-            "nothing to embed: pass at least one --image PATH or --text TEXT, or a collection with \
+            "nothing to embed: pass at least one --image PATH, --video PATH or --text TEXT, or a collection with \
              --input-dir/--input-list/--input-csv/--input-shards and --output-dir"
         );
     }
@@ -49,6 +60,17 @@ pub fn run(args: EmbedArgs, quiet: bool) -> Result<()> {
             bail!("{}: no such image file", path.display());
         }
     }
+    if !args.videos.is_empty() && args.frames == 0 {
+        bail!("--frames must be at least 1");
+    }
+    for path in &args.videos {
+        if coca_data::video::video_kind(path).is_none() {
+            bail!(
+                "{}: not a video (a folder of frames, a .gif, or a video file such as .mp4)",
+                path.display()
+            );
+        }
+    }
     let (model, cfg) = args.model.load()?;
     let device = model.device().clone();
 
@@ -57,6 +79,15 @@ pub fn run(args: EmbedArgs, quiet: bool) -> Result<()> {
     for chunk in args.images.chunks(args.batch_size) {
         let pixels = load_images(chunk, &pre, &device)?;
         image_embeddings.extend(rows(&model.encode_image(&pixels)?.embedding)?);
+    }
+    let mut video_embeddings = Vec::new();
+    for path in &args.videos {
+        video_embeddings.push(crate::video_input::embed_video(
+            &model,
+            path,
+            args.frames,
+            &pre,
+        )?);
     }
     let mut text_embeddings = Vec::new();
     for chunk in args.texts.chunks(args.batch_size.max(1)) {
@@ -89,6 +120,14 @@ pub fn run(args: EmbedArgs, quiet: bool) -> Result<()> {
             value["similarity"] = json!(similarity);
             value["logit_scale"] = json!(scale);
         }
+        if !args.videos.is_empty() {
+            value["video_embeddings"] = json!(video_embeddings);
+            value["frames"] = json!(args.frames);
+            if !text_embeddings.is_empty() {
+                value["video_similarity"] = json!(cosine_rows(&video_embeddings, &text_embeddings));
+                value["logit_scale"] = json!(scale);
+            }
+        }
         return write_json(&value, args.output.as_deref());
     }
 
@@ -98,7 +137,7 @@ pub fn run(args: EmbedArgs, quiet: bool) -> Result<()> {
         .map_or(0, Vec::len);
     println!(
         "{} embeddings of dimension {dim} (L2-normalised)",
-        image_embeddings.len() + text_embeddings.len()
+        image_embeddings.len() + text_embeddings.len() + video_embeddings.len()
     );
     let preview = |v: &[f32]| {
         let head: Vec<String> = v.iter().take(4).map(|x| format!("{x:+.4}")).collect();
@@ -107,8 +146,29 @@ pub fn run(args: EmbedArgs, quiet: bool) -> Result<()> {
     for (path, e) in args.images.iter().zip(&image_embeddings) {
         println!("image {}: {}", path.display(), preview(e));
     }
+    for (path, e) in args.videos.iter().zip(&video_embeddings) {
+        println!(
+            "video {} ({} frames): {}",
+            path.display(),
+            args.frames,
+            preview(e)
+        );
+    }
     for (text, e) in args.texts.iter().zip(&text_embeddings) {
         println!("text  {text:?}: {}", preview(e));
+    }
+    if !video_embeddings.is_empty() && !text_embeddings.is_empty() {
+        println!("\nvideo-text cosine similarity:");
+        for (path, sims) in args
+            .videos
+            .iter()
+            .zip(cosine_rows(&video_embeddings, &text_embeddings))
+        {
+            println!("  {}", path.display());
+            for (text, s) in args.texts.iter().zip(sims) {
+                println!("    {s:+.4}  {text}");
+            }
+        }
     }
     if !similarity.is_empty() && !text_embeddings.is_empty() {
         println!("\ncosine similarity (probability over texts at logit_scale {scale:.2}):");

@@ -43,13 +43,20 @@ pub struct SearchArgs {
     #[arg(
         long,
         value_name = "QUERY",
-        required_unless_present = "image",
-        conflicts_with = "image"
+        required_unless_present_any = ["image", "video"],
+        conflicts_with_all = ["image", "video"]
     )]
     pub text: Option<String>,
     /// Find the samples most similar to this image.
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", conflicts_with = "video")]
     pub image: Option<PathBuf>,
+    /// Find the samples most similar to this video (frame folder, GIF, or video file with the `ffmpeg`
+    /// feature): the normalised mean of its frames' embeddings.
+    #[arg(long, value_name = "PATH")]
+    pub video: Option<PathBuf>,
+    /// Frames sampled from --video (the centre frame of each of N equal segments).
+    #[arg(long, default_value_t = coca_data::video::DEFAULT_FRAMES, value_name = "N")]
+    pub frames: usize,
     /// How many results.
     #[arg(long, default_value_t = 10, value_name = "K")]
     pub top_k: usize,
@@ -78,11 +85,26 @@ pub fn run(args: SearchArgs) -> Result<()> {
             bail!("{}: no such image file", image.display());
         }
     }
+    if let Some(video) = &args.video {
+        if coca_data::video::video_kind(video).is_none() {
+            bail!(
+                "{}: not a video (a folder of frames, a .gif, or a video file such as .mp4)",
+                video.display()
+            );
+        }
+    }
     warn_if_other_model(&index, &args.model);
 
     let (model, cfg) = args.model.load()?;
     let device = model.device().clone();
     let query = match (&args.text, &args.image) {
+        (None, None) if args.video.is_some() => {
+            let path = args.video.as_deref().expect("checked by the guard");
+            let pre = preprocess_config(&cfg)?;
+            let v = crate::video_input::embed_video(&model, path, args.frames, &pre)?;
+            let n = v.len();
+            candle_core::Tensor::from_vec(v, (1, n), &device)?
+        }
         (Some(text), _) => {
             let ids = tokenize_texts(std::slice::from_ref(text), &cfg, &device)?;
             model.encode_text(&ids)?.embedding
@@ -95,7 +117,7 @@ pub fn run(args: SearchArgs) -> Result<()> {
             )?;
             model.encode_image(&pixels)?.embedding
         }
-        (None, None) => bail!("give a query: --text QUERY or --image PATH"),
+        (None, None) => bail!("give a query: --text QUERY, --image PATH or --video PATH"),
     };
     let query: Vec<f32> = query.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
     let hits = index.search(&query, against, args.top_k)?;
@@ -103,7 +125,13 @@ pub fn run(args: SearchArgs) -> Result<()> {
     let (query_kind, query_value) = match (&args.text, &args.image) {
         (Some(t), _) => ("text", t.clone()),
         (None, Some(p)) => ("image", p.display().to_string()),
-        (None, None) => unreachable!("checked above"),
+        (None, None) => (
+            "video",
+            args.video
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+        ),
     };
     let against_name = match against {
         Modality::Image => "image",

@@ -5,6 +5,7 @@
 //! - `validation`: the other validation metrics (accuracies and recalls, on a 0–1 axis when they fit);
 //! - `train_<name>`: one chart per other training metric (`lr`, `logit_scale`, `samples_per_s`, ...).
 
+mod confusion;
 mod font;
 mod render;
 mod series;
@@ -16,6 +17,7 @@ use plotters::chart::SeriesLabelPosition;
 use crate::atomic::write_atomic;
 use crate::error::{Result, RunlogError};
 use crate::metrics::{read_metrics, Split, METRICS_FILE};
+pub use confusion::plot_confusion;
 use series::Series;
 
 /// What [`plot_run`] draws and where.
