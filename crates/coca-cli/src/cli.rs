@@ -68,6 +68,8 @@ pub enum Command {
     Train(crate::commands::train::TrainArgs),
     /// Loss and validation curves of a training run (metrics.jsonl) as PNG and SVG.
     Plot(crate::commands::plot::PlotArgs),
+    /// Start the ranks of a data-parallel run on this machine, as torchrun does (`coca launch --nproc-per-node 4 -- train ...`).
+    Launch(crate::commands::launch::LaunchArgs),
     /// Frozen-feature probes: a new attentional pooler or a linear classifier trained on the frozen encoder's
     /// cached outputs (images or videos), with accuracy and a confusion matrix.
     Probe(crate::commands::probe::ProbeArgs),

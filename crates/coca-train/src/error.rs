@@ -46,9 +46,20 @@ pub enum TrainError {
     /// A checkpoint file could not be read or written.
     #[error(transparent)]
     File(#[from] coca_checkpoint::CheckpointError),
+    /// A collective among the ranks of a distributed run failed.
+    #[error("distributed training: {0}")]
+    Dist(coca_dist::DistError),
     /// The run was interrupted before finishing.
     #[error("interrupted")]
     Interrupted,
+}
+
+// Not a `#[from]`: the message already includes the collective's error, which would otherwise be printed
+// twice by error chains.
+impl From<coca_dist::DistError> for TrainError {
+    fn from(e: coca_dist::DistError) -> Self {
+        TrainError::Dist(e)
+    }
 }
 
 impl TrainError {

@@ -7,9 +7,12 @@
 //! - [`schedule`]: warmup + cosine / constant / const-cooldown / linear learning rates;
 //! - [`step`]: gradients of one step, with `--accum-freq` semantics;
 //! - [`checkpoint`]: atomic checkpoint directories and `--resume latest`;
-//! - [`trainer`]: the loop tying them together, with hooks for progress, metrics and validation.
+//! - [`trainer`]: the loop tying them together, with hooks for progress, metrics and validation;
+//! - [`distributed`]: data parallelism over a [`coca_dist::Communicator`]: open_clip's gathered contrastive
+//!   loss (`--local-loss`, `--gather-with-grad`) and averaged gradients.
 
 pub mod checkpoint;
+pub mod distributed;
 pub mod error;
 pub mod init;
 pub mod optim;
@@ -18,6 +21,7 @@ pub mod schedule;
 pub mod step;
 pub mod trainer;
 
+pub use distributed::DistOptions;
 pub use error::TrainError;
 pub use optim::{AdamW, AdamWConfig};
 pub use params::Locks;

@@ -3,9 +3,7 @@
 use std::collections::BTreeMap;
 
 use candle_core::{Result, Tensor, Var};
-use coca_model::{
-    coca_loss_fused, coca_loss_fused_with, CaptionNll, Coca, CocaLossConfig, TrainOutput,
-};
+use coca_model::{coca_loss_fused_with, CaptionNll, Coca, CocaLossConfig, TrainOutput};
 
 /// One micro-batch: preprocessed images `(B, 3, H, W)` and token ids `(B, L)`.
 #[derive(Debug, Clone)]
@@ -43,16 +41,40 @@ struct Cached {
 /// over the *whole* accumulated batch is backpropagated, and the gradients are summed. The contrastive loss so
 /// sees all negatives of the accumulated batch, and the summed gradient equals that of one big batch.
 ///
-/// The caption loss never forms logits ([`coca_loss_fused`]): the cached micro-batches enter it as their summed
-/// NLL and token count, constants exactly as open_clip's detached cached logits are.
+/// The caption loss never forms logits ([`coca_model::coca_loss_fused`]): the cached micro-batches enter it
+/// as their summed NLL and token count, constants exactly as open_clip's detached cached logits are.
 pub fn step_gradients(
     model: &Coca,
     params: &[(String, Var)],
     micro: &[MicroBatch],
     loss_cfg: &CocaLossConfig,
 ) -> Result<(StepLosses, BTreeMap<String, Tensor>)> {
+    step_gradients_with(model, params, micro, loss_cfg.pad_id, &mut |out, held| {
+        let loss = coca_loss_fused_with(out, held, loss_cfg)?;
+        Ok((read_losses(&loss)?, loss.total))
+    })
+}
+
+/// The objective of one backward pass of [`step_gradients_with`]: given the (accumulated) output with one
+/// micro-batch live and the other micro-batches' caption NLL held constant, the loss parts to report and the
+/// scalar whose gradients are the step's (the loss itself, or a surrogate with the same gradients).
+pub type Objective<'a, E> =
+    dyn FnMut(&TrainOutput, CaptionNll) -> std::result::Result<(StepLosses, Tensor), E> + 'a;
+
+/// [`step_gradients`] with the loss supplied by `objective` (the distributed loss plugs in here); the
+/// micro-batch and accumulation logic are the same.
+pub fn step_gradients_with<E: From<candle_core::Error>>(
+    model: &Coca,
+    params: &[(String, Var)],
+    micro: &[MicroBatch],
+    pad_id: u32,
+    objective: &mut Objective<'_, E>,
+) -> std::result::Result<(StepLosses, BTreeMap<String, Tensor>), E> {
     if micro.is_empty() {
-        candle_core::bail!("a training step needs at least one micro-batch");
+        return Err(candle_core::Error::Msg(
+            "a training step needs at least one micro-batch".into(),
+        )
+        .into());
     }
     let mut grads: BTreeMap<String, Tensor> = BTreeMap::new();
     let mut add = |store: candle_core::backprop::GradStore| -> Result<()> {
@@ -69,9 +91,8 @@ pub fn step_gradients(
     };
     if micro.len() == 1 {
         let out = model.forward_for_loss(&micro[0].images, &micro[0].ids)?;
-        let loss = coca_loss_fused(&out, loss_cfg)?;
-        let losses = read_losses(&loss)?;
-        add(loss.total.backward()?)?;
+        let (losses, total) = objective(&out, CaptionNll::default())?;
+        add(total.backward()?)?;
         return Ok((losses, grads));
     }
     let cached: Vec<Cached> = micro
@@ -81,7 +102,7 @@ pub fn step_gradients(
             Ok(Cached {
                 image: out.image_features.detach(),
                 text: out.text_features.detach(),
-                caption: CaptionNll::of(&out, loss_cfg.pad_id)?,
+                caption: CaptionNll::of(&out, pad_id)?,
             })
         })
         .collect::<Result<_>>()?;
@@ -107,14 +128,15 @@ pub fn step_gradients(
             text_features: pick(|c| &c.text, &live.text_features)?,
             ..live
         };
-        let loss = coca_loss_fused_with(&joined, held, loss_cfg)?;
-        losses = read_losses(&loss)?;
-        add(loss.total.backward()?)?;
+        let (step_losses, total) = objective(&joined, held)?;
+        losses = step_losses;
+        add(total.backward()?)?;
     }
     Ok((losses, grads))
 }
 
-fn read_losses(loss: &coca_model::CocaLoss) -> Result<StepLosses> {
+/// The loss parts of `loss` as numbers.
+pub(crate) fn read_losses(loss: &coca_model::CocaLoss) -> Result<StepLosses> {
     let scalar = |t: &Tensor| -> Result<f64> { Ok(t.to_scalar::<f32>()? as f64) };
     Ok(StepLosses {
         total: scalar(&loss.total)?,

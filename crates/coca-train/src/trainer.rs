@@ -15,12 +15,16 @@ use crate::checkpoint::{
     latest_checkpoint, prune_checkpoints, read_state, write_checkpoint_dir, write_state,
     TrainState, MODEL_FILE, OPTIMIZER_FILE,
 };
+use crate::distributed::{
+    average_gradients, broadcast_vars, mean_losses, step_gradients_distributed, DistOptions,
+};
 use crate::error::TrainError;
 use crate::init::initial_parameters;
 use crate::optim::{clip_grad_norm, AdamW, AdamWConfig};
 use crate::params::{excluded_from_decay, Locks};
 use crate::schedule::Schedule;
 use crate::step::{clamp_logit_scale, step_gradients, MicroBatch, StepLosses};
+use coca_dist::Communicator;
 
 /// Settings of a run that the loop itself uses.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -72,7 +76,7 @@ pub struct StepReport {
     pub grad_norm: f64,
     /// `exp(logit_scale)` after the step.
     pub logit_scale: f64,
-    /// Samples per second over this step.
+    /// Samples per second over this step (all ranks together in a distributed run).
     pub samples_per_s: f64,
 }
 
@@ -107,6 +111,13 @@ pub struct Trainer {
     options: TrainOptions,
     run_dir: PathBuf,
     step: u64,
+    dist: Option<Distributed>,
+}
+
+/// The collectives of a data-parallel run and how the loss uses them.
+struct Distributed {
+    comm: Box<dyn Communicator>,
+    options: DistOptions,
 }
 
 impl Trainer {
@@ -222,7 +233,94 @@ impl Trainer {
             options,
             run_dir: run_dir.to_path_buf(),
             step,
+            dist: None,
         })
+    }
+
+    /// Make this one rank of a data-parallel run (call it on every rank, right after [`Trainer::new`] or
+    /// [`Trainer::resume`]). Checks that every rank has the same model, trainable set, settings and step, then
+    /// copies rank 0's weights to every rank, so all start from identical weights.
+    ///
+    /// In a distributed run each step forwards this rank's micro-batches, computes open_clip's distributed
+    /// loss ([`crate::distributed`]), averages the gradients over ranks, then clips and steps as usual; the
+    /// reported losses are the mean over ranks. Hooks' `on_step` runs on every rank (give other ranks quiet
+    /// hooks); validation and checkpoints happen on rank 0 alone. A checkpoint's data position is then
+    /// `{"world_size": W, "ranks": [position of rank 0, ...]}` (see [`crate::distributed::rank_positions`]).
+    pub fn distributed(
+        mut self,
+        comm: Box<dyn Communicator>,
+        options: DistOptions,
+    ) -> Result<Self, TrainError> {
+        let mine = self.fingerprint(&options)?;
+        let all = comm.all_gather_bytes(mine.as_bytes())?;
+        let root = String::from_utf8_lossy(&all[0]).into_owned();
+        for (rank, theirs) in all.iter().enumerate().skip(1) {
+            let theirs = String::from_utf8_lossy(theirs);
+            if theirs != root {
+                return Err(TrainError::Config(format!(
+                    "rank {rank} does not match rank 0: {}",
+                    describe_difference(&root, &theirs)
+                )));
+            }
+        }
+        let all_vars: Vec<(String, Var)> = {
+            let data = self
+                .model
+                .vars
+                .data()
+                .lock()
+                .map_err(|_| TrainError::Config("variable map poisoned".into()))?;
+            data.iter().map(|(n, v)| (n.clone(), v.clone())).collect()
+        };
+        broadcast_vars(comm.as_ref(), &all_vars, options.bucket_bytes)?;
+        self.dist = Some(Distributed { comm, options });
+        Ok(self)
+    }
+
+    /// What every rank must agree on, as `key=value` lines.
+    fn fingerprint(&self, options: &DistOptions) -> Result<String, TrainError> {
+        let config =
+            serde_json::to_string(&self.cfg).map_err(|e| TrainError::Config(e.to_string()))?;
+        let trainable: Vec<String> = self
+            .params
+            .iter()
+            .map(|(n, v)| format!("{n}{:?}", v.dims()))
+            .collect();
+        let o = &self.options;
+        Ok([
+            format!("step={}", self.step),
+            format!("steps={}", o.steps),
+            format!("accum_freq={}", o.accum_freq),
+            format!("local_loss={}", options.local_loss),
+            format!("gather_with_grad={}", options.gather_with_grad),
+            format!(
+                "loss weights={} {}",
+                o.caption_loss_weight, o.contrastive_loss_weight
+            ),
+            format!("grad_clip_norm={:?}", o.grad_clip_norm),
+            format!(
+                "optimizer={}",
+                serde_json::json!({ "adamw": o.adamw, "schedule": o.schedule })
+            ),
+            format!("model config={config}"),
+            format!("trainable parameters={}", trainable.join(",")),
+        ]
+        .join("\n"))
+    }
+
+    /// This process's rank (0 without [`Trainer::distributed`]).
+    pub fn rank(&self) -> usize {
+        self.dist.as_ref().map_or(0, |d| d.comm.rank())
+    }
+
+    /// The number of ranks (1 without [`Trainer::distributed`]).
+    pub fn world_size(&self) -> usize {
+        self.dist.as_ref().map_or(1, |d| d.comm.world_size())
+    }
+
+    /// Whether this rank writes checkpoints and validates (rank 0, or a single process).
+    pub fn is_main(&self) -> bool {
+        self.rank() == 0
     }
 
     /// Steps completed.
@@ -275,9 +373,28 @@ impl Trainer {
             let micro: Vec<MicroBatch> = (0..self.options.accum_freq)
                 .map(|_| data.next_micro_batch())
                 .collect::<Result<_, _>>()?;
-            let samples: usize = micro.iter().map(|m| m.ids.dim(0).unwrap_or(0)).sum();
-            let (losses, mut grads) =
-                step_gradients(&self.model.model, &self.params, &micro, &loss_cfg)?;
+            let samples: usize = micro
+                .iter()
+                .map(|m| m.ids.dim(0).unwrap_or(0))
+                .sum::<usize>()
+                * self.world_size();
+            let (losses, mut grads) = match &self.dist {
+                None => step_gradients(&self.model.model, &self.params, &micro, &loss_cfg)?,
+                Some(d) => {
+                    let comm = d.comm.as_ref();
+                    let (losses, mut grads) = step_gradients_distributed(
+                        &self.model.model,
+                        &self.params,
+                        &micro,
+                        &loss_cfg,
+                        comm,
+                        &d.options,
+                    )?;
+                    // open_clip (DDP) averages before clipping.
+                    average_gradients(comm, &mut grads, d.options.bucket_bytes)?;
+                    (mean_losses(comm, losses)?, grads)
+                }
+            };
             if !losses.total.is_finite() {
                 let last_good = match latest_checkpoint(&self.run_dir)? {
                     Some(p) => format!(
@@ -313,15 +430,36 @@ impl Trainer {
             })?;
             let last = self.step == self.options.steps;
             let every = |n: u64| n > 0 && self.step.is_multiple_of(n);
-            if every(self.options.val_every) || last {
+            if (every(self.options.val_every) || last) && self.is_main() {
                 hooks.validate(&self.frozen_model()?, self.step)?;
             }
             if every(self.options.save_every) || last {
-                let path = self.save(data.position(), Some(losses.total))?;
-                hooks.on_checkpoint(self.step, &path)?;
+                // Every rank contributes its data position; rank 0 alone writes.
+                let position = self.data_position(data)?;
+                if self.is_main() {
+                    let path = self.save(position, Some(losses.total))?;
+                    hooks.on_checkpoint(self.step, &path)?;
+                }
             }
         }
         Ok(())
+    }
+
+    /// The data position to save: this rank's, or in a distributed run every rank's (a collective).
+    fn data_position(&self, data: &dyn TrainData) -> Result<serde_json::Value, TrainError> {
+        let Some(d) = &self.dist else {
+            return Ok(data.position());
+        };
+        let mine =
+            serde_json::to_vec(&data.position()).map_err(|e| TrainError::Config(e.to_string()))?;
+        let ranks = d
+            .comm
+            .all_gather_bytes(&mine)?
+            .iter()
+            .map(|bytes| serde_json::from_slice(bytes))
+            .collect::<Result<Vec<serde_json::Value>, _>>()
+            .map_err(|e| TrainError::Config(format!("a rank's data position: {e}")))?;
+        Ok(serde_json::json!({ "world_size": ranks.len(), "ranks": ranks }))
     }
 
     /// Save a checkpoint of the current state and prune old ones.
@@ -369,6 +507,35 @@ impl Trainer {
         save_safetensors(path, &tensors, Some(DType::F32), &metadata)?;
         Ok(())
     }
+}
+
+/// The first `key=value` line where two fingerprints differ, for the error message.
+fn describe_difference(root: &str, theirs: &str) -> String {
+    let short = |s: &str| -> String {
+        if s.chars().count() > 120 {
+            format!("{}...", s.chars().take(120).collect::<String>())
+        } else {
+            s.to_string()
+        }
+    };
+    for (a, b) in root.lines().zip(theirs.lines()) {
+        if a != b {
+            let key = a.split('=').next().unwrap_or(a);
+            let value = |line: &str| short(line.split_once('=').map_or(line, |(_, v)| v));
+            let hint = if key == "step" {
+                " (every rank must resume from the same checkpoint: put the run directory on a filesystem all \
+                 ranks share)"
+            } else {
+                " (every rank must run with the same flags)"
+            };
+            return format!(
+                "{key} is {} there but {} on rank 0{hint}",
+                value(b),
+                value(a)
+            );
+        }
+    }
+    "their settings differ".into()
 }
 
 /// A trainable model whose variables start from a checkpoint validated against `cfg`.

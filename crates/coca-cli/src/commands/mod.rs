@@ -7,6 +7,7 @@ pub mod convert;
 pub mod embed;
 pub mod eval;
 pub mod info;
+pub mod launch;
 pub mod parity;
 pub mod plot;
 pub mod probe;

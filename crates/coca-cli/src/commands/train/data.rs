@@ -176,6 +176,87 @@ impl TrainData for LoaderData {
     }
 }
 
+/// Where this rank's loader resumes, from a checkpoint's data position, and a note when the world size
+/// changed.
+///
+/// - Same world size (or a single process resuming a single-process run): each rank continues exactly where
+///   it stopped.
+/// - Another world size: ranks of folders, CSV files and synthetic scenes deal slots `r, r + W, …` of the
+///   same per-epoch permutation, so the saved positions say how much of the epoch every rank has consumed:
+///   at least `min(position) × W_old` slots. The new ranks continue from there
+///   (`⌊min(position) × W_old / W_new⌋` each): no sample of the epoch is skipped; the few items some old
+///   ranks had read beyond that point (and fewer than `W_new` at the cut) are seen again. WebDataset shards
+///   are dealt whole to ranks, so a position does not carry over: the saved epoch restarts from its
+///   beginning.
+pub fn resume_state(
+    saved: serde_json::Value,
+    rank: usize,
+    world: usize,
+    shards: bool,
+) -> Result<(LoaderState, Option<String>)> {
+    let (saved_world, positions) = match coca_train::distributed::rank_positions(&saved) {
+        Some(found) => found,
+        None => (1, vec![saved]),
+    };
+    let states = positions
+        .into_iter()
+        .map(serde_json::from_value::<LoaderState>)
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .context("unreadable data position")?;
+    if saved_world == world {
+        return Ok((states[rank].clone(), None));
+    }
+    // The least advanced rank bounds what the whole run has consumed.
+    let behind = states
+        .iter()
+        .min_by_key(|s| (s.epoch, s.position))
+        .cloned()
+        .unwrap_or_default();
+    let mut skipped = coca_data::train::SkipCounts::default();
+    for s in &states {
+        skipped.corrupt_images += s.skipped.corrupt_images;
+        skipped.missing_captions += s.skipped.missing_captions;
+        skipped.damaged_shards += s.skipped.damaged_shards;
+        skipped.bad_records += s.skipped.bad_records;
+    }
+    let (position, note) = if shards {
+        (
+            0,
+            format!(
+                "the checkpoint was written by {saved_world} rank(s), this run has {world}: shards are dealt \
+                 to ranks anew, so epoch {} restarts from its beginning",
+                behind.epoch
+            ),
+        )
+    } else {
+        let consumed = behind.position * saved_world as u64;
+        (
+            consumed / world as u64,
+            format!(
+                "the checkpoint was written by {saved_world} rank(s), this run has {world}: epoch {} continues \
+                 after its first {consumed} samples",
+                behind.epoch
+            ),
+        )
+    };
+    let state = LoaderState {
+        epoch: behind.epoch,
+        batches_in_epoch: if position > 0 {
+            behind.batches_in_epoch.max(1)
+        } else {
+            0
+        },
+        position,
+        // Skips so far are counted once, on rank 0.
+        skipped: if rank == 0 {
+            skipped
+        } else {
+            Default::default()
+        },
+    };
+    Ok((state, Some(note)))
+}
+
 /// Preprocessing of the training loader for a model.
 pub fn loader_config(
     pre: PreprocessConfig,
@@ -193,5 +274,58 @@ pub fn loader_config(
         shuffle_buffer,
         seed,
         ..LoaderConfig::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(epoch: u64, position: u64) -> LoaderState {
+        LoaderState {
+            epoch,
+            batches_in_epoch: position / 2,
+            position,
+            ..LoaderState::default()
+        }
+    }
+
+    fn saved(states: &[LoaderState]) -> serde_json::Value {
+        serde_json::json!({ "world_size": states.len(), "ranks": states })
+    }
+
+    #[test]
+    fn same_world_size_resumes_each_rank_exactly() {
+        let two = saved(&[state(1, 10), state(1, 12)]);
+        assert_eq!(
+            resume_state(two.clone(), 1, 2, false).unwrap(),
+            (state(1, 12), None)
+        );
+        assert_eq!(resume_state(two, 0, 2, true).unwrap(), (state(1, 10), None));
+        let single = serde_json::to_value(state(0, 6)).unwrap();
+        assert_eq!(
+            resume_state(single, 0, 1, false).unwrap(),
+            (state(0, 6), None)
+        );
+    }
+
+    #[test]
+    fn another_world_size_continues_after_what_every_rank_consumed() {
+        // Two ranks at positions 10 and 12: the first 20 slots are consumed by both; 3 ranks take 6 each.
+        let two = saved(&[state(1, 10), state(1, 12)]);
+        let (s, note) = resume_state(two.clone(), 2, 3, false).unwrap();
+        assert_eq!((s.epoch, s.position), (1, 6));
+        assert!(note.unwrap().contains("after its first 20 samples"));
+        // One process resuming a two-rank run, and two ranks resuming a one-process run.
+        assert_eq!(
+            resume_state(two.clone(), 0, 1, false).unwrap().0.position,
+            20
+        );
+        let single = serde_json::to_value(state(0, 7)).unwrap();
+        assert_eq!(resume_state(single, 1, 2, false).unwrap().0.position, 3);
+        // Shards restart the epoch.
+        let (s, note) = resume_state(two, 0, 4, true).unwrap();
+        assert_eq!((s.epoch, s.position, s.batches_in_epoch), (1, 0, 0));
+        assert!(note.unwrap().contains("epoch 1 restarts"));
     }
 }

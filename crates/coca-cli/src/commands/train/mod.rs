@@ -2,6 +2,7 @@
 //! on the built-in synthetic scenes and reports how well it learned.
 
 mod data;
+mod dist;
 mod eval;
 mod hooks;
 
@@ -14,13 +15,19 @@ use clap::{Args, ValueEnum};
 use coca_data::scenes::Split;
 use coca_data::train::LoaderState;
 use coca_data::CsvOptions;
+use coca_dist::DistEnv;
 use coca_model::{CocaConfig, ConfigSource};
 use coca_train::checkpoint::latest_checkpoint;
-use coca_train::{AdamWConfig, Locks, Schedule, ScheduleKind, Start, TrainOptions, Trainer};
+use coca_train::{
+    AdamWConfig, DistOptions, Locks, Schedule, ScheduleKind, Start, TrainOptions, Trainer,
+};
 use coca_zeroshot::Template;
 use serde_json::json;
 
-use self::data::{data_spec, loader_config, train_source, DataSpec, DatasetType, LoaderData};
+use self::data::{
+    data_spec, loader_config, resume_state, train_source, DataSpec, DatasetType, LoaderData,
+};
+use self::dist::{DistBackend, QuietHooks};
 use self::eval::{evaluate, ValSet, ZeroShotSet};
 use self::hooks::RunHooks;
 use crate::model_args::parse_device;
@@ -64,6 +71,9 @@ Examples:
 
   # Continue after an interruption (same flags):
   coca train ... --resume latest
+
+  # Data parallel on 4 processes of this machine (torchrun's variables work too; see docs/training.md):
+  coca launch --nproc-per-node 4 -- train ... --gather-with-grad
 
 The run directory holds checkpoints/step_N/ (model.safetensors usable by every command with
 --model RUN/model_config.json), metrics.jsonl, tensorboard/, samples/ (validation captions), and at the end
@@ -191,6 +201,21 @@ pub struct TrainArgs {
     /// Print the final summary as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Distributed runs: contrastive logits only for this rank's samples against all gathered ones
+    /// (open_clip's --local-loss).
+    #[arg(long)]
+    pub local_loss: bool,
+    /// Distributed runs: gradients flow through the feature all-gather to every rank, so the step equals one
+    /// over the global batch (open_clip's --gather-with-grad).
+    #[arg(long)]
+    pub gather_with_grad: bool,
+    /// Collectives of a distributed run (WORLD_SIZE > 1, set by torchrun, Slurm or `coca launch`).
+    #[arg(long, value_enum, default_value_t = DistBackend::Tcp)]
+    pub dist_backend: DistBackend,
+    /// Seconds a rank waits for the others, at start and inside every collective, before failing (rank 0
+    /// may be writing a checkpoint or validating meanwhile). A rank that exits is noticed at once.
+    #[arg(long, default_value_t = 1800, value_name = "SECONDS")]
+    pub dist_timeout: u64,
 }
 
 /// Settings `--demo` changes unless given explicitly.
@@ -236,8 +261,28 @@ fn apply_demo_defaults(args: &mut TrainArgs, given: &dyn Fn(&str) -> bool) {
     }
 }
 
-/// Run `coca train`. `given` tells whether a flag was set on the command line (for `--demo` defaults).
-pub fn run(mut args: TrainArgs, given: &dyn Fn(&str) -> bool, quiet: bool) -> Result<()> {
+/// Run `coca train`. `given` tells whether a flag was set on the command line (for `--demo` defaults). With
+/// `WORLD_SIZE > 1` in the environment (torchrun, Slurm, `coca launch`) this process is one rank of a
+/// data-parallel run.
+pub fn run(args: TrainArgs, given: &dyn Fn(&str) -> bool, quiet: bool) -> Result<()> {
+    let env = DistEnv::from_env()?;
+    let result = run_rank(args, given, quiet, &env);
+    if env.is_distributed() {
+        result.with_context(|| format!("rank {} of {}", env.rank, env.world_size))
+    } else {
+        result
+    }
+}
+
+fn run_rank(
+    mut args: TrainArgs,
+    given: &dyn Fn(&str) -> bool,
+    quiet: bool,
+    env: &DistEnv,
+) -> Result<()> {
+    // Only rank 0 prints and writes.
+    let main = env.is_main();
+    let quiet = quiet || !main;
     if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
         // Training's large products run on rayon's threads; candle's second pool for element-wise kernels
         // then only spins against them (a step took 4.0 s instead of 2.3 s on two cores). Set before any
@@ -281,9 +326,18 @@ pub fn run(mut args: TrainArgs, given: &dyn Fn(&str) -> bool, quiet: bool) -> Re
         );
     }
 
+    if !env.is_distributed() && (args.local_loss || args.gather_with_grad) && main {
+        tracing::warn!(
+            "--local-loss and --gather-with-grad only matter in a distributed run (WORLD_SIZE > 1)"
+        );
+    }
+    let comm = dist::connect(env, args.dist_backend, args.dist_timeout)?;
+
     // Start, or continue from a checkpoint.
-    std::fs::create_dir_all(&run_dir)
-        .with_context(|| format!("creating the run directory {}", run_dir.display()))?;
+    if main {
+        std::fs::create_dir_all(&run_dir)
+            .with_context(|| format!("creating the run directory {}", run_dir.display()))?;
+    }
     let resume_from = match args.resume.as_deref() {
         None => {
             if let Some(existing) = latest_checkpoint(&run_dir)? {
@@ -300,12 +354,18 @@ pub fn run(mut args: TrainArgs, given: &dyn Fn(&str) -> bool, quiet: bool) -> Re
         Some("latest") => latest_checkpoint(&run_dir)?,
         Some(dir) => Some(PathBuf::from(dir)),
     };
-    let (mut trainer, position) = match &resume_from {
+    let shards = matches!(
+        train_spec,
+        DataSpec::Collection(coca_data::Input::Shards(_))
+    );
+    let (trainer, position) = match &resume_from {
         Some(ckpt) => {
             let (t, pos) = Trainer::resume(&cfg, ckpt, &run_dir, options.clone(), &device)?;
-            let state: LoaderState = serde_json::from_value(pos).with_context(|| {
-                format!("checkpoint {}: unreadable data position", ckpt.display())
-            })?;
+            let (state, note) = resume_state(pos, env.rank, env.world_size, shards)
+                .with_context(|| format!("checkpoint {}", ckpt.display()))?;
+            if let (Some(note), true) = (note, main) {
+                eprintln!("note: {note}");
+            }
             (t, state)
         }
         None => {
@@ -330,19 +390,40 @@ pub fn run(mut args: TrainArgs, given: &dyn Fn(&str) -> bool, quiet: bool) -> Re
             )
         }
     };
-    write_model_config(&run_dir, &cfg)?;
+    let mut trainer = match comm {
+        Some(comm) => trainer.distributed(
+            comm,
+            DistOptions {
+                local_loss: args.local_loss,
+                gather_with_grad: args.gather_with_grad,
+                ..DistOptions::default()
+            },
+        )?,
+        None => trainer,
+    };
+    if main {
+        write_model_config(&run_dir, &cfg)?;
+    }
 
     let pre = preprocess_config(&cfg)?;
-    let loader = loader_config(
-        pre.clone(),
-        args.batch_size,
-        !args.no_augment,
-        args.workers,
-        args.shuffle_buffer,
-        args.seed,
-    );
+    let loader = coca_data::train::LoaderConfig {
+        rank: env.rank,
+        world_size: env.world_size,
+        ..loader_config(
+            pre.clone(),
+            args.batch_size,
+            !args.no_augment,
+            args.workers,
+            args.shuffle_buffer,
+            args.seed,
+        )
+    };
     let source = train_source(&train_spec, &cfg, args.seed, args.train_num_samples)?;
     let mut data = LoaderData::new(source, loader, position, &cfg, &device)?;
+    if !main {
+        // The other ranks compute their share of every step; rank 0 validates, logs and saves.
+        return Ok(trainer.train(&mut data, &mut QuietHooks)?);
+    }
     let val = validation_set(
         &args,
         &cfg,

@@ -1,0 +1,383 @@
+//! The distributed CoCa loss against single-process references over the global batch, on the real tiny
+//! open_clip fixture model: `W` ranks are threads, each holding one rank of an in-process communicator, each
+//! computing its step on its share of the batch; the averaged gradients are compared with gradients computed
+//! in one process.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor, Var};
+use coca_dist::{Communicator, LocalComm};
+use coca_model::loss::contrastive_loss;
+use coca_model::nn::ops::log_softmax_last_dim;
+use coca_model::weights::{trainable_from, TrainableCoca};
+use coca_model::{coca_loss_fused, CocaConfig, CocaLossConfig, TrainOutput};
+use coca_train::distributed::{average_gradients, mean_losses, step_gradients_distributed};
+use coca_train::{DistOptions, MicroBatch, StepLosses};
+
+type Grads = BTreeMap<String, Tensor>;
+
+fn tiny() -> TrainableCoca {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/parity/tiny_legacy");
+    let cfg = CocaConfig::from_file(&dir.join("config.json")).unwrap();
+    let ckpt = coca_checkpoint::Checkpoint::open(dir.join("open_clip_model.safetensors")).unwrap();
+    trainable_from(&cfg, DType::F32, &Device::Cpu, |name| {
+        ckpt.get(name, DType::F32, &Device::Cpu)
+            .map_err(|e| candle_core::Error::Msg(e.to_string()))
+    })
+    .unwrap()
+}
+
+fn params(model: &TrainableCoca) -> Vec<(String, Var)> {
+    let mut all: Vec<(String, Var)> = model
+        .vars
+        .data()
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(n, v)| (n.clone(), v.clone()))
+        .collect();
+    all.sort_by(|a, b| a.0.cmp(&b.0));
+    all
+}
+
+/// Deterministic images `(n, 3, 48, 48)` and captions (SOT 254, `words[i]` tokens, EOT 255, padding) — the
+/// caption of sample `i` has `words[i] + 1` target tokens.
+fn batch(words: &[usize], seed: usize) -> MicroBatch {
+    let n = words.len();
+    let pixels: Vec<f32> = (0..n * 3 * 48 * 48)
+        .map(|i| ((i * 7919 + seed * 104_729) % 2003) as f32 / 1001.0 - 1.0)
+        .collect();
+    let len = 10;
+    let ids: Vec<u32> = words
+        .iter()
+        .enumerate()
+        .flat_map(|(b, &w)| {
+            (0..len).map(move |i| match i {
+                0 => 254,
+                i if i <= w => ((i * 37 + b * 11 + seed * 5) % 250 + 1) as u32,
+                i if i == w + 1 => 255,
+                _ => 0,
+            })
+        })
+        .collect();
+    MicroBatch {
+        images: Tensor::from_vec(pixels, (n, 3, 48, 48), &Device::Cpu).unwrap(),
+        ids: Tensor::from_vec(ids, (n, len), &Device::Cpu).unwrap(),
+    }
+}
+
+/// Rows `start..start + n` of a batch.
+fn rows(b: &MicroBatch, start: usize, n: usize) -> MicroBatch {
+    MicroBatch {
+        images: b.images.narrow(0, start, n).unwrap(),
+        ids: b.ids.narrow(0, start, n).unwrap(),
+    }
+}
+
+/// Run a distributed step on `world` ranks, rank `r` taking `micro[r]`; every rank's mean losses and
+/// averaged gradients.
+fn distributed(
+    model: &TrainableCoca,
+    micro: &[Vec<MicroBatch>],
+    options: DistOptions,
+) -> Vec<(StepLosses, Grads)> {
+    let params = params(model);
+    let cfg = CocaLossConfig::default();
+    std::thread::scope(|s| {
+        let handles: Vec<_> = LocalComm::group(micro.len())
+            .into_iter()
+            .map(|comm| {
+                let (params, cfg) = (&params, &cfg);
+                s.spawn(move || {
+                    let mine = &micro[comm.rank()];
+                    let (losses, mut grads) = step_gradients_distributed(
+                        &model.model,
+                        params,
+                        mine,
+                        cfg,
+                        &comm,
+                        &options,
+                    )
+                    .unwrap();
+                    average_gradients(&comm, &mut grads, 4096).unwrap();
+                    (mean_losses(&comm, losses).unwrap(), grads)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
+fn gradients(model: &TrainableCoca, loss: &Tensor) -> Grads {
+    let store = loss.backward().unwrap();
+    params(model)
+        .into_iter()
+        .filter_map(|(n, v)| store.get(v.as_tensor()).map(|g| (n, g.clone())))
+        .collect()
+}
+
+/// `f(name, a, b)` for every gradient of `a` or `b`; a missing one counts as zeros.
+fn combine(a: &Grads, b: &Grads, f: impl Fn(&str, &Tensor, &Tensor) -> Tensor) -> Grads {
+    let names: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+    names
+        .into_iter()
+        .map(|n| {
+            let like = a.get(n).or(b.get(n)).unwrap();
+            let zero = like.zeros_like().unwrap();
+            (
+                n.clone(),
+                f(n, a.get(n).unwrap_or(&zero), b.get(n).unwrap_or(&zero)),
+            )
+        })
+        .collect()
+}
+
+fn max_abs(t: &Tensor) -> f32 {
+    t.abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar()
+        .unwrap()
+}
+
+/// Every gradient within `tol` of the reference, relative to the largest entry of that reference tensor.
+fn assert_grads_close(got: &Grads, want: &Grads, tol: f32) {
+    assert_eq!(
+        got.keys().collect::<Vec<_>>(),
+        want.keys().collect::<Vec<_>>()
+    );
+    let mut worst = (0f32, String::new());
+    for (name, w) in want {
+        let diff = max_abs(&(&got[name] - w).unwrap()) / max_abs(w).max(1e-3);
+        if diff > worst.0 {
+            worst = (diff, name.clone());
+        }
+    }
+    assert!(
+        worst.0 <= tol,
+        "largest relative difference {} in {}",
+        worst.0,
+        worst.1
+    );
+}
+
+/// All ranks hold bit-identical averaged gradients and losses: they stay in lockstep.
+fn assert_ranks_identical(results: &[(StepLosses, Grads)]) {
+    for (losses, grads) in &results[1..] {
+        assert_eq!(losses, &results[0].0);
+        for (name, g) in grads {
+            let a = g.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let b = results[0].1[name]
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            assert!(
+                a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()),
+                "{name} differs between ranks"
+            );
+        }
+    }
+}
+
+fn forward(model: &TrainableCoca, b: &MicroBatch) -> TrainOutput {
+    model.model.forward_for_loss(&b.images, &b.ids).unwrap()
+}
+
+/// `λ_cap · mean over ranks of each rank's caption loss`, open_clip's distributed caption objective.
+fn mean_caption_loss(model: &TrainableCoca, shares: &[MicroBatch]) -> Tensor {
+    let cfg = CocaLossConfig {
+        contrastive_weight: 0.0,
+        ..CocaLossConfig::default()
+    };
+    let parts: Vec<Tensor> = shares
+        .iter()
+        .map(|b| coca_loss_fused(&forward(model, b), &cfg).unwrap().caption)
+        .collect();
+    (Tensor::stack(&parts, 0).unwrap().sum_all().unwrap() / shares.len() as f64).unwrap()
+}
+
+/// `λ_con · L_con` over the whole batch.
+fn global_contrastive(model: &TrainableCoca, global: &MicroBatch) -> Tensor {
+    let out = forward(model, global);
+    contrastive_loss(&out.image_features, &out.text_features, &out.logit_scale).unwrap()
+}
+
+const GWG: DistOptions = DistOptions {
+    local_loss: false,
+    gather_with_grad: true,
+    bucket_bytes: 4096,
+};
+
+#[test]
+fn gather_with_grad_equals_the_global_batch() {
+    let model = tiny();
+    // Equal caption tokens per rank (3 + 6 and 6 + 3 words), so the mean of the ranks' caption means is
+    // the global caption mean.
+    let global = batch(&[2, 5, 5, 2], 0);
+    let reference = coca_loss_fused(&forward(&model, &global), &CocaLossConfig::default()).unwrap();
+    let want = gradients(&model, &reference.total);
+    let shares = [vec![rows(&global, 0, 2)], vec![rows(&global, 2, 2)]];
+    for local_loss in [false, true] {
+        let results = distributed(&model, &shares, DistOptions { local_loss, ..GWG });
+        assert_ranks_identical(&results);
+        let (losses, grads) = &results[0];
+        let total = reference.total.to_scalar::<f32>().unwrap() as f64;
+        assert!(
+            (losses.total - total).abs() < 1e-5 * total,
+            "local_loss {local_loss}: {} vs {total}",
+            losses.total
+        );
+        let contrastive = reference.contrastive.to_scalar::<f32>().unwrap() as f64;
+        assert!((losses.contrastive - contrastive).abs() < 1e-5 * contrastive);
+        assert_grads_close(grads, &want, 1e-5);
+    }
+}
+
+#[test]
+fn gather_with_grad_with_three_ranks_and_accumulation_equals_the_global_batch() {
+    let model = tiny();
+    // Three ranks, two micro-batches of two each; every rank has 3 + 5 + 4 + 6 = 18 caption tokens.
+    let global = batch(&[2, 4, 3, 5, 4, 2, 5, 3, 3, 3, 4, 4], 1);
+    let reference = coca_loss_fused(&forward(&model, &global), &CocaLossConfig::default()).unwrap();
+    let want = gradients(&model, &reference.total);
+    let shares: Vec<Vec<MicroBatch>> = (0..3)
+        .map(|r| vec![rows(&global, 4 * r, 2), rows(&global, 4 * r + 2, 2)])
+        .collect();
+    let results = distributed(&model, &shares, GWG);
+    assert_ranks_identical(&results);
+    // open_clip's accumulation recomputes the temperature with every micro-batch, so its gradient is summed
+    // `--accum-freq` times (single-process accumulation does the same); every other weight matches the
+    // global batch.
+    let want = combine(&BTreeMap::new(), &want, |name, _, g| {
+        if name == "logit_scale" {
+            (g * 2.0).unwrap()
+        } else {
+            g.clone()
+        }
+    });
+    assert_grads_close(&results[0].1, &want, 1e-5);
+}
+
+#[test]
+fn caption_loss_is_the_mean_of_the_ranks_means() {
+    let model = tiny();
+    // Rank 0 has 4 caption tokens, rank 1 has 12: the global token mean is not what open_clip optimises.
+    let global = batch(&[1, 1, 5, 5], 2);
+    let shares = [rows(&global, 0, 2), rows(&global, 2, 2)];
+    let objective =
+        (global_contrastive(&model, &global) + mean_caption_loss(&model, &shares)).unwrap();
+    let want = gradients(&model, &objective);
+    let results = distributed(
+        &model,
+        &[vec![shares[0].clone()], vec![shares[1].clone()]],
+        GWG,
+    );
+    let value = objective.to_scalar::<f32>().unwrap() as f64;
+    assert!(
+        (results[0].0.total - value).abs() < 1e-5 * value,
+        "{} vs {value}",
+        results[0].0.total
+    );
+    assert_grads_close(&results[0].1, &want, 1e-5);
+    // And that differs from the global token mean.
+    let global_mean =
+        coca_loss_fused(&forward(&model, &global), &CocaLossConfig::default()).unwrap();
+    assert!((global_mean.total.to_scalar::<f32>().unwrap() as f64 - value).abs() > 1e-3);
+}
+
+#[test]
+fn without_gather_with_grad_features_get_only_their_own_rank_contribution() {
+    let model = tiny();
+    let world = 2.0;
+    let global = batch(&[2, 5, 5, 2], 3);
+    let shares = [rows(&global, 0, 2), rows(&global, 2, 2)];
+    let caption = gradients(&model, &mean_caption_loss(&model, &shares));
+
+    // Full gathered loss: contrastive gradients of every weight are 1/W of the global ones, except the
+    // temperature's, which every rank computes in full.
+    let contrastive = gradients(&model, &global_contrastive(&model, &global));
+    let want = combine(&caption, &contrastive, |name, cap, con| {
+        let scale = if name == "logit_scale" {
+            1.0
+        } else {
+            1.0 / world
+        };
+        (cap + (con * scale).unwrap()).unwrap()
+    });
+    let results = distributed(
+        &model,
+        &[vec![shares[0].clone()], vec![shares[1].clone()]],
+        DistOptions::default(),
+    );
+    assert_ranks_identical(&results);
+    assert_grads_close(&results[0].1, &want, 1e-5);
+
+    // Local loss: the gradient of the global loss with the other side of each logit held constant.
+    let out = forward(&model, &global);
+    let (img, txt, s) = (&out.image_features, &out.text_features, &out.logit_scale);
+    let diagonal_ce = |logits: Tensor| {
+        let n = logits.dim(0).unwrap();
+        let eye = Tensor::eye(n, DType::F32, &Device::Cpu).unwrap();
+        (log_softmax_last_dim(&logits).unwrap() * eye)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .affine(-1.0 / n as f64, 0.0)
+            .unwrap()
+    };
+    let per_image = img
+        .matmul(&txt.detach().t().unwrap())
+        .unwrap()
+        .broadcast_mul(s)
+        .unwrap();
+    let per_text = txt
+        .matmul(&img.detach().t().unwrap())
+        .unwrap()
+        .broadcast_mul(s)
+        .unwrap();
+    let rows_only = ((diagonal_ce(per_image) + diagonal_ce(per_text)).unwrap() * 0.5).unwrap();
+    let want = combine(&caption, &gradients(&model, &rows_only), |_, cap, con| {
+        (cap + con).unwrap()
+    });
+    let options = DistOptions {
+        local_loss: true,
+        ..DistOptions::default()
+    };
+    let results = distributed(
+        &model,
+        &[vec![shares[0].clone()], vec![shares[1].clone()]],
+        options,
+    );
+    assert_ranks_identical(&results);
+    assert_grads_close(&results[0].1, &want, 1e-5);
+}
+
+#[test]
+fn one_rank_is_the_single_process_step() {
+    let model = tiny();
+    let global = batch(&[2, 5, 3], 4);
+    let single = coca_train::step::step_gradients(
+        &model.model,
+        &params(&model),
+        std::slice::from_ref(&global),
+        &CocaLossConfig::default(),
+    )
+    .unwrap();
+    for options in [
+        DistOptions::default(),
+        GWG,
+        DistOptions {
+            local_loss: true,
+            ..GWG
+        },
+    ] {
+        let results = distributed(&model, &[vec![global.clone()]], options);
+        assert!((results[0].0.total - single.0.total).abs() < 1e-6 * single.0.total);
+        assert_grads_close(&results[0].1, &single.1, 1e-5);
+    }
+}
