@@ -255,6 +255,9 @@ def main() -> int:
     p.add_argument("--embed-batch", type=int, default=1024)
     p.add_argument("--caption-batch", type=int, default=64)
     p.add_argument("--train-batch", type=int, default=256)
+    p.add_argument("--coca-train-batches", default="",
+                   help="extra coca-only training steps at these batch sizes (comma-separated; random inputs), "
+                        "with device memory after every step")
     p.add_argument("--iters", type=int, default=10)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--timeout", type=int, default=240, help="seconds per child process")
@@ -351,6 +354,17 @@ def main() -> int:
             "speedup_vs_fp32": ratio(oc_fp32, co, "samples_per_second"),
         }
 
+    if args.coca_train_batches:
+        res = {}
+        for b in [int(x) for x in args.coca_train_batches.split(",") if x]:
+            co = run_child(coca_cmd(args, "bench", "--train", *common, "--batch-size", b, "--iters", 3,
+                                    "--warmup", 1, "--json"), args.device, args.timeout)
+            if "train_step" in co:
+                co = {**co["train_step"][str(b)], "gpu_peak_gib": co.get("gpu_peak_gib")}
+                co.pop("losses", None)
+            res[str(b)] = co
+        report["coca_train_steps"] = res
+
     save()
     print(json.dumps(report, indent=2))
     print(markdown(report))
@@ -395,6 +409,9 @@ def markdown(r: dict) -> str:
                         f" {sp} | {mem(o, c)} |")
         rows.append(f"| first-step loss (open_clip fp32 / bf16 / coca) | {t['open_clip_fp32'].get('first_loss')} |"
                     f" {t['coca_fp32'].get('first_loss')} | bf16: {t['open_clip_bf16_autocast'].get('first_loss')} | |")
+    for b, c in r.get("coca_train_steps", {}).items():
+        rows.append(f"| coca train step fp32, batch {b} | | {fmt(c, 'samples_per_second', 'img/s')} | |"
+                    f" {c.get('gpu_peak_gib')} GiB |")
     return "\n".join(rows)
 
 

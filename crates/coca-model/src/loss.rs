@@ -3,8 +3,8 @@
 use candle_core::{DType, Result, Tensor, D};
 
 use crate::coca::{CocaOutput, TrainOutput};
-use crate::nn::fused;
 use crate::nn::ops::log_softmax_last_dim;
+use crate::nn::{chunked_lm_head, fused};
 
 /// Loss weights and the ignored padding id.
 #[derive(Debug, Clone, Copy)]
@@ -135,15 +135,10 @@ impl CaptionNll {
         let (hidden, head) = (hidden.detach(), out.lm_head.detach());
         let sum = if fused::applies(&[&hidden, &head]) {
             fused::lm_head_cross_entropy_sum(&hidden, &head, &labels, pad_id, 1.0)?
-                .to_scalar::<f32>()? as f64
         } else {
-            let mean = caption_loss(
-                &composed_logits(&hidden, &head, &out.labels)?,
-                &out.labels,
-                pad_id,
-            )?;
-            mean.to_dtype(DType::F32)?.to_scalar::<f32>()? as f64 * tokens as f64
+            chunked_lm_head::lm_head_nll_sum(&hidden, &head, &labels, pad_id, 1.0)?
         };
+        let sum = sum.to_scalar::<f32>()? as f64;
         Ok(Self { sum, tokens })
     }
 }
@@ -172,16 +167,9 @@ fn caption_rows(out: &TrainOutput) -> Result<(Tensor, Vec<u32>)> {
     Ok((hidden, labels))
 }
 
-/// `hidden · lm_head` shaped like `labels` plus the vocabulary (the composed path off the fused kernels).
-fn composed_logits(hidden: &Tensor, head: &Tensor, labels: &Tensor) -> Result<Tensor> {
-    let mut shape = labels.dims().to_vec();
-    shape.push(head.dim(1)?);
-    hidden.matmul(head)?.reshape(shape)
-}
-
-/// [`coca_loss`] from a [`TrainOutput`]: the same value and gradients (up to rounding), but on the CPU in f32 the
-/// caption term runs through [`fused::lm_head_cross_entropy`], which never materialises the caption logits.
-/// Elsewhere it forms the logits and uses [`caption_loss`].
+/// [`coca_loss`] from a [`TrainOutput`]: the same value and gradients (up to rounding), but the caption term never
+/// materialises the caption logits: on the CPU in f32 it runs through [`fused::lm_head_cross_entropy`], elsewhere
+/// through [`chunked_lm_head::lm_head_nll_sum`].
 pub fn coca_loss_fused(out: &TrainOutput, cfg: &CocaLossConfig) -> Result<CocaLoss> {
     coca_loss_fused_with(out, CaptionNll::default(), cfg)
 }
@@ -226,8 +214,13 @@ fn fused_caption_loss(out: &TrainOutput, held: CaptionNll, pad_id: u32) -> Resul
             1.0 / tokens as f64,
         )?
     } else if live > 0 {
-        let logits = composed_logits(&hidden, &out.lm_head, &out.labels)?;
-        (caption_loss(&logits, &out.labels, pad_id)? * (live as f64 / tokens as f64))?
+        chunked_lm_head::lm_head_nll_sum(
+            &hidden,
+            &out.lm_head,
+            &labels,
+            pad_id,
+            1.0 / tokens as f64,
+        )?
     } else {
         Tensor::zeros((), DType::F32, hidden.device())?
     };

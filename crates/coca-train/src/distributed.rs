@@ -188,8 +188,9 @@ impl GatheredContrastive {
         let value = weighted.to_scalar::<f32>()? as f64;
         let store = weighted.backward()?;
         let grad = |v: &Var| -> Result<Tensor, TrainError> {
+            // Detached: these enter the model's surrogate loss as constants.
             Ok(match store.get(v.as_tensor()) {
-                Some(g) => g.clone(),
+                Some(g) => g.detach(),
                 None => v.as_tensor().zeros_like()?,
             })
         };

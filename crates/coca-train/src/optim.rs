@@ -259,7 +259,9 @@ impl Slot {
                 exp_avg,
                 exp_avg_sq,
             } => {
-                let g = grad.to_dtype(DType::F32)?;
+                // Detached: moments computed from a gradient that recorded its graph would keep that graph (and
+                // its activations) alive from step to step.
+                let g = grad.detach().to_dtype(DType::F32)?;
                 // m ← m + (1 − β₁)(g − m), PyTorch's lerp.
                 *exp_avg = (&*exp_avg + ((&g - &*exp_avg)? * (1.0 - s.beta1) as f64)?)?;
                 *exp_avg_sq = (exp_avg_sq.affine(s.beta2 as f64, 0.0)?
@@ -267,7 +269,10 @@ impl Slot {
                 let denom = exp_avg_sq
                     .sqrt()?
                     .affine(1.0 / s.bias_correction2_sqrt as f64, s.eps as f64)?;
-                let p = tensor.to_dtype(DType::F32)?.affine(decay as f64, 0.0)?;
+                let p = tensor
+                    .detach()
+                    .to_dtype(DType::F32)?
+                    .affine(decay as f64, 0.0)?;
                 let updated = (p - (&*exp_avg / denom)?.affine(s.step_size as f64, 0.0)?)?;
                 self.var.set(&updated.to_dtype(tensor.dtype())?)
             }

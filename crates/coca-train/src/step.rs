@@ -77,12 +77,15 @@ pub fn step_gradients_with<E: From<candle_core::Error>>(
         .into());
     }
     let mut grads: BTreeMap<String, Tensor> = BTreeMap::new();
+    // candle's backward builds each gradient with recorded ops, so a gradient references the step's activations;
+    // detached, they are freed with the graph instead of living on in the gradients and optimiser moments.
     let mut add = |store: candle_core::backprop::GradStore| -> Result<()> {
         for (name, var) in params {
             if let Some(g) = store.get(var.as_tensor()) {
+                let g = g.detach();
                 let sum = match grads.remove(name) {
                     Some(prev) => (prev + g)?,
-                    None => g.clone(),
+                    None => g,
                 };
                 grads.insert(name.clone(), sum);
             }

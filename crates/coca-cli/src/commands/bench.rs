@@ -179,6 +179,19 @@ mod train {
         optimizer: Vec<f64>,
         total: Vec<f64>,
         losses: Vec<f32>,
+        /// Device memory in use after each step (CUDA only): a leak shows as growth across steps.
+        device_memory_mib: Vec<f64>,
+    }
+
+    /// MiB in use on a CUDA device (all processes), `None` elsewhere.
+    fn device_memory_used_mib(device: &Device) -> Option<f64> {
+        #[cfg(feature = "cuda")]
+        if let Device::Cuda(cuda) = device {
+            let (free, total) = cuda.cuda_stream().context().mem_get_info().ok()?;
+            return Some((total - free) as f64 / (1024.0 * 1024.0));
+        }
+        let _ = device;
+        None
     }
 
     fn median(v: &[f64]) -> f64 {
@@ -209,7 +222,13 @@ mod train {
         if let Some((_, scale)) = params.iter().find(|(n, _)| n == "logit_scale") {
             clamp_logit_scale(scale)?;
         }
+        // GPU work is queued asynchronously: the step ends when the device has done it.
+        let device = batch.images.device();
+        device.synchronize()?;
         let t3 = Instant::now();
+        phases
+            .device_memory_mib
+            .extend(device_memory_used_mib(device));
         phases.gradients.push((t2 - t0).as_secs_f64());
         phases.optimizer.push((t3 - t2).as_secs_f64());
         phases.total.push((t3 - t0).as_secs_f64());
@@ -316,6 +335,7 @@ mod train {
                     "optimizer_seconds": median(&phases_timed.optimizer),
                     "first_loss": first_loss.or(phases_timed.losses.first().copied()),
                     "losses": phases_timed.losses,
+                    "device_memory_mib": phases.device_memory_mib.iter().chain(&phases_timed.device_memory_mib).collect::<Vec<_>>(),
                 }),
             );
         }

@@ -2,6 +2,7 @@
 
 pub mod attention;
 pub mod block;
+pub mod chunked_lm_head;
 pub mod fused;
 pub mod layers;
 pub mod ops;

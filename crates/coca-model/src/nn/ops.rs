@@ -22,7 +22,8 @@ fn any_tracks(ts: &[&Tensor]) -> bool {
 /// does for half-precision weights), result cast back to the input dtype.
 pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
     let dtype = x.dtype();
-    if !any_tracks(&[x, weight, bias]) && dtype == DType::F32 {
+    // candle's kernel accumulates in f32 whatever the storage dtype, as LayerNormFp32 does.
+    if !any_tracks(&[x, weight, bias]) && weight.dtype() == dtype && bias.dtype() == dtype {
         return candle_nn::ops::layer_norm(&x.contiguous()?, weight, bias, eps as f32);
     }
     if fused::applies(&[x, weight, bias]) {

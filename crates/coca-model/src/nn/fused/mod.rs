@@ -29,10 +29,19 @@ use candle_core::{CpuStorage, DType, Device, Layout, Result, Tensor};
 /// Elements per parallel task: enough work to amortise rayon's scheduling, small enough to balance two cores.
 const ELEMS_PER_TASK: usize = 16 * 1024;
 
-/// `true` when the fused kernels can run on all of `ts`: f32 tensors on the CPU.
+/// `true` when the fused kernels can run on all of `ts`: f32 tensors on the CPU, unless `COCA_FUSED=0`.
 pub fn applies(ts: &[&Tensor]) -> bool {
-    ts.iter()
-        .all(|t| t.dtype() == DType::F32 && matches!(t.device(), Device::Cpu))
+    enabled()
+        && ts
+            .iter()
+            .all(|t| t.dtype() == DType::F32 && matches!(t.device(), Device::Cpu))
+}
+
+/// `COCA_FUSED=0` turns the fused kernels off, so the composed ops that other devices run can be measured and
+/// tested on the CPU.
+fn enabled() -> bool {
+    static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ENABLED.get_or_init(|| std::env::var("COCA_FUSED").map_or(true, |v| v != "0"))
 }
 
 /// The f32 elements of a contiguous operand, or an error naming `op`.
