@@ -229,7 +229,7 @@ fn a_killed_rank_makes_the_other_fail_with_a_clear_error() {
 }
 
 #[test]
-fn nccl_needs_the_cuda_build() {
+fn nccl_needs_the_nccl_build() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("run");
     let o = coca(&[
@@ -240,11 +240,11 @@ fn nccl_needs_the_cuda_build() {
         "--output",
         out.to_str().unwrap(),
     ]);
-    if cfg!(feature = "cuda") {
+    if cfg!(feature = "nccl") {
         return;
     }
     common::assert_fails_with(
         &o,
-        &["--dist-backend nccl needs coca built with `--features cuda`"],
+        &["--dist-backend nccl needs coca built with `--features nccl`"],
     );
 }

@@ -7,6 +7,7 @@
 //! - [`TcpComm`]: processes on one or many machines over TCP (`std::net`), rendezvous at
 //!   `MASTER_ADDR:MASTER_PORT`, a deterministic star all-reduce (see [`tcp`] for the design and its cost);
 //! - [`LocalComm`]: ranks as threads of one process, for tests;
+//! - `NcclComm` (feature `nccl`): NVIDIA's NCCL over the GPUs' memory, bootstrapped over TCP;
 //! - [`DistEnv`]: this process's rank and the master address from torchrun's or Slurm's variables.
 //!
 //! Every backend sums in rank order and hands every rank the same bytes, so ranks that start from the same
@@ -16,6 +17,8 @@ pub mod comm;
 pub mod env;
 pub mod error;
 pub mod local;
+#[cfg(feature = "nccl")]
+pub mod nccl;
 pub mod single;
 pub mod tcp;
 
@@ -23,5 +26,7 @@ pub use comm::Communicator;
 pub use env::{DistEnv, Launcher};
 pub use error::DistError;
 pub use local::LocalComm;
+#[cfg(feature = "nccl")]
+pub use nccl::NcclComm;
 pub use single::Single;
 pub use tcp::{TcpComm, TcpOptions};

@@ -20,25 +20,32 @@ pub enum DistBackend {
 
 /// Refuse a backend this build does not have, before any work starts.
 pub fn check_backend(backend: DistBackend) -> Result<()> {
-    if backend == DistBackend::Nccl {
-        if cfg!(feature = "cuda") {
-            bail!(
-                "--dist-backend nccl is not implemented in this build yet; use --dist-backend tcp"
-            );
-        }
+    if backend == DistBackend::Nccl && !cfg!(feature = "nccl") {
         bail!(
-            "--dist-backend nccl needs coca built with `--features cuda` (NVIDIA GPUs); this build has \
-             --dist-backend tcp"
+            "--dist-backend nccl needs coca built with `--features nccl` (NVIDIA GPUs; \
+             scripts/cuda-build.sh --features nccl); this build has --dist-backend tcp"
         );
     }
     Ok(())
 }
 
-/// Join the run `env` describes: `None` for a single process.
+/// The device of this rank: a bare `cuda` means `cuda:LOCAL_RANK` in a distributed run (one GPU per rank, as
+/// torchrun's scripts do); an explicit `cuda:N` or `cpu` is kept.
+pub fn rank_device(device: &str, env: &DistEnv) -> String {
+    if device == "cuda" && env.is_distributed() {
+        format!("cuda:{}", env.local_rank)
+    } else {
+        device.to_string()
+    }
+}
+
+/// Join the run `env` describes: `None` for a single process. NCCL ranks first meet over TCP at
+/// `MASTER_ADDR:MASTER_PORT` to share NCCL's unique id.
 pub fn connect(
     env: &DistEnv,
     backend: DistBackend,
     timeout_s: u64,
+    device: &candle_core::Device,
 ) -> Result<Option<Box<dyn Communicator>>> {
     check_backend(backend)?;
     if !env.is_distributed() {
@@ -55,7 +62,30 @@ pub fn connect(
         env.world_size,
         env.master()
     );
-    Ok(Some(Box::new(TcpComm::connect_with(env, options)?)))
+    let tcp = TcpComm::connect_with(env, options)?;
+    match backend {
+        DistBackend::Tcp => Ok(Some(Box::new(tcp))),
+        DistBackend::Nccl => nccl(device, &tcp),
+    }
+}
+
+#[cfg(feature = "nccl")]
+fn nccl(
+    device: &candle_core::Device,
+    bootstrap: &TcpComm,
+) -> Result<Option<Box<dyn Communicator>>> {
+    Ok(Some(Box::new(coca_dist::NcclComm::connect(
+        device, bootstrap,
+    )?)))
+}
+
+#[cfg(not(feature = "nccl"))]
+fn nccl(
+    _device: &candle_core::Device,
+    _bootstrap: &TcpComm,
+) -> Result<Option<Box<dyn Communicator>>> {
+    // check_backend refused it already.
+    bail!("this build has no NCCL backend")
 }
 
 /// The hooks of ranks other than 0: no output, no files.

@@ -195,7 +195,8 @@ pub struct TrainArgs {
     /// The run directory.
     #[arg(long, short, value_name = "DIR")]
     pub output: Option<PathBuf>,
-    /// Device: cpu, or cuda:N with the `cuda` feature.
+    /// Device: cpu, or cuda:N with the `cuda` feature; a bare `cuda` in a distributed run means
+    /// cuda:LOCAL_RANK (one GPU per rank).
     #[arg(long, default_value = "cpu")]
     pub device: String,
     /// Print the final summary as JSON.
@@ -315,7 +316,7 @@ fn run_rank(
         bail!("--batch-size must be at least 1");
     }
     let run_dir = args.output.clone().context("give --output RUN_DIR")?;
-    let device = parse_device(&args.device)?;
+    let device = parse_device(&dist::rank_device(&args.device, env))?;
     let csv = args.csv.options()?;
     let train_spec = data_spec(&train_text, args.dataset_type, &csv, Split::Train)?;
     let options = train_options(&args, steps);
@@ -331,7 +332,7 @@ fn run_rank(
             "--local-loss and --gather-with-grad only matter in a distributed run (WORLD_SIZE > 1)"
         );
     }
-    let comm = dist::connect(env, args.dist_backend, args.dist_timeout)?;
+    let comm = dist::connect(env, args.dist_backend, args.dist_timeout, &device)?;
 
     // Start, or continue from a checkpoint.
     if main {
