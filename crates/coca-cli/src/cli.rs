@@ -106,7 +106,8 @@ pub struct EmbedArgs {
     /// feature). Its embedding is the L2-normalised mean of its --frames frames' embeddings; repeat for several.
     #[arg(long = "video", value_name = "PATH")]
     pub videos: Vec<PathBuf>,
-    /// Frames sampled per video (the centre frame of each of N equal segments).
+    /// Frames sampled per video (the centre frame of each of N equal segments), for --video and for the
+    /// videos of a collection.
     #[arg(long, default_value_t = coca_data::video::DEFAULT_FRAMES, value_name = "N")]
     pub frames: usize,
     /// Print one JSON object {"image_embeddings": [[..]], "text_embeddings": [[..]]} instead of a summary.

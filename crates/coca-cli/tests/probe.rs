@@ -199,7 +199,7 @@ fn errors_name_the_problem() {
     write_colour_folders(&data, 2, Split::Train);
     std::fs::create_dir(data.join("empty")).unwrap();
     let o = probe(&["--train-dir", data.to_str().unwrap()], &cache);
-    assert_fails_with(&o, &["class folder `empty` holds no images"]);
+    assert_fails_with(&o, &["class folder `empty` has no images"]);
     std::fs::remove_dir(data.join("empty")).unwrap();
 
     std::fs::write(data.join("red/broken.png"), b"not a png").unwrap();
@@ -210,7 +210,7 @@ fn errors_name_the_problem() {
         &["--train-dir", tmp.path().join("nowhere").to_str().unwrap()],
         &cache,
     );
-    assert_fails_with(&o, &["nowhere", "no such folder"]);
+    assert_fails_with(&o, &["nowhere", "no such file or directory"]);
 
     let o = probe(
         &[

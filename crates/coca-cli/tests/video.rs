@@ -248,3 +248,170 @@ fn a_video_probe_learns_from_gifs_and_frame_folders() {
         .unwrap();
     assert_fails_with(&o, &["broken.gif", "cannot use this video"]);
 }
+
+/// Every metadata row of an embedding folder, in order.
+fn metadata(out: &Path) -> Vec<coca_retrieval::MetadataRow> {
+    let layout = coca_retrieval::Layout::new(out);
+    layout
+        .partitions()
+        .unwrap()
+        .into_iter()
+        .flat_map(|p| coca_retrieval::read_metadata(&layout.metadata_path(p)).unwrap())
+        .collect()
+}
+
+/// `coca search --json` over `index` with extra query flags; the results.
+fn search(index: &Path, query: &[&str]) -> Vec<serde_json::Value> {
+    let mut args = vec![
+        "search",
+        "--model",
+        DEMO_CFG,
+        "--pretrained",
+        DEMO_WEIGHTS,
+        "--index",
+        index.to_str().unwrap(),
+        "--json",
+    ];
+    args.extend_from_slice(query);
+    let o = coca(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    v["results"].as_array().unwrap().clone()
+}
+
+#[test]
+fn collections_embed_each_video_once_and_search_finds_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("collection");
+    std::fs::create_dir(&dir).unwrap();
+    write_gif(&dir.join("moving.gif"), [215, 40, 40], 6);
+    std::fs::write(dir.join("moving.txt"), "a red disc moving to the right").unwrap();
+    write_gif(&dir.join("still.gif"), [40, 80, 215], 1);
+    // A folder of frames inside --input-dir is walked as images (nothing tells it from a folder of photos).
+    let frames = dir.join("frames");
+    std::fs::create_dir(&frames).unwrap();
+    for (i, f) in coca_data::video::read_frames(&dir.join("moving.gif"), 3)
+        .unwrap()
+        .iter()
+        .enumerate()
+    {
+        f.to_rgb().save(frames.join(format!("{i:03}.png"))).unwrap();
+    }
+    // Not a decodable video in any build: reported and skipped, like an unreadable image.
+    std::fs::write(dir.join("broken.mp4"), b"not a video").unwrap();
+
+    let index = tmp.path().join("index");
+    let o = coca(&[
+        "-q",
+        "embed",
+        "--model",
+        DEMO_CFG,
+        "--pretrained",
+        DEMO_WEIGHTS,
+        "--input-dir",
+        dir.to_str().unwrap(),
+        "--output-dir",
+        index.to_str().unwrap(),
+        "--embeddings",
+        "image",
+        "--frames",
+        "4",
+        "--emb-dtype",
+        "f32",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let summary: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(summary["embedded"], 5, "{summary}");
+    assert_eq!(summary["skipped"], 1, "{summary}");
+    assert!(
+        summary["skipped_items"][0]
+            .as_str()
+            .unwrap()
+            .contains("broken.mp4"),
+        "{summary}"
+    );
+    let rows = metadata(&index);
+    let described: Vec<(String, bool, Option<u32>)> = rows
+        .iter()
+        .map(|r| (r.key.clone().unwrap(), r.video, r.frames))
+        .collect();
+    assert_eq!(
+        described,
+        [
+            ("frames/000.png".to_string(), false, None),
+            ("frames/001.png".to_string(), false, None),
+            ("frames/002.png".to_string(), false, None),
+            ("moving.gif".to_string(), true, Some(4)),
+            // A GIF of one frame stays an image.
+            ("still.gif".to_string(), false, None),
+        ]
+    );
+    assert_eq!(
+        rows[3].caption.as_deref(),
+        Some("a red disc moving to the right")
+    );
+
+    // The stored row is the video's embedding: the same as `coca embed --video` (queried via search).
+    let moving = dir.join("moving.gif");
+    let hits = search(
+        &index,
+        &["--video", moving.to_str().unwrap(), "--frames", "4"],
+    );
+    assert!(
+        hits[0]["image_path"]
+            .as_str()
+            .unwrap()
+            .ends_with("moving.gif"),
+        "{hits:?}"
+    );
+    assert!(hits[0]["score"].as_f64().unwrap() > 0.9999, "{hits:?}");
+    assert_eq!(hits[0]["video"], true);
+    assert_eq!(hits[0]["frames"], 4);
+    // Text queries rank the video among the images, with its metadata.
+    let hits = search(&index, &["--text", "a red disc", "--top-k", "5"]);
+    assert_eq!(hits.len(), 5);
+    let video_hits: Vec<_> = hits.iter().filter(|h| h["video"] == true).collect();
+    assert_eq!(video_hits.len(), 1);
+    assert_eq!(video_hits[0]["frames"], 4);
+
+    // A file list may name a frame folder: one video row, equal to `coca embed --video FOLDER`.
+    let list = tmp.path().join("list.txt");
+    std::fs::write(
+        &list,
+        format!("{}\n{}\n", frames.display(), moving.display()),
+    )
+    .unwrap();
+    let listed = tmp.path().join("listed");
+    let o = coca(&[
+        "-q",
+        "embed",
+        "--model",
+        DEMO_CFG,
+        "--pretrained",
+        DEMO_WEIGHTS,
+        "--input-list",
+        list.to_str().unwrap(),
+        "--output-dir",
+        listed.to_str().unwrap(),
+        "--frames",
+        "2",
+        "--emb-dtype",
+        "f32",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rows = metadata(&listed);
+    assert_eq!(
+        rows.iter().map(|r| (r.video, r.frames)).collect::<Vec<_>>(),
+        [(true, Some(2)), (true, Some(2))]
+    );
+    let hits = search(
+        &listed,
+        &["--video", frames.to_str().unwrap(), "--frames", "2"],
+    );
+    assert!(
+        hits[0]["image_path"].as_str().unwrap().ends_with("frames"),
+        "{hits:?}"
+    );
+    assert!(hits[0]["score"].as_f64().unwrap() > 0.9999, "{hits:?}");
+}

@@ -165,6 +165,41 @@ pub enum DataError {
         /// Which option and why.
         detail: String,
     },
+    /// A class-folder dataset without class subfolders.
+    #[error(
+        "{}: no class folders: expected one subfolder per class holding its {expected}",
+        path.display()
+    )]
+    NoClassFolders {
+        /// The dataset folder.
+        path: PathBuf,
+        /// What each class folder should hold.
+        expected: &'static str,
+    },
+    /// A class folder without a single item.
+    #[error("{}: the class folder `{class}` has no {expected}", path.display())]
+    EmptyClass {
+        /// The class folder.
+        path: PathBuf,
+        /// Its name.
+        class: String,
+        /// What it should hold.
+        expected: &'static str,
+    },
+    /// A class folder whose name is not among the classes it is read against.
+    #[error(
+        "{}: the class folder `{class}` is not one of the classes {}",
+        path.display(),
+        known.join(", ")
+    )]
+    UnknownClass {
+        /// The dataset folder.
+        path: PathBuf,
+        /// The folder's name.
+        class: String,
+        /// The classes it should be one of.
+        known: Vec<String>,
+    },
     /// An output file or folder could not be written.
     #[error("{}: cannot write: {source}", path.display())]
     Write {

@@ -23,10 +23,11 @@ pub fn is_image_path(path: &Path) -> bool {
 }
 
 /// Walks a folder (following symlinks, entries sorted by name so every run sees the same order) and yields
-/// each image with the caption of its sibling `.txt` file.
+/// each image with the caption of its sibling `.txt` file; [`FolderSource::including_videos`] adds video files.
 pub struct FolderSource {
     root: PathBuf,
     walk: walkdir::IntoIter,
+    videos: bool,
 }
 
 impl FolderSource {
@@ -41,7 +42,24 @@ impl FolderSource {
             .follow_links(true)
             .sort_by_file_name()
             .into_iter();
-        Ok(Self { root, walk })
+        Ok(Self {
+            root,
+            walk,
+            videos: false,
+        })
+    }
+
+    /// Also yield video files ([`crate::video::VIDEO_EXTENSIONS`]: MP4, AVI, ...) as samples, for callers that
+    /// embed videos (GIFs are yielded either way, being images too). Subfolders stay folders to walk: a folder
+    /// of frames inside a collection is read as its images, not as one video, since nothing tells a folder of
+    /// frames from a folder of photos.
+    pub fn including_videos(mut self) -> Self {
+        self.videos = true;
+        self
+    }
+
+    fn wanted(&self, path: &Path) -> bool {
+        is_image_path(path) || (self.videos && crate::video::is_video_file(path))
     }
 
     fn sample(&self, path: PathBuf) -> Result<Sample, DataError> {
@@ -66,7 +84,7 @@ impl Iterator for FolderSource {
         loop {
             match self.walk.next()? {
                 Ok(entry) => {
-                    if entry.file_type().is_file() && is_image_path(entry.path()) {
+                    if entry.file_type().is_file() && self.wanted(entry.path()) {
                         return Some(self.sample(entry.into_path()));
                     }
                 }

@@ -16,6 +16,9 @@
 //! [`ShardRecords`] reads the same shards but yields every file of a sample ([`ShardRecord`]), for fields such
 //! as CLIP_benchmark's `.cls` class labels.
 //!
+//! [`class_folders`] lists labelled datasets stored as one subfolder per class (images or videos), for
+//! classification benchmarks and probes.
+//!
 //! [`scenes`] generates synthetic captioned scenes (coloured shapes and their relations) by index, for training
 //! from scratch and for tests.
 //!
@@ -41,6 +44,7 @@
 
 mod braces;
 mod caption;
+pub mod class_folders;
 mod csv_source;
 mod error;
 mod folder;
@@ -54,6 +58,7 @@ pub mod video;
 use std::path::PathBuf;
 
 pub use braces::expand_braces;
+pub use class_folders::{class_folder_names, ClassFolders, ItemKind, LabelledItem};
 pub use csv_source::{parse_separator, CsvOptions, CsvSource};
 pub use error::DataError;
 pub use folder::{is_image_path, FolderSource, IMAGE_EXTENSIONS};

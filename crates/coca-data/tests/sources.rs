@@ -3,7 +3,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use coca_data::{open, CsvOptions, DataError, ImageData, Input, Sample};
+use coca_data::{open, CsvOptions, DataError, FolderSource, ImageData, Input, Sample};
 
 fn write(path: &Path, bytes: &[u8]) {
     fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -67,6 +67,31 @@ fn folder_is_walked_recursively_in_name_order_with_sibling_captions() {
     assert_eq!(errors.len(), 1);
     let msg = errors[0].to_string();
     assert!(msg.contains("e.txt") && msg.contains("not UTF-8"), "{msg}");
+}
+
+#[test]
+fn video_files_are_walked_only_when_asked_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    write(&root.join("a.png"), b"png");
+    write(&root.join("b.MP4"), b"mp4");
+    write(&root.join("b.txt"), b"a clip");
+    write(&root.join("clips/c.avi"), b"avi");
+    write(&root.join("frames/0001.png"), b"png");
+    write(&root.join("d.gif"), b"gif");
+    let (images, _) = collect(&Input::Folder(root.to_path_buf()));
+    assert_eq!(keys(&images), ["a.png", "d.gif", "frames/0001.png"]);
+    let with_videos: Vec<Sample> = FolderSource::new(root)
+        .unwrap()
+        .including_videos()
+        .map(Result::unwrap)
+        .collect();
+    // A folder of frames stays a folder of images; video files join, with their sibling captions.
+    assert_eq!(
+        keys(&with_videos),
+        ["a.png", "b.MP4", "clips/c.avi", "d.gif", "frames/0001.png"]
+    );
+    assert_eq!(with_videos[1].text.as_deref(), Some("a clip"));
 }
 
 #[test]

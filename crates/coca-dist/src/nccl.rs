@@ -11,10 +11,10 @@
 //! This backend compiles in the `cuda` build and is exercised only on machines with NVIDIA GPUs; the logic
 //! above it (gathered losses, gradient averaging, sharding) is tested with the CPU backends.
 
-use candle_core::op::BackpropOp;
 use candle_core::cuda_backend::cudarc::driver::{CudaSlice, CudaStream};
 use candle_core::cuda_backend::cudarc::nccl::safe::{Comm, Id, ReduceOp};
 use candle_core::cuda_backend::{CudaDevice, CudaStorage};
+use candle_core::op::BackpropOp;
 use candle_core::{DType, Device, Storage, Tensor};
 use std::sync::Arc;
 

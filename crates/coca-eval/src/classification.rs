@@ -9,6 +9,11 @@
 //!
 //! Ties are resolved by class index (the lower index ranks first), as a stable sort and `argmax` do;
 //! `torch.topk` leaves the order of ties unspecified, so only tied logits could ever differ.
+//!
+//! [`classification_report`] adds what a probe reports besides: the [`confusion_matrix`] of the argmax
+//! predictions and each class's recall ([`per_class_recall`]), from which the mean per-class recall is
+//! computed — one definition for zero-shot evaluation and probes. [`ranked_classes`] orders one row of
+//! logits by the same rule, for showing the top classes of a single prediction.
 
 use serde::Serialize;
 
@@ -100,6 +105,19 @@ pub fn mean_per_class_recall(predictions: &[usize], targets: &[usize]) -> Result
     if targets.is_empty() {
         return Err(MetricError::Empty { what: "samples" });
     }
+    // Classes that are only predicted get a column of the matrix but no recall.
+    let classes = targets.iter().chain(predictions).max().map_or(0, |m| m + 1);
+    let confusion = confusion_matrix(predictions, targets, classes)?;
+    Ok(mean_of_present(&per_class_recall(&confusion)))
+}
+
+/// `confusion[target][predicted]`: how many samples of each class were predicted as each class, for
+/// `classes` classes (scikit-learn's `confusion_matrix` with `labels=range(classes)`).
+pub fn confusion_matrix(
+    predictions: &[usize],
+    targets: &[usize],
+    classes: usize,
+) -> Result<Vec<Vec<u64>>, MetricError> {
     if predictions.len() != targets.len() {
         return Err(MetricError::Shape {
             what: "predictions",
@@ -108,20 +126,48 @@ pub fn mean_per_class_recall(predictions: &[usize], targets: &[usize]) -> Result
             cols: 1,
         });
     }
-    let classes = targets.iter().max().map_or(0, |m| m + 1);
-    let mut support = vec![0usize; classes];
-    let mut hits = vec![0usize; classes];
-    for (&p, &t) in predictions.iter().zip(targets) {
-        support[t] += 1;
-        hits[t] += usize::from(p == t);
+    let mut confusion = vec![vec![0u64; classes]; classes];
+    for (index, (&p, &t)) in predictions.iter().zip(targets).enumerate() {
+        for (what, label) in [("sample", t), ("prediction", p)] {
+            if label >= classes {
+                return Err(MetricError::Label {
+                    what,
+                    index,
+                    label,
+                    count: classes,
+                });
+            }
+        }
+        confusion[t][p] += 1;
     }
-    let recalls: Vec<f64> = support
+    Ok(confusion)
+}
+
+/// Each class's recall from a confusion matrix (rows: true class): the diagonal count over the row's total,
+/// `None` for a class with no samples (scikit-learn leaves such classes out of the balanced accuracy).
+pub fn per_class_recall(confusion: &[Vec<u64>]) -> Vec<Option<f64>> {
+    confusion
         .iter()
-        .zip(&hits)
-        .filter(|(&n, _)| n > 0)
-        .map(|(&n, &h)| h as f64 / n as f64)
-        .collect();
-    Ok(recalls.iter().sum::<f64>() / recalls.len() as f64)
+        .enumerate()
+        .map(|(class, row)| {
+            let support: u64 = row.iter().sum();
+            (support > 0).then(|| row.get(class).copied().unwrap_or(0) as f64 / support as f64)
+        })
+        .collect()
+}
+
+/// Mean of the recalls of the classes that have samples.
+fn mean_of_present(recalls: &[Option<f64>]) -> f64 {
+    let present: Vec<f64> = recalls.iter().flatten().copied().collect();
+    present.iter().sum::<f64>() / present.len().max(1) as f64
+}
+
+/// Every class of one row of logits, best first; equal logits in class order (the rule the metrics rank
+/// by). NaN logits sort as the largest values (`f32::total_cmp`); the metrics reject them instead.
+pub fn ranked_classes(row: &[f32]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..row.len()).collect();
+    order.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
+    order
 }
 
 /// acc1, acc5 (with at least 5 classes) and mean per-class recall of `(samples, classes)` logits.
@@ -130,16 +176,43 @@ pub fn classification_metrics(
     classes: usize,
     targets: &[usize],
 ) -> Result<ClassificationMetrics, MetricError> {
+    Ok(classification_report(logits, classes, targets)?.metrics)
+}
+
+/// The metrics of a classifier together with their details, as a probe reports them.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ClassificationReport {
+    /// acc1, acc5 and mean per-class recall, as [`classification_metrics`] computes them.
+    pub metrics: ClassificationMetrics,
+    /// Each class's recall; `None` for classes without samples.
+    pub per_class_recall: Vec<Option<f64>>,
+    /// `confusion[target][predicted]` counts of the argmax predictions.
+    pub confusion: Vec<Vec<u64>>,
+}
+
+/// [`ClassificationMetrics`] of `(samples, classes)` logits, with the confusion matrix of the argmax
+/// predictions and the per-class recalls the mean per-class recall is made of.
+pub fn classification_report(
+    logits: &[f32],
+    classes: usize,
+    targets: &[usize],
+) -> Result<ClassificationReport, MetricError> {
     let data = Labelled::new(logits, classes, targets)?;
     let ranks = data.target_ranks();
     let predictions: Vec<usize> = data
         .rows()
         .map(|row| argmax(row).unwrap_or_default())
         .collect();
-    Ok(ClassificationMetrics {
-        acc1: fraction_below(&ranks, 1),
-        acc5: (classes >= 5).then(|| fraction_below(&ranks, 5)),
-        mean_per_class_recall: mean_per_class_recall(&predictions, targets)?,
+    let confusion = confusion_matrix(&predictions, targets, classes)?;
+    let per_class_recall = per_class_recall(&confusion);
+    Ok(ClassificationReport {
+        metrics: ClassificationMetrics {
+            acc1: fraction_below(&ranks, 1),
+            acc5: (classes >= 5).then(|| fraction_below(&ranks, 5)),
+            mean_per_class_recall: mean_of_present(&per_class_recall),
+        },
+        per_class_recall,
+        confusion,
     })
 }
 
@@ -193,6 +266,62 @@ mod tests {
         // 4: 0 of 1.
         let expected = (0.5 + 0.0 + 0.0 + 1.0 + 0.0) / 5.0;
         assert!((m.mean_per_class_recall - expected).abs() < 1e-15);
+    }
+
+    #[test]
+    fn report_has_the_confusion_matrix_and_recalls_of_the_argmax() {
+        let (logits, targets) = six_by_six();
+        let r = classification_report(&logits, 6, &targets).unwrap();
+        assert_eq!(
+            r.metrics,
+            classification_metrics(&logits, 6, &targets).unwrap()
+        );
+        // argmax 0, 0, 5, 3, 0, 0 for targets 0, 2, 0, 3, 1, 4.
+        assert_eq!(r.confusion[0], vec![1, 0, 0, 0, 0, 1]);
+        assert_eq!(r.confusion[1], vec![1, 0, 0, 0, 0, 0]);
+        assert_eq!(r.confusion[2], vec![1, 0, 0, 0, 0, 0]);
+        assert_eq!(r.confusion[3], vec![0, 0, 0, 1, 0, 0]);
+        assert_eq!(r.confusion[5], vec![0; 6]);
+        assert_eq!(
+            r.per_class_recall,
+            vec![Some(0.5), Some(0.0), Some(0.0), Some(1.0), Some(0.0), None]
+        );
+        let total: u64 = r.confusion.iter().flatten().sum();
+        assert_eq!(total, 6);
+    }
+
+    #[test]
+    fn confusion_matrix_checks_labels_and_lengths() {
+        let m = confusion_matrix(&[1, 1, 0], &[0, 1, 0], 3).unwrap();
+        assert_eq!(m, vec![vec![1, 1, 0], vec![0, 1, 0], vec![0, 0, 0]]);
+        assert_eq!(per_class_recall(&m), vec![Some(0.5), Some(1.0), None]);
+        assert_eq!(
+            confusion_matrix(&[0, 3], &[0, 1], 3),
+            Err(MetricError::Label {
+                what: "prediction",
+                index: 1,
+                label: 3,
+                count: 3
+            })
+        );
+        assert!(matches!(
+            confusion_matrix(&[0], &[0, 1], 3),
+            Err(MetricError::Shape { .. })
+        ));
+    }
+
+    #[test]
+    fn ranked_classes_put_ties_in_class_order() {
+        assert_eq!(
+            ranked_classes(&[0.5, 0.9, 0.5, -1.0, 0.7]),
+            vec![1, 4, 0, 2, 3]
+        );
+        // The same order rank_in_row counts for each class.
+        let row = [0.5, 0.9, 0.5, -1.0, 0.7];
+        for (position, class) in ranked_classes(&row).into_iter().enumerate() {
+            assert_eq!(rank_in_row(&row, class), position);
+        }
+        assert!(ranked_classes(&[]).is_empty());
     }
 
     #[test]

@@ -27,7 +27,9 @@ mod ranking;
 pub mod retrieval;
 
 pub use caption_metrics::{CaptionMetrics, EvalError, ImageScores, MeteorJar, Scores};
-pub use classification::{classification_metrics, ClassificationMetrics};
+pub use classification::{
+    classification_metrics, classification_report, ClassificationMetrics, ClassificationReport,
+};
 pub use metric_error::MetricError;
 pub use ptb::{tokenize_captions, tokenize_ptb};
 pub use retrieval::{retrieval_recall, RecallAtK};

@@ -1,5 +1,7 @@
 //! The metadata of a partition, one row per embedding row, as a Parquet file with clip-retrieval's column
-//! names: `image_path` and `caption`, plus coca's `key` (the sample's key in its collection).
+//! names: `image_path` and `caption`, plus coca's `key` (the sample's key in its collection), `video` (whether
+//! the row is a video, whose embedding is the mean of its sampled frames') and `frames` (how many frames were
+//! averaged; null for images).
 
 use std::fs::File;
 use std::io::Write;
@@ -7,7 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use parquet::basic::Compression;
-use parquet::data_type::{ByteArray, ByteArrayType};
+use parquet::data_type::{BoolType, ByteArray, ByteArrayType, Int32Type};
 use parquet::file::properties::WriterProperties;
 use parquet::file::reader::{FileReader, SerializedFileReader};
 use parquet::file::writer::SerializedFileWriter;
@@ -26,6 +28,10 @@ pub struct MetadataRow {
     pub caption: Option<String>,
     /// The sample's key in its collection.
     pub key: Option<String>,
+    /// Whether the sample is a video (its `image_path` names a video file, an animated GIF or a frame folder).
+    pub video: bool,
+    /// For a video, the number of sampled frames whose embeddings were averaged; `None` for images.
+    pub frames: Option<u32>,
 }
 
 const SCHEMA: &str = "
@@ -33,6 +39,8 @@ message coca_metadata {
     OPTIONAL BYTE_ARRAY image_path (UTF8);
     OPTIONAL BYTE_ARRAY caption (UTF8);
     OPTIONAL BYTE_ARRAY key (UTF8);
+    REQUIRED BOOLEAN video;
+    OPTIONAL INT32 frames;
 }";
 
 /// Write `rows` as one Parquet row group (uncompressed: the crate is built without codecs to keep builds
@@ -65,7 +73,7 @@ pub fn write_metadata<W: Write + Send>(
             let mut column = group
                 .next_column()
                 .map_err(fail)?
-                .expect("the schema has three columns");
+                .expect("the schema has five columns");
             // Definition level 1 marks a present value, 0 a null; only present values are passed.
             let levels: Vec<i16> = rows.iter().map(|r| i16::from(get(r).is_some())).collect();
             let values: Vec<ByteArray> = rows
@@ -79,14 +87,41 @@ pub fn write_metadata<W: Write + Send>(
                 .map_err(fail)?;
             column.close().map_err(fail)?;
         }
+        let mut column = group
+            .next_column()
+            .map_err(fail)?
+            .expect("the schema has a video column");
+        let videos: Vec<bool> = rows.iter().map(|r| r.video).collect();
+        column
+            .typed::<BoolType>()
+            .write_batch(&videos, None, None)
+            .map_err(fail)?;
+        column.close().map_err(fail)?;
+        let mut column = group
+            .next_column()
+            .map_err(fail)?
+            .expect("the schema has a frames column");
+        let levels: Vec<i16> = rows.iter().map(|r| i16::from(r.frames.is_some())).collect();
+        // Parquet has no unsigned 32-bit physical type; frame counts are far below i32::MAX.
+        let frames: Vec<i32> = rows
+            .iter()
+            .filter_map(|r| r.frames)
+            .map(|f| i32::try_from(f).unwrap_or(i32::MAX))
+            .collect();
+        column
+            .typed::<Int32Type>()
+            .write_batch(&frames, Some(&levels), None)
+            .map_err(fail)?;
+        column.close().map_err(fail)?;
         group.close().map_err(fail)?;
     }
     writer.close().map_err(fail)?;
     Ok(())
 }
 
-/// Read every row of a metadata file. Columns other than `image_path`, `caption` and `key` (clip-retrieval
-/// adds one per JSON field) are ignored; missing ones read as `None`.
+/// Read every row of a metadata file. Columns other than `image_path`, `caption`, `key`, `video` and
+/// `frames` (clip-retrieval adds one per JSON field) are ignored; missing ones read as `None` (`video`: false,
+/// as in files written before videos were embedded).
 pub fn read_metadata(path: &Path) -> Result<Vec<MetadataRow>, RetrievalError> {
     let fail = |e: parquet::errors::ParquetError| RetrievalError::Metadata {
         path: path.to_path_buf(),
@@ -99,6 +134,17 @@ pub fn read_metadata(path: &Path) -> Result<Vec<MetadataRow>, RetrievalError> {
         let row = row.map_err(fail)?;
         let mut out = MetadataRow::default();
         for (name, field) in row.get_column_iter() {
+            match (name.as_str(), field) {
+                ("video", Field::Bool(b)) => {
+                    out.video = *b;
+                    continue;
+                }
+                ("frames", Field::Int(n)) => {
+                    out.frames = u32::try_from(*n).ok();
+                    continue;
+                }
+                _ => {}
+            }
             let slot = match name.as_str() {
                 "image_path" => &mut out.image_path,
                 "caption" => &mut out.caption,
@@ -139,16 +185,25 @@ mod tests {
                 image_path: Some("imgs/a.jpg".into()),
                 caption: Some("a cat, \"quoted\" — ünïcode".into()),
                 key: Some("a".into()),
+                ..MetadataRow::default()
             },
             MetadataRow {
                 image_path: Some("imgs/b.png".into()),
                 caption: None,
                 key: Some("b".into()),
+                ..MetadataRow::default()
+            },
+            MetadataRow {
+                image_path: Some("clips/c.mp4".into()),
+                caption: Some("a clip".into()),
+                key: Some("c".into()),
+                video: true,
+                frames: Some(8),
             },
         ];
         write_metadata(File::create(&path).unwrap(), &rows, &path).unwrap();
         assert_eq!(read_metadata(&path).unwrap(), rows);
-        assert_eq!(metadata_rows(&path).unwrap(), 2);
+        assert_eq!(metadata_rows(&path).unwrap(), 3);
 
         write_metadata(File::create(&path).unwrap(), &[], &path).unwrap();
         assert!(read_metadata(&path).unwrap().is_empty());

@@ -36,6 +36,7 @@ fn row(i: usize) -> MetadataRow {
         image_path: Some(format!("imgs/{i}.png")),
         caption: i.is_multiple_of(2).then(|| format!("caption {i}")),
         key: Some(format!("{i}")),
+        ..MetadataRow::default()
     }
 }
 

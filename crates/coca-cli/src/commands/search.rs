@@ -162,6 +162,10 @@ pub fn run(args: SearchArgs) -> Result<()> {
     );
     for (i, hit) in hits.iter().enumerate() {
         let path = hit.metadata.image_path.as_deref().unwrap_or("-");
+        let path = match hit.metadata.frames {
+            Some(n) if hit.metadata.video => format!("{path} (video, {n} frames)"),
+            _ => path.to_string(),
+        };
         match &hit.metadata.caption {
             Some(caption) => println!("{:>4}  {:+.4}  {path}  {caption:?}", i + 1, hit.score),
             None => println!("{:>4}  {:+.4}  {path}", i + 1, hit.score),

@@ -35,6 +35,19 @@ pub fn decode_all(path: &Path) -> Result<Vec<RgbImage>, VideoError> {
     Ok(frames)
 }
 
+/// Whether the GIF at `path` has more than one frame (only the first two are decoded).
+pub fn is_animated(path: &Path) -> Result<bool, VideoError> {
+    let file = std::fs::File::open(path).map_err(|source| VideoError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let decoder = GifDecoder::new(BufReader::new(file)).map_err(|e| VideoError::Decode {
+        path: path.to_path_buf(),
+        detail: e.to_string(),
+    })?;
+    Ok(decoder.into_frames().take(2).count() > 1)
+}
+
 /// `n` sampled frames of the GIF. GIF frames depend on the ones before, so all are decoded; GIFs are small.
 pub(crate) fn read(path: &Path, n: usize) -> Result<Vec<DecodedImage>, VideoError> {
     let frames = decode_all(path)?;

@@ -30,6 +30,7 @@ use coca_image::DecodedImage;
 
 pub use error::VideoError;
 pub use frames_dir::frame_files;
+pub use gif::is_animated as is_animated_gif;
 pub use sampling::sample_indices;
 
 /// File extensions read as video files through FFmpeg (compared case-insensitively). GIFs are not listed:

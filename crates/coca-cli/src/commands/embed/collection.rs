@@ -2,6 +2,11 @@
 //! whole collection, written in clip-retrieval's layout (see `coca_retrieval`), resumable after an
 //! interruption.
 //!
+//! Videos in a collection (video files and animated GIFs in a folder, list or CSV; frame folders named by a
+//! list or CSV) get one embedding each, the L2-normalised mean of their `--frames` sampled frames' embeddings
+//! (as `coca embed --video`), and the metadata marks them (`video`, `frames`), so `coca search` finds them by
+//! text like images.
+//!
 //! The input is cut into partitions of `--partition-size` input items: partition N covers items
 //! `N*size .. (N+1)*size` of the source, in the source's stable order. Items that cannot be used (an
 //! unreadable image, a malformed CSV row, a damaged shard) are reported and left out, so a partition can
@@ -16,7 +21,8 @@ use std::time::Instant;
 use anyhow::{anyhow, bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use clap::{Args, ValueEnum};
-use coca_data::{DataError, Input, Sample, Samples};
+use coca_data::video::VideoKind;
+use coca_data::{DataError, FolderSource, Input, Sample, Samples};
 use coca_image::PreprocessConfig;
 use coca_model::{Coca, CocaConfig};
 use coca_retrieval::{
@@ -31,6 +37,7 @@ use crate::cli::EmbedArgs;
 use crate::model_args::resolve_config;
 use crate::output::write_json;
 use crate::pipeline::preprocess_config;
+use crate::video_input::embed_video;
 
 /// How far `--embeddings auto` looks for a first readable sample to decide whether captions exist.
 const AUTO_LOOKAHEAD: usize = 10_000;
@@ -70,11 +77,14 @@ impl From<StoreDtype> for EmbeddingDtype {
 #[derive(Debug, Args)]
 #[command(next_help_heading = "Collections (bulk embedding into --output-dir)")]
 pub struct CollectionArgs {
-    /// Embed every image under this folder, recursively (jpg, jpeg, png, webp, gif, bmp, tif, tiff); a
-    /// sibling .txt file with the same stem is the caption.
+    /// Embed every image and video under this folder, recursively (jpg, jpeg, png, webp, gif, bmp, tif, tiff;
+    /// mp4, avi, mkv, mov, webm, ... with the `ffmpeg` feature); a sibling .txt file with the same stem is the
+    /// caption. Video files and animated GIFs get one embedding each, the mean of --frames frames; subfolders
+    /// are walked, never read as one video of frames (list a frame folder in --input-list for that).
     #[arg(long, value_name = "DIR")]
     pub input_dir: Option<PathBuf>,
-    /// Embed the images listed in this file, one path per line (sibling .txt captions as for --input-dir).
+    /// Embed the images listed in this file, one path per line (sibling .txt captions as for --input-dir); a
+    /// line may also name a video file, an animated GIF or a folder of frames, embedded as one video.
     #[arg(long, value_name = "FILE")]
     pub input_list: Option<PathBuf>,
     /// Embed the images of a CSV/TSV file, read like open_clip's --train-data CSV (see --csv-*).
@@ -87,7 +97,8 @@ pub struct CollectionArgs {
     #[arg(long, value_name = "PATTERN")]
     pub input_shards: Option<String>,
     /// Write clip-retrieval's layout here: img_emb/img_emb_N.npy, text_emb/text_emb_N.npy,
-    /// metadata/metadata_N.parquet (image_path, caption, key). Rerunning with the same settings resumes.
+    /// metadata/metadata_N.parquet (image_path, caption, key, video, frames). Rerunning with the same settings
+    /// resumes.
     #[arg(long, value_name = "OUT")]
     pub output_dir: Option<PathBuf>,
     /// Input items per output partition; each partition is written atomically once complete.
@@ -225,7 +236,30 @@ fn settings(args: &EmbedArgs, input: &Input) -> BTreeMap<String, serde_json::Val
     };
     m.insert("input".into(), json!(kind));
     m.insert("input_path".into(), json!(path));
+    // Videos' embeddings depend on how many frames are averaged.
+    m.insert("frames".into(), json!(args.frames));
     m
+}
+
+/// The image-side embedding of one sample.
+struct Visual {
+    /// The L2-normalised embedding (for a video, the normalised mean of its frames').
+    embedding: Vec<f32>,
+    /// For a video, how many frames were averaged.
+    frames: Option<u32>,
+}
+
+/// The video a sample names, when it is one: a video file ([`coca_data::video::VIDEO_EXTENSIONS`]), an
+/// animated GIF (a GIF of one frame stays an image, as before videos were read), or a folder of frames — which
+/// only a file list or CSV can name, since `--input-dir` walks into folders.
+fn video_path(sample: &Sample) -> Option<&Path> {
+    let path = sample.image.path()?;
+    let video = match coca_data::video::video_kind(path)? {
+        VideoKind::FrameFolder | VideoKind::File => true,
+        // An unreadable GIF is left to the image decoder, which reports it.
+        VideoKind::Gif => coca_data::video::is_animated_gif(path).unwrap_or(false),
+    };
+    video.then_some(path)
 }
 
 /// The model and everything needed to turn samples into embeddings.
@@ -239,6 +273,10 @@ struct Embedder {
     workers: usize,
     image: bool,
     text: bool,
+    /// Embedding width.
+    dim: usize,
+    /// Frames sampled per video (`--frames`).
+    frames: usize,
 }
 
 impl Embedder {
@@ -254,6 +292,8 @@ impl Embedder {
             tokenizer: Tokenizer::new().context("loading the CLIP tokenizer")?,
             context: cfg.text_cfg.context_length,
             vocab: cfg.text_cfg.vocab_size as u32,
+            dim: cfg.embed_dim,
+            frames: args.frames,
             model,
             workers: workers.max(1),
             image,
@@ -280,58 +320,125 @@ impl Embedder {
                 kept.push(sample);
             }
         }
-        let mut pixels = Vec::new();
-        if self.image {
-            let refs: Vec<&Sample> = kept.iter().collect();
-            let decoded = preprocess_samples(&refs, &self.pre, self.workers);
-            let mut readable = Vec::with_capacity(kept.len());
-            for (sample, result) in kept.into_iter().zip(decoded) {
-                match result {
-                    Ok(p) => {
-                        pixels.extend_from_slice(&p);
-                        readable.push(sample);
-                    }
-                    Err(e) => progress.skip(e.to_string()),
-                }
-            }
-            kept = readable;
-        }
+        let visual = if self.image {
+            self.embed_visual(&kept, progress)?
+        } else {
+            Vec::new()
+        };
+        // Drop the samples whose image or video could not be read (already reported).
+        let (kept, visual): (Vec<Sample>, Vec<Option<Visual>>) = if self.image {
+            kept.into_iter()
+                .zip(visual)
+                .filter(|(_, v)| v.is_some())
+                .unzip()
+        } else {
+            let n = kept.len();
+            (kept, (0..n).map(|_| None).collect())
+        };
         let n = kept.len();
         if n == 0 {
             return Ok(());
         }
-        let image_rows = if self.image {
-            let s = self.pre.image_size as usize;
-            let batch = Tensor::from_vec(pixels, (n, 3, s, s), &self.device)?;
-            flat(&self.model.encode_image(&batch)?.embedding)?
-        } else {
-            Vec::new()
-        };
         let text_rows = if self.text {
             let ids = self.tokenize(&kept)?;
             flat(&self.model.encode_text(&ids)?.embedding)?
         } else {
             Vec::new()
         };
-        let dim = image_rows.len().max(text_rows.len()) / n;
-        for (i, sample) in kept.into_iter().enumerate() {
-            let row = i * dim..(i + 1) * dim;
+        let dim = self.dim;
+        for (i, (sample, visual)) in kept.into_iter().zip(visual).enumerate() {
             let image_path = match sample.image.path() {
                 Some(p) => p.display().to_string(),
                 // clip-retrieval records a shard sample's key as its image_path.
                 None => sample.key.clone(),
             };
+            let frames = match &visual {
+                Some(Visual { frames, .. }) => *frames,
+                None => None,
+            };
             data.push(
-                self.image.then(|| &image_rows[row.clone()]),
-                self.text.then(|| &text_rows[row]),
+                visual.as_ref().map(|v| &v.embedding[..]),
+                self.text.then(|| &text_rows[i * dim..(i + 1) * dim]),
                 MetadataRow {
                     image_path: Some(image_path),
                     caption: sample.text,
                     key: Some(sample.key),
+                    video: frames.is_some(),
+                    frames,
                 },
             );
         }
         Ok(())
+    }
+
+    /// The image-side embedding of each sample, in order: images are decoded on the worker threads and
+    /// encoded as one batch; videos (video files, animated GIFs, frame folders named by a list or CSV) one by
+    /// one as the mean of their `--frames` sampled frames. `None` marks a sample that could not be read,
+    /// reported to `progress`.
+    fn embed_visual(
+        &self,
+        samples: &[Sample],
+        progress: &mut Progress,
+    ) -> Result<Vec<Option<Visual>>> {
+        let videos: Vec<Option<&Path>> = samples.iter().map(video_path).collect();
+        let images: Vec<&Sample> = samples
+            .iter()
+            .zip(&videos)
+            .filter(|(_, v)| v.is_none())
+            .map(|(s, _)| s)
+            .collect();
+        let mut pixels = Vec::new();
+        let mut readable = Vec::with_capacity(images.len());
+        for result in preprocess_samples(&images, &self.pre, self.workers) {
+            match result {
+                Ok(p) => {
+                    pixels.extend_from_slice(&p);
+                    readable.push(true);
+                }
+                Err(e) => {
+                    progress.skip(e.to_string());
+                    readable.push(false);
+                }
+            }
+        }
+        let n_ok = readable.iter().filter(|&&r| r).count();
+        let image_rows = if n_ok > 0 {
+            let s = self.pre.image_size as usize;
+            let batch = Tensor::from_vec(pixels, (n_ok, 3, s, s), &self.device)?;
+            flat(&self.model.encode_image(&batch)?.embedding)?
+        } else {
+            Vec::new()
+        };
+        let dim = self.dim;
+        let (mut next_image, mut next_row) = (0usize, 0usize);
+        let mut out = Vec::with_capacity(samples.len());
+        for video in videos {
+            if let Some(path) = video {
+                match embed_video(&self.model, path, self.frames, &self.pre) {
+                    Ok(embedding) => out.push(Some(Visual {
+                        embedding,
+                        frames: Some(self.frames as u32),
+                    })),
+                    Err(e) => {
+                        progress.skip(format!("{}: cannot use this video: {e:#}", path.display()));
+                        out.push(None);
+                    }
+                }
+                continue;
+            }
+            let ok = readable[next_image];
+            next_image += 1;
+            if ok {
+                out.push(Some(Visual {
+                    embedding: image_rows[next_row * dim..(next_row + 1) * dim].to_vec(),
+                    frames: None,
+                }));
+                next_row += 1;
+            } else {
+                out.push(None);
+            }
+        }
+        Ok(out)
     }
 
     /// Token ids (n, context) of the samples' captions, truncated as open_clip does.
@@ -400,7 +507,18 @@ pub fn run(args: &EmbedArgs, quiet: bool) -> Result<()> {
         bail!("--partition-size must be at least 1");
     }
     let started = Instant::now();
-    let source = coca_data::open(&input).with_context(|| format!("cannot read {input}"))?;
+    if args.frames == 0 {
+        bail!("--frames must be at least 1");
+    }
+    let source: Samples = match &input {
+        // Video files in a folder are embedded too (coca_data::open walks images only, for training).
+        Input::Folder(dir) => Box::new(
+            FolderSource::new(dir)
+                .with_context(|| format!("cannot read {input}"))?
+                .including_videos(),
+        ),
+        _ => coca_data::open(&input).with_context(|| format!("cannot read {input}"))?,
+    };
     let mut source = Lookahead {
         buffered: VecDeque::new(),
         rest: source,

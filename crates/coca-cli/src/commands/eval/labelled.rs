@@ -4,7 +4,9 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use coca_data::{FolderSource, Sample, ShardRecord, ShardRecords};
+use coca_data::{
+    class_folder_names, ClassFolders, ImageData, ItemKind, Sample, ShardRecord, ShardRecords,
+};
 
 /// CLIP_benchmark's class-name file in a dataset folder.
 pub const CLASSNAMES_FILE: &str = "classnames.txt";
@@ -100,27 +102,29 @@ impl LabelledDataset {
         path.is_file().then_some(path)
     }
 
-    /// Every labelled image of an image folder, listed up front (`None` for shards, which stream).
+    /// Every labelled image of an image folder, listed up front (`None` for shards, which stream). Images
+    /// are found below each class folder recursively, as torchvision's `ImageFolder` finds them (coca-data's
+    /// [`ClassFolders`], which `coca probe` reads too).
     pub fn listed(&self) -> Result<Option<Vec<(Sample, usize)>>> {
         let Layout::ImageFolder { root, classes } = &self.layout else {
             return Ok(None);
         };
-        let mut out = Vec::new();
-        for (label, class) in classes.iter().enumerate() {
-            let dir = root.join(class);
-            let before = out.len();
-            for sample in FolderSource::new(&dir)? {
-                out.push((sample?, label));
-            }
-            if out.len() == before {
-                bail!(
-                    "{}: the class folder `{class}` has no images (extensions: {})",
-                    dir.display(),
-                    coca_data::IMAGE_EXTENSIONS.join(", ")
-                );
-            }
-        }
-        Ok(Some(out))
+        let data = ClassFolders::open(root, ItemKind::Images, Some(classes))?;
+        let samples = data.items.into_iter().map(|item| {
+            let key = item
+                .path
+                .strip_prefix(root)
+                .unwrap_or(&item.path)
+                .to_string_lossy()
+                .into_owned();
+            let sample = Sample {
+                key,
+                image: ImageData::Path(item.path),
+                text: None,
+            };
+            (sample, item.label)
+        });
+        Ok(Some(samples.collect()))
     }
 
     /// The labelled images of shards, streamed; `classes` bounds the labels.
@@ -158,17 +162,7 @@ fn labelled_record(record: ShardRecord, classes: usize) -> Result<(Sample, usize
 
 /// Names of the subfolders of `dir`, sorted as torchvision's `ImageFolder` sorts its classes.
 fn subfolders(dir: &Path) -> Result<Vec<String>> {
-    let mut names = Vec::new();
-    for entry in
-        std::fs::read_dir(dir).with_context(|| format!("{}: cannot list", dir.display()))?
-    {
-        let entry = entry.with_context(|| format!("{}: cannot list", dir.display()))?;
-        if entry.path().is_dir() {
-            names.push(entry.file_name().to_string_lossy().into_owned());
-        }
-    }
-    names.sort();
-    Ok(names)
+    Ok(class_folder_names(dir)?)
 }
 
 fn tar_files(dir: &Path) -> Result<Vec<PathBuf>> {

@@ -21,12 +21,12 @@ use std::time::{Instant, UNIX_EPOCH};
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use coca_checkpoint::Checkpoint;
+use coca_data::LabelledItem;
 use coca_image::PreprocessConfig;
 use coca_model::nn::ops::l2_normalize;
 use coca_model::{Coca, CocaConfig};
 use sha2::{Digest, Sha256};
 
-use super::dataset::Item;
 use crate::video_input::{load_video, mean_embedding};
 
 /// Bumped whenever the extraction or the file layout changes, so old files stop matching.
@@ -77,7 +77,7 @@ pub struct FeatureSpec<'a> {
     /// Frames per video; `None` for images.
     pub frames: Option<usize>,
     /// The items.
-    pub items: &'a [Item],
+    pub items: &'a [LabelledItem],
 }
 
 /// Modification time in ns and size of a file (0s where the file system has no time).
@@ -296,7 +296,7 @@ pub fn encode_video(
 /// Run the encoder over every item (images in batches, videos one by one).
 fn extract(
     model: &Coca,
-    items: &[Item],
+    items: &[LabelledItem],
     frames: Option<usize>,
     pre: &PreprocessConfig,
     batch_size: usize,
@@ -370,7 +370,7 @@ mod tests {
         let image = dir.path().join("a.png");
         std::fs::write(&image, b"one").unwrap();
         let config = CocaConfig::builtin("coca_ViT-B-32").unwrap();
-        let items = vec![Item {
+        let items = vec![LabelledItem {
             path: image.clone(),
             label: 0,
         }];
@@ -399,7 +399,7 @@ mod tests {
             })
             .unwrap()
         );
-        let relabelled = vec![Item {
+        let relabelled = vec![LabelledItem {
             path: image.clone(),
             label: 1,
         }];

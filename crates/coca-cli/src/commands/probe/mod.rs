@@ -1,34 +1,36 @@
 //! `coca probe`: frozen-feature evaluation as the CoCa paper does it — a new attentional pooler (or a plain
 //! linear classifier) trained on the frozen encoder's outputs, for images and for videos.
 //!
-//! 1. [`dataset`]: class folders, and the train/validation split;
+//! 1. the class folders, read by coca-data's [`ClassFolders`] (as `coca eval` reads them), and [`split`]: the
+//!    train/validation split;
 //! 2. [`features`]: the encoder run once per dataset, its tokens and embeddings cached on disk;
 //! 3. [`head`] + [`fit`]: the probe trained on the cached features (seconds, not minutes);
-//! 4. [`metrics`]: top-1, top-5, mean per-class recall, confusion matrix; [`predict`]: a saved probe applied
+//! 4. the scores — top-1, top-5, mean per-class recall, confusion matrix — from `coca_eval`'s
+//!    [`classification_report`], the definitions zero-shot evaluation uses; [`predict`]: a saved probe applied
 //!    to new images or videos.
 
-mod dataset;
 mod features;
 mod fit;
 mod head;
-mod metrics;
 mod predict;
+mod split;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use coca_data::{ClassFolders, ItemKind, LabelledItem};
+use coca_eval::{classification_report, ClassificationReport};
 use coca_model::{Coca, CocaConfig};
 use serde_json::json;
 
 use crate::model_args::{parse_precision, resolve_config, ModelArgs};
 use crate::output::write_json;
-use dataset::{stratified_split, Dataset};
 use features::{FeatureSpec, Features, Provenance};
 use fit::{fit, FitOptions};
 use head::{standardisation, ProbeHead, ProbeKind};
-use metrics::evaluate;
+use split::stratified_split;
 
 /// Without --epochs, a run trains at least this many epochs...
 const DEFAULT_MIN_EPOCHS: usize = 10;
@@ -181,8 +183,13 @@ fn train(args: &ProbeArgs, quiet: bool) -> Result<()> {
         args: args.model.clone(),
         model: None,
     };
-    let data = Dataset::open(train_dir, args.video, None)?;
-    let features_of = |items: &[dataset::Item], model: &mut LazyModel| {
+    let kind_of_items = if args.video {
+        ItemKind::Videos
+    } else {
+        ItemKind::Images
+    };
+    let data = ClassFolders::open(train_dir, kind_of_items, None)?;
+    let features_of = |items: &[LabelledItem], model: &mut LazyModel| {
         let spec = FeatureSpec {
             weights: &weights,
             config: &cfg,
@@ -194,7 +201,7 @@ fn train(args: &ProbeArgs, quiet: bool) -> Result<()> {
     };
     let (train, val, provenance): (Features, Features, Vec<Provenance>) = match &args.val_dir {
         Some(val_dir) => {
-            let val_data = Dataset::open(val_dir, args.video, Some(&data.classes))?;
+            let val_data = ClassFolders::open(val_dir, kind_of_items, Some(&data.classes))?;
             let (train, p1) = features_of(&data.items, &mut model)?;
             let (val, p2) = features_of(&val_data.items, &mut model)?;
             (train, val, vec![p1, p2])
@@ -253,8 +260,9 @@ fn train(args: &ProbeArgs, quiet: bool) -> Result<()> {
         bail!("--lr must be a positive number");
     }
     let report = fit(&head, train_x, &train.labels, &opts)?;
-    let logits = fit::predict(&head, val_x, 256)?;
-    let eval = evaluate(&logits, &val.labels, classes);
+    let logits: Vec<f32> = fit::predict(&head, val_x, 256)?.concat();
+    let eval = classification_report(&logits, classes, &val.labels)
+        .context("scoring the probe on the validation set")?;
 
     if let Some(path) = &args.save_probe {
         head.save(
@@ -268,16 +276,16 @@ fn train(args: &ProbeArgs, quiet: bool) -> Result<()> {
             "{} on {} (top-1 {:.1}%)",
             kind.task().replace('_', " "),
             train_dir.display(),
-            100.0 * eval.acc1
+            100.0 * eval.metrics.acc1
         );
         written = coca_runlog::plot_confusion(&eval.confusion, &data.classes, path, &title)?;
     }
 
     let mut metrics = json!({
-        "acc1": eval.acc1,
-        "mean_per_class_recall": eval.mean_per_class_recall,
+        "acc1": eval.metrics.acc1,
+        "mean_per_class_recall": eval.metrics.mean_per_class_recall,
     });
-    if let Some(acc5) = eval.acc5 {
+    if let Some(acc5) = eval.metrics.acc5 {
         metrics["acc5"] = json!(acc5);
     }
     let probe = match kind {
@@ -327,7 +335,8 @@ fn train(args: &ProbeArgs, quiet: bool) -> Result<()> {
     Ok(())
 }
 
-fn print_summary(value: &serde_json::Value, eval: &metrics::Evaluation, classes: &[String]) {
+fn print_summary(value: &serde_json::Value, report: &ClassificationReport, classes: &[String]) {
+    let eval = &report.metrics;
     let cached = value["features"]
         .as_array()
         .map(|a| a.iter().all(|p| p["reused"] == true))

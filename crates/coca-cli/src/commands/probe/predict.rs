@@ -4,11 +4,12 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
+use coca_eval::classification::ranked_classes;
+use coca_generate::logits::softmax;
 use serde_json::json;
 
 use super::features::{encode, encode_video};
 use super::head::{ProbeHead, ProbeKind};
-use super::metrics::{ranking, softmax};
 use super::ProbeArgs;
 use crate::output::write_json;
 use crate::pipeline::{load_images, preprocess_config};
@@ -116,10 +117,11 @@ pub fn run(args: &ProbeArgs) -> Result<()> {
         let x = x.to_device(&Device::Cpu)?;
         let logits = head.logits(&x)?.to_vec2::<f32>()?.remove(0);
         let probs = softmax(&logits);
-        let top: Vec<serde_json::Value> = ranking(&logits)
+        // Probabilities are reported in f32, as the logits are.
+        let top: Vec<serde_json::Value> = ranked_classes(&logits)
             .into_iter()
             .take(args.top_k)
-            .map(|c| json!({"class": info.classes[c], "index": c, "probability": probs[c]}))
+            .map(|c| json!({"class": info.classes[c], "index": c, "probability": probs[c] as f32}))
             .collect();
         results.push(json!({"input": input.display().to_string(), "top_k": top}));
     }
