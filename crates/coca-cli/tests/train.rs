@@ -313,3 +313,30 @@ fn a_diverging_run_stops_at_the_bad_step_and_names_the_last_checkpoint() {
     ]);
     assert_fails_with(&o, &["at step", "Last good checkpoint", "step_0000"]);
 }
+
+/// `--precision amp_bf16` trains from f32 master weights with bf16 compute: the run finishes and its losses
+/// follow the f32 run's within bf16 error.
+#[test]
+fn bf16_mixed_precision_follows_the_f32_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (f32_dir, bf16_dir) = (tmp.path().join("f32"), tmp.path().join("bf16"));
+    let f32_out = f32_dir.to_str().unwrap();
+    let bf16_out = bf16_dir.to_str().unwrap();
+    let o = coca(&train_args(f32_out, "6"));
+    assert!(o.status.success(), "{}", common::stderr(&o));
+    let mut args = train_args(bf16_out, "6");
+    args.extend(["--precision", "amp_bf16"]);
+    let o = coca(&args);
+    assert!(o.status.success(), "{}", common::stderr(&o));
+    let (a, b) = (losses(&f32_dir), losses(&bf16_dir));
+    assert_eq!(a.len(), 6);
+    assert_eq!(b.len(), 6);
+    for ((step, x), (_, y)) in a.iter().zip(&b) {
+        assert!(y.is_finite(), "step {step}: {y}");
+        assert!(
+            ((x - y) / x).abs() < 5e-2,
+            "step {step}: f32 {x} vs bf16 {y}"
+        );
+    }
+    assert_ne!(a, b, "bf16 compute should round differently from f32");
+}

@@ -84,3 +84,67 @@ pub fn trainable_from(
     }
     Ok(TrainableCoca { model, vars })
 }
+
+/// Serves pre-cast tensors whatever dtype the model asks for (the cast is decided per parameter).
+struct CastView {
+    tensors: std::collections::HashMap<String, Tensor>,
+}
+
+impl CastView {
+    fn lookup(&self, name: &str) -> Result<Tensor> {
+        self.tensors
+            .get(name)
+            .cloned()
+            .ok_or_else(|| candle_core::Error::Msg(format!("no variable `{name}`")))
+    }
+}
+
+impl SimpleBackend for CastView {
+    fn get(&self, s: Shape, name: &str, _: Init, _: DType, _: &Device) -> Result<Tensor> {
+        let t = self.lookup(name)?;
+        if t.shape() != &s {
+            candle_core::bail!("`{name}`: variable {:?}, model expects {s:?}", t.shape());
+        }
+        Ok(t)
+    }
+
+    fn get_unchecked(&self, name: &str, _: DType, _: &Device) -> Result<Tensor> {
+        self.lookup(name)
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        self.tensors.contains_key(name)
+    }
+}
+
+/// `true` for the parameters of LayerNorms (`…ln_1.weight`, `…ln_final.bias`, …), which mixed precision keeps
+/// in f32 as autocast does (the norms compute in f32).
+fn is_layer_norm_parameter(name: &str) -> bool {
+    name.rsplit('.')
+        .nth(1)
+        .is_some_and(|module| module.starts_with("ln"))
+}
+
+/// The model of `vars` (f32 master weights) computing in `dtype`, as autocast does: every parameter but the
+/// LayerNorms' and `logit_scale` enters as a cast of its variable. The casts are recorded, so gradients reach
+/// the f32 variables in f32. Built anew for each step (the casts must see the current weights).
+pub fn mixed_precision_view(cfg: &CocaConfig, vars: &VarMap, dtype: DType) -> Result<Coca> {
+    let data = vars
+        .data()
+        .lock()
+        .map_err(|_| candle_core::Error::Msg("var map poisoned".into()))?;
+    let mut tensors = std::collections::HashMap::with_capacity(data.len());
+    let mut device = Device::Cpu;
+    for (name, var) in data.iter() {
+        let t = var.as_tensor();
+        device = t.device().clone();
+        let keep = is_layer_norm_parameter(name) || name == "logit_scale";
+        tensors.insert(
+            name.clone(),
+            if keep { t.clone() } else { t.to_dtype(dtype)? },
+        );
+    }
+    drop(data);
+    let vb = VarBuilder::from_backend(Box::new(CastView { tensors }), dtype, device);
+    Coca::new(cfg, vb)
+}

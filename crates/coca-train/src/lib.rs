@@ -27,4 +27,6 @@ pub use optim::{AdamW, AdamWConfig};
 pub use params::Locks;
 pub use schedule::{Schedule, ScheduleKind};
 pub use step::{MicroBatch, StepLosses};
-pub use trainer::{Start, StepReport, TrainData, TrainHooks, TrainOptions, Trainer};
+pub use trainer::{
+    Start, StepReport, TrainData, TrainHooks, TrainOptions, TrainPrecision, Trainer,
+};

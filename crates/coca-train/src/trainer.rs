@@ -7,7 +7,7 @@ use std::time::Instant;
 use candle_core::{DType, Device, Var};
 use coca_checkpoint::{save_safetensors, Checkpoint};
 use coca_model::load::validate_checkpoint;
-use coca_model::weights::{parameter_specs, trainable_from, TrainableCoca};
+use coca_model::weights::{mixed_precision_view, parameter_specs, trainable_from, TrainableCoca};
 use coca_model::{Coca, CocaConfig, CocaLossConfig};
 use serde::{Deserialize, Serialize};
 
@@ -53,6 +53,21 @@ pub struct TrainOptions {
     pub val_every: u64,
     /// Seed of the initialisation (data order has its own seed in the loader).
     pub seed: u64,
+    /// Compute precision of the forward and backward (the weights and optimiser state stay f32).
+    #[serde(default)]
+    pub precision: TrainPrecision,
+}
+
+/// open_clip's `--precision` for training.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TrainPrecision {
+    /// Everything in f32.
+    #[default]
+    Fp32,
+    /// bf16 mixed precision as `torch.autocast(dtype=bfloat16)`: matrix products and activations in bf16 from
+    /// f32 master weights; LayerNorms, softmax and the losses in f32; f32 gradients and AdamW state.
+    AmpBf16,
 }
 
 /// Where the batches come from. Implementations tokenize and preprocess; the loop only needs tensors.
@@ -378,12 +393,29 @@ impl Trainer {
                 .map(|m| m.ids.dim(0).unwrap_or(0))
                 .sum::<usize>()
                 * self.world_size();
+            let view;
+            let (model, micro) = match self.options.precision {
+                TrainPrecision::Fp32 => (&self.model.model, micro),
+                TrainPrecision::AmpBf16 => {
+                    view = mixed_precision_view(&self.cfg, &self.model.vars, DType::BF16)?;
+                    let micro = micro
+                        .into_iter()
+                        .map(|m| {
+                            Ok(MicroBatch {
+                                images: m.images.to_dtype(DType::BF16)?,
+                                ids: m.ids,
+                            })
+                        })
+                        .collect::<Result<Vec<_>, candle_core::Error>>()?;
+                    (&view, micro)
+                }
+            };
             let (losses, mut grads) = match &self.dist {
-                None => step_gradients(&self.model.model, &self.params, &micro, &loss_cfg)?,
+                None => step_gradients(model, &self.params, &micro, &loss_cfg)?,
                 Some(d) => {
                     let comm = d.comm.as_ref();
                     let (losses, mut grads) = step_gradients_distributed(
-                        &self.model.model,
+                        model,
                         &self.params,
                         &micro,
                         &loss_cfg,

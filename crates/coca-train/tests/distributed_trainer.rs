@@ -48,6 +48,7 @@ fn options(seed: u64, steps: u64) -> TrainOptions {
         keep_checkpoints: 0,
         val_every: 0,
         seed,
+        precision: Default::default(),
     }
 }
 

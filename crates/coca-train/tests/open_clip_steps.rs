@@ -74,6 +74,7 @@ fn options(meta: &serde_json::Value, accum: usize) -> TrainOptions {
         keep_checkpoints: 1,
         val_every: 0,
         seed: 0,
+        precision: Default::default(),
     }
 }
 

@@ -19,7 +19,8 @@ use coca_dist::DistEnv;
 use coca_model::{CocaConfig, ConfigSource};
 use coca_train::checkpoint::latest_checkpoint;
 use coca_train::{
-    AdamWConfig, DistOptions, Locks, Schedule, ScheduleKind, Start, TrainOptions, Trainer,
+    AdamWConfig, DistOptions, Locks, Schedule, ScheduleKind, Start, TrainOptions, TrainPrecision,
+    Trainer,
 };
 use coca_zeroshot::Template;
 use serde_json::json;
@@ -199,6 +200,10 @@ pub struct TrainArgs {
     /// cuda:LOCAL_RANK (one GPU per rank).
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// open_clip's --precision: fp32, or amp_bf16 (bf16 mixed precision from f32 master weights, as
+    /// torch.autocast; LayerNorms, softmax and losses stay f32). amp_bf16 is meant for GPUs.
+    #[arg(long, value_enum, default_value_t = PrecisionArg::Fp32)]
+    pub precision: PrecisionArg,
     /// Print the final summary as JSON.
     #[arg(long)]
     pub json: bool,
@@ -548,6 +553,16 @@ fn print_demo_report(eval: &eval::Evaluation, run_dir: &Path, seconds: f64) {
     );
 }
 
+/// `--precision` of `coca train`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PrecisionArg {
+    /// f32 throughout.
+    Fp32,
+    /// bf16 mixed precision.
+    #[value(name = "amp_bf16", alias = "amp_bfloat16")]
+    AmpBf16,
+}
+
 fn train_options(args: &TrainArgs, steps: u64) -> TrainOptions {
     TrainOptions {
         steps,
@@ -583,6 +598,10 @@ fn train_options(args: &TrainArgs, steps: u64) -> TrainOptions {
         keep_checkpoints: args.keep_checkpoints,
         val_every: args.val_every,
         seed: args.seed,
+        precision: match args.precision {
+            PrecisionArg::Fp32 => TrainPrecision::Fp32,
+            PrecisionArg::AmpBf16 => TrainPrecision::AmpBf16,
+        },
     }
 }
 
