@@ -37,6 +37,12 @@ impl AttentionalPooler {
         let context = self.ln_k.forward(x)?;
         // The queries do not depend on the input: normalise and project them once, then share across the batch.
         let q = self.ln_q.forward(&self.query)?.unsqueeze(0)?;
+        if self.attn.fused_applies(&q, Some(&context), None) {
+            // The fused training node takes one query row block per batch item.
+            let (_, n, width) = q.dims3()?;
+            let q = q.broadcast_as((batch, n, width))?.contiguous()?;
+            return self.attn.forward(&q, Some(&context), None);
+        }
         let q = self.attn.project_query(&q)?;
         let (_, h, n, d) = q.dims4()?;
         let q = q.broadcast_as((batch, h, n, d))?.contiguous()?;

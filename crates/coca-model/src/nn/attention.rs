@@ -3,6 +3,7 @@
 use candle_core::{DType, Device, Result, Tensor};
 use candle_nn::VarBuilder;
 
+use super::fused::{self, Projections};
 use super::layers::{matmul_transposed, Linear};
 use super::ops;
 
@@ -153,6 +154,64 @@ impl MultiheadAttention {
         self.out_proj.forward(&out)
     }
 
+    /// `true` when a forward over these inputs takes the fused training path: some input or parameter records
+    /// a gradient and every tensor suits [`fused::applies`].
+    pub fn fused_applies(
+        &self,
+        query: &Tensor,
+        context: Option<&Tensor>,
+        mask: Option<&Tensor>,
+    ) -> bool {
+        let mut tensors = vec![query];
+        tensors.extend(context);
+        match &self.in_proj {
+            InProjection::Packed { weight, bias } => tensors.extend([weight, bias]),
+            InProjection::Separate { q, k, v } => {
+                for l in [q, k, v] {
+                    tensors.extend(l.parameters());
+                }
+            }
+        }
+        tensors.iter().any(|t| t.track_op())
+            && fused::applies(&tensors)
+            && mask.is_none_or(|m| fused::applies(&[m]))
+    }
+
+    /// The training path: projections, then one fused node from them to the merged heads.
+    fn forward_fused(
+        &self,
+        query: &Tensor,
+        context: Option<&Tensor>,
+        mask: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let e = self.embed_dim;
+        let out = match (&self.in_proj, context) {
+            (InProjection::Packed { weight, bias }, None) => {
+                let qkv = matmul_transposed(query, weight, Some(bias))?;
+                fused::multi_head_attention(Projections::Packed(&qkv), self.heads, mask)?
+            }
+            (InProjection::Packed { weight, bias }, Some(ctx)) => {
+                let q = matmul_transposed(
+                    query,
+                    &weight.narrow(0, 0, e)?,
+                    Some(&bias.narrow(0, 0, e)?),
+                )?;
+                let kv = matmul_transposed(
+                    ctx,
+                    &weight.narrow(0, e, 2 * e)?,
+                    Some(&bias.narrow(0, e, 2 * e)?),
+                )?;
+                fused::multi_head_attention(Projections::QueryKeyValue(&q, &kv), self.heads, mask)?
+            }
+            (InProjection::Separate { q, k, v }, ctx) => {
+                let ctx = ctx.unwrap_or(query);
+                let (q, k, v) = (q.forward(query)?, k.forward(ctx)?, v.forward(ctx)?);
+                fused::multi_head_attention(Projections::Separate(&q, &k, &v), self.heads, mask)?
+            }
+        };
+        self.out_proj.forward(&out)
+    }
+
     /// Attention from `query` to `context` (`None`: self-attention).
     pub fn forward(
         &self,
@@ -160,6 +219,9 @@ impl MultiheadAttention {
         context: Option<&Tensor>,
         mask: Option<&Tensor>,
     ) -> Result<Tensor> {
+        if self.fused_applies(query, context, mask) {
+            return self.forward_fused(query, context, mask);
+        }
         let (q, kv) = match context {
             None => self.project_qkv(query)?,
             Some(ctx) => (self.project_query(query)?, self.project_kv(ctx)?),

@@ -31,6 +31,11 @@ impl Linear {
         Self { weight, bias }
     }
 
+    /// The weight, then the bias if there is one.
+    pub fn parameters(&self) -> impl Iterator<Item = &Tensor> {
+        std::iter::once(&self.weight).chain(self.bias.as_ref())
+    }
+
     /// Apply to `x` of shape (..., in). All leading dimensions are folded into one GEMM.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         matmul_transposed(x, &self.weight, self.bias.as_ref())

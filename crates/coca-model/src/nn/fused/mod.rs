@@ -8,6 +8,7 @@
 //!
 //! The kernels run for f32 tensors on the CPU; callers check [`applies`] and otherwise use composed candle ops.
 
+pub mod attention;
 pub mod cross_entropy;
 pub mod gelu;
 pub mod layer_norm;
@@ -16,6 +17,7 @@ pub mod lm_head;
 pub mod softmax;
 pub mod vexp;
 
+pub use attention::{multi_head_attention, Projections};
 pub use cross_entropy::cross_entropy_rows;
 pub use gelu::gelu_erf;
 pub use layer_norm::layer_norm;

@@ -9,14 +9,14 @@ use rayon::prelude::*;
 use super::{f32_slice, rows_per_task};
 
 /// An additive mask laid out per score row: row `r` of the scores adds `data[offsets[r]..][..width]`.
-struct MaskRows {
-    data: Vec<f32>,
-    offsets: Vec<usize>,
+pub(super) struct MaskRows {
+    pub(super) data: Vec<f32>,
+    pub(super) offsets: Vec<usize>,
 }
 
 impl MaskRows {
     /// Index a mask broadcastable to `scores` (no broadcasting along the last dimension) by score row.
-    fn new(mask: &Tensor, scores: &[usize]) -> Result<Self> {
+    pub(super) fn new(mask: &Tensor, scores: &[usize]) -> Result<Self> {
         let width = *scores.last().unwrap_or(&0);
         let mdims = mask.dims();
         if mdims.len() > scores.len() || mdims.last() != Some(&width) {
