@@ -127,7 +127,8 @@ pub struct VisionConfig {
     /// Skip `ln_pre`.
     #[serde(default)]
     pub no_ln_pre: bool,
-    /// Only `"learnable"` is supported.
+    /// `"learnable"` (open_clip's default) or `"sin_cos_2d"`: fixed 2-D sine-cosine position embeddings (square
+    /// grids, width a multiple of 4), which a from-scratch run initialises by formula and never updates.
     #[serde(default = "VisionConfig::default_pos_embed_type")]
     pub pos_embed_type: String,
     /// Apply `ln_post` after pooling (only without an attentional pooler, as in open_clip).
@@ -184,6 +185,11 @@ impl VisionConfig {
     }
     fn default_pool_type() -> String {
         "tok".into()
+    }
+
+    /// `true` for `pos_embed_type: "sin_cos_2d"`: the position embeddings are a fixed table, not trained.
+    pub fn fixed_positions(&self) -> bool {
+        self.pos_embed_type == "sin_cos_2d"
     }
 
     /// Number of attention heads of the encoder blocks.
@@ -505,11 +511,23 @@ impl CocaConfig {
                 }
             }
         }
-        if v.pos_embed_type != "learnable" {
-            return bad(format!(
-                "vision_cfg.pos_embed_type = {:?} (only \"learnable\")",
-                v.pos_embed_type
-            ));
+        match v.pos_embed_type.as_str() {
+            "learnable" => {}
+            "sin_cos_2d" => {
+                let (gh, gw) = v.grid();
+                if gh != gw || !v.width.is_multiple_of(4) {
+                    return bad(format!(
+                        "vision_cfg.pos_embed_type = \"sin_cos_2d\" needs a square patch grid and a width that \
+                         is a multiple of 4 (grid {gh}×{gw}, width {})",
+                        v.width
+                    ));
+                }
+            }
+            other => {
+                return bad(format!(
+                    "vision_cfg.pos_embed_type = {other:?} (\"learnable\" or \"sin_cos_2d\")"
+                ))
+            }
         }
         if !matches!(v.pool_type.as_str(), "tok" | "avg") {
             return bad(format!(
@@ -712,6 +730,22 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(msg.contains("vision_cfg.qk_norm"), "{msg}");
+    }
+
+    #[test]
+    fn position_embedding_types_are_checked() {
+        let src = ConfigSource::Builtin("x".into());
+        let mut cfg = CocaConfig::builtin("coca_ViT-B-32").unwrap();
+        cfg.vision_cfg.pos_embed_type = "sin_cos_2d".into();
+        cfg.validate(&src).unwrap();
+        assert!(cfg.vision_cfg.fixed_positions());
+        cfg.vision_cfg.image_size = Size2::Pair([224, 192]);
+        let msg = cfg.validate(&src).unwrap_err().to_string();
+        assert!(msg.contains("square patch grid"), "{msg}");
+        cfg.vision_cfg.image_size = Size2::Square(224);
+        cfg.vision_cfg.pos_embed_type = "rope".into();
+        let msg = cfg.validate(&src).unwrap_err().to_string();
+        assert!(msg.contains("\"rope\""), "{msg}");
     }
 
     #[test]

@@ -247,3 +247,57 @@ impl VisionTower {
         self.conv1.dtype()
     }
 }
+
+/// open_clip's fixed 2-D sine-cosine position embeddings (`pos_embed_type: "sin_cos_2d"`) for a `grid`×`grid`
+/// patch grid: `(1 + grid², width)` row-major, a zero row for the class token first. Patch `(row, col)` gets
+/// `[sin(col·ω), cos(col·ω), sin(row·ω), cos(row·ω)]` with `ω_k = 10000^(−k/(width/4))`, `k < width/4` (the
+/// column comes first, as open_clip's `meshgrid` orders it). `width` must be a multiple of 4.
+pub fn sincos_2d_positional_embedding(width: usize, grid: usize) -> Vec<f32> {
+    let quarter = width / 4;
+    // Frequencies in f64 and values rounded once to f32, as open_clip computes them in numpy.
+    let omega: Vec<f64> = (0..quarter)
+        .map(|k| 1.0 / 10000f64.powf(k as f64 / quarter as f64))
+        .collect();
+    let mut table = vec![0f32; width];
+    for row in 0..grid {
+        for col in 0..grid {
+            for pos in [col, row] {
+                let angles = omega.iter().map(|w| pos as f64 * w);
+                table.extend(angles.clone().map(|a| a.sin() as f32));
+                table.extend(angles.map(|a| a.cos() as f32));
+            }
+        }
+    }
+    table
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sincos_table_layout() {
+        let (width, grid) = (8, 3);
+        let t = sincos_2d_positional_embedding(width, grid);
+        assert_eq!(t.len(), (grid * grid + 1) * width);
+        assert!(
+            t[..width].iter().all(|&v| v == 0.0),
+            "class token row is zero"
+        );
+        // Patch (row 1, col 2) is row 1 + 1·3 + 2 = 6 of the table; ω = [1, 0.01] for width 8.
+        let r = &t[6 * width..7 * width];
+        let want = [
+            2f64.sin(),
+            0.02f64.sin(),
+            2f64.cos(),
+            0.02f64.cos(),
+            1f64.sin(),
+            0.01f64.sin(),
+            1f64.cos(),
+            0.01f64.cos(),
+        ];
+        for (got, want) in r.iter().zip(want) {
+            assert!((f64::from(*got) - want).abs() < 1e-7, "{r:?}");
+        }
+    }
+}

@@ -94,3 +94,34 @@ fn bf16_inference_stays_within_half_precision_error() {
     let failures = report.failures();
     assert!(failures.is_empty(), "{failures:#?}");
 }
+
+#[test]
+fn sincos_position_tables_equal_open_clips() {
+    // scripts/parity/make_sincos_fixture.py: the `positional_embedding` parameter of open_clip ViTs built with
+    // `pos_embed_type="sin_cos_2d"`.
+    let text = std::fs::read_to_string(fixture("sincos_2d.json")).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let tables = json["tables"].as_array().unwrap();
+    assert_eq!(tables.len(), 2);
+    for table in tables {
+        let width = table["width"].as_u64().unwrap() as usize;
+        let grid = table["grid"].as_u64().unwrap() as usize;
+        let want: Vec<f64> = table["values"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        let got = coca_model::vision::sincos_2d_positional_embedding(width, grid);
+        assert_eq!(got.len(), want.len(), "width {width}, grid {grid}");
+        let worst = got
+            .iter()
+            .zip(&want)
+            .map(|(g, w)| (f64::from(*g) - w).abs())
+            .fold(0f64, f64::max);
+        assert!(
+            worst <= 1e-7,
+            "width {width}, grid {grid}: max abs difference {worst:e}"
+        );
+    }
+}

@@ -23,6 +23,8 @@ pub enum InitRule {
     Normal(f64),
     /// Uniform on `[-bound, bound]` (PyTorch's Linear/Conv default and Xavier-uniform).
     Uniform(f64),
+    /// The fixed 2-D sine-cosine table of `pos_embed_type: "sin_cos_2d"` for a `(1 + grid², width)` shape.
+    SinCos2d,
 }
 
 /// Standard deviations of open_clip's scaled-normal scheme for a transformer of `width` × `layers`.
@@ -89,6 +91,9 @@ pub fn init_rule(cfg: &CocaConfig, name: &str, shape: &[usize]) -> Option<InitRu
         }
         ("text" | "text_decoder", "text_projection") => {
             return Some(InitRule::Normal(scaled.as_ref()?.head))
+        }
+        ("visual", "positional_embedding") if cfg.vision_cfg.fixed_positions() => {
+            return Some(InitRule::SinCos2d)
         }
         ("visual", "class_embedding" | "positional_embedding" | "proj") => {
             return Some(InitRule::Normal((cfg.vision_cfg.width as f64).powf(-0.5)))
@@ -188,6 +193,19 @@ pub fn draw(rule: InitRule, shape: &[usize], seed: u64) -> Result<Tensor> {
                 .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
             (0..n).map(|_| rng.sample(uniform) as f32).collect()
         }
+        InitRule::SinCos2d => {
+            let (rows, width) = match shape {
+                [rows, width] => (*rows, *width),
+                _ => candle_core::bail!("sin-cos position table: expected 2 dims, got {shape:?}"),
+            };
+            let grid = ((rows.saturating_sub(1)) as f64).sqrt().round() as usize;
+            if grid * grid + 1 != rows || !width.is_multiple_of(4) {
+                candle_core::bail!(
+                    "sin-cos position table: shape {shape:?} is not (1 + grid², 4k)"
+                );
+            }
+            coca_model::vision::sincos_2d_positional_embedding(width, grid)
+        }
     };
     Tensor::from_vec(values, shape, &Device::Cpu)
 }
@@ -263,6 +281,24 @@ mod tests {
             InitRule::Normal(512f64.powf(-0.5))
         );
         assert!(init_rule(&cfg, "visual.something_new", &[3]).is_none());
+    }
+
+    #[test]
+    fn sin_cos_positions_are_the_fixed_table_and_never_trained() {
+        let mut cfg = CocaConfig::builtin("coca_ViT-B-32").unwrap();
+        cfg.vision_cfg.pos_embed_type = "sin_cos_2d".into();
+        let shape = [50, 768];
+        let rule = init_rule(&cfg, "visual.positional_embedding", &shape).unwrap();
+        assert_eq!(rule, InitRule::SinCos2d);
+        let table = draw(rule, &shape, 1).unwrap();
+        let want = coca_model::vision::sincos_2d_positional_embedding(768, 7);
+        assert_eq!(table.flatten_all().unwrap().to_vec1::<f32>().unwrap(), want);
+        assert!(draw(InitRule::SinCos2d, &[51, 768], 1).is_err());
+        let locks = crate::params::Locks::default();
+        assert!(!locks.trainable(&cfg, "visual.positional_embedding"));
+        assert!(locks.trainable(&cfg, "visual.class_embedding"));
+        cfg.vision_cfg.pos_embed_type = "learnable".into();
+        assert!(locks.trainable(&cfg, "visual.positional_embedding"));
     }
 
     #[test]

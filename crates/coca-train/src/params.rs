@@ -70,8 +70,12 @@ fn block_index(name: &str, prefix: &str) -> Option<usize> {
 }
 
 impl Locks {
-    /// Whether `name` is updated by the optimiser.
+    /// Whether `name` is updated by the optimiser. Fixed sine-cosine position embeddings never are (open_clip
+    /// makes them a parameter with `requires_grad=False`).
     pub fn trainable(&self, cfg: &CocaConfig, name: &str) -> bool {
+        if name == "visual.positional_embedding" && cfg.vision_cfg.fixed_positions() {
+            return false;
+        }
         if self.image && name.starts_with("visual.") {
             let groups = cfg.vision_cfg.layers + 2;
             return image_group(cfg, name) + self.image_unlocked_groups >= groups;
