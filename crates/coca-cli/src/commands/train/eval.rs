@@ -85,6 +85,15 @@ fn recall_at_1(
     Ok(hits as f64 / best.len().max(1) as f64)
 }
 
+/// Greedy decoding for validation captions: up to the model's whole context (start and end tokens included,
+/// as a reference caption is tokenized), the end token allowed at once.
+pub fn caption_generation(cfg: &CocaConfig) -> GenerationConfig {
+    let mut gen = GenerationConfig::greedy(cfg.text_cfg.vocab_size);
+    gen.max_tokens = cfg.text_cfg.context_length.max(2);
+    gen.min_tokens_before_eos = 0;
+    gen
+}
+
 /// Evaluate `model` on `set`: retrieval both ways, greedy captions against the references, and zero-shot
 /// top-1 when a labelled set is given.
 pub fn evaluate(
@@ -115,9 +124,7 @@ pub fn evaluate(
         recall_at_1(&sim.t()?.contiguous()?, &set.captions, &set.captions)?,
     );
 
-    let mut gen = GenerationConfig::greedy(cfg.text_cfg.vocab_size);
-    gen.max_tokens = context.saturating_sub(1).max(2);
-    gen.min_tokens_before_eos = 0;
+    let gen = caption_generation(cfg);
     let mut generated = Vec::with_capacity(set.captions.len());
     for chunk in chunks(&set.images)? {
         for caption in generate(model, &chunk, &gen).context("generating validation captions")? {
@@ -172,6 +179,28 @@ mod tests {
             normalise_caption("a small red circle"),
             normalise_caption("a large red circle")
         );
+    }
+
+    #[test]
+    fn validation_captions_may_be_as_long_as_the_longest_reference() {
+        // The demo's longest scene captions fill its whole context (start and end tokens included); a shorter
+        // limit would cut every one of them and cap exact match far below what the model reaches.
+        let cfg = CocaConfig::from_json_str(
+            super::super::DEMO_MODEL_JSON,
+            &coca_model::ConfigSource::Builtin("demo".into()),
+        )
+        .unwrap();
+        let gen = caption_generation(&cfg);
+        gen.validate(cfg.text_cfg.vocab_size, cfg.text_cfg.context_length)
+            .unwrap();
+        let tokenizer = Tokenizer::new().unwrap();
+        let longest = coca_data::scenes::all_captions(&coca_data::scenes::SceneOptions::default())
+            .iter()
+            .map(|c| tokenizer.tokenize(c, 77).n_tokens)
+            .max()
+            .unwrap();
+        assert_eq!(longest, cfg.text_cfg.context_length);
+        assert!(longest <= gen.max_tokens, "{longest} > {}", gen.max_tokens);
     }
 
     #[test]
