@@ -1,21 +1,68 @@
 //! Exact (erf) GELU as one autograd node; the backward `dy · (Φ(x) + x·φ(x))` is one pass instead of candle's
 //! ten-op composition.
+//!
+//! Φ is evaluated blockwise with vectorisable arithmetic instead of a scalar `erff` per element (which took
+//! 5–6% of a demo training step): `Φ(x) = erfc(−x/√2)/2` with the Chebyshev-fitted `erfc(z) ≈ t·exp(−z² + P(t))`,
+//! `t = 1/(1 + z/2)` (Press et al., *Numerical Recipes*, §6.2: relative error below 1.2e-7 for every z ≥ 0, so
+//! the far tails keep their relative accuracy), and the exponentials on [`super::vexp`]'s kernels. The result
+//! differs from candle's `gelu_erf` (used for inference) by a few ulp.
 
-use candle_core::cpu::erf::erf_f32;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{f32_slice, ELEMS_PER_TASK};
+use super::{f32_slice, vexp, ELEMS_PER_TASK};
 
 /// `x · Φ(x)` elementwise, Φ the standard normal CDF (PyTorch's `nn.GELU()`). f32 on the CPU only.
 pub fn gelu_erf(x: &Tensor) -> Result<Tensor> {
     x.contiguous()?.apply_op1(GeluErf)
 }
 
-/// Φ(x) = (1 + erf(x/√2)) / 2, computed as candle's `gelu_erf` does so both paths agree to the bit.
-#[inline]
-fn cdf(x: f32) -> f32 {
-    (erf_f32(x * std::f32::consts::FRAC_1_SQRT_2) + 1.0) * 0.5
+/// Elements per block of the blockwise evaluation (stack buffers, vector-friendly loops).
+const BLOCK: usize = 256;
+
+/// 1/√(2π), the standard normal density at 0.
+const INV_SQRT_2PI: f32 = 0.398_942_3;
+
+/// Coefficients of `P(t)` in `erfc(z) ≈ t·exp(−z² + P(t))`, constant term first.
+const ERFC_POLY: [f32; 10] = [
+    -1.265_512_2,
+    1.000_023_7,
+    0.374_091_96,
+    0.096_784_18,
+    -0.186_288_06,
+    0.278_868_07,
+    -1.135_203_98,
+    1.488_515_87,
+    -0.822_152_23,
+    0.170_872_77,
+];
+
+/// `cdf[i] = Φ(x[i])`, and `pdf[i] = φ(x[i])` when asked; `x.len() ≤ BLOCK`.
+fn normal_cdf_pdf(x: &[f32], cdf: &mut [f32], pdf: Option<&mut [f32]>) {
+    let n = x.len();
+    let mut t = [0f32; BLOCK];
+    for ((&v, t), c) in x.iter().zip(&mut t[..n]).zip(&mut cdf[..n]) {
+        let z = v.abs() * std::f32::consts::FRAC_1_SQRT_2;
+        *t = 1.0 / (1.0 + 0.5 * z);
+        let p = ERFC_POLY
+            .iter()
+            .rev()
+            .fold(0f32, |acc, &k| acc.mul_add(*t, k));
+        *c = p - z * z;
+    }
+    vexp::exp_in_place(&mut cdf[..n]);
+    for ((&v, &t), c) in x.iter().zip(&t[..n]).zip(&mut cdf[..n]) {
+        // Half the complementary error function of |x|/√2: the mass beyond |x| on one side.
+        let half_tail = 0.5 * t * *c;
+        *c = if v >= 0.0 { 1.0 - half_tail } else { half_tail };
+    }
+    if let Some(pdf) = pdf {
+        for (&v, p) in x.iter().zip(&mut pdf[..n]) {
+            *p = -0.5 * v * v;
+        }
+        vexp::exp_in_place(&mut pdf[..n]);
+        pdf[..n].iter_mut().for_each(|p| *p *= INV_SQRT_2PI);
+    }
 }
 
 struct GeluErf;
@@ -31,8 +78,9 @@ impl CustomOp1 for GeluErf {
         out.par_chunks_mut(ELEMS_PER_TASK)
             .zip(x.par_chunks(ELEMS_PER_TASK))
             .for_each(|(o, x)| {
-                for (o, &v) in o.iter_mut().zip(x) {
-                    *o = v * cdf(v);
+                for (o, x) in o.chunks_mut(BLOCK).zip(x.chunks(BLOCK)) {
+                    normal_cdf_pdf(x, o, None);
+                    o.iter_mut().zip(x).for_each(|(o, &v)| *o *= v);
                 }
             });
         Ok((CpuStorage::F32(out), layout.shape().clone()))
@@ -62,16 +110,21 @@ impl CustomOp2 for GeluErfBackward {
     ) -> Result<(CpuStorage, Shape)> {
         let x = f32_slice(s1, l1, self.name())?;
         let g = f32_slice(s2, l2, self.name())?;
-        // 1/√(2π), the standard normal density at 0.
-        const INV_SQRT_2PI: f32 = 0.398_942_3;
         let mut out = vec![0f32; x.len()];
         out.par_chunks_mut(ELEMS_PER_TASK)
             .zip(x.par_chunks(ELEMS_PER_TASK))
             .zip(g.par_chunks(ELEMS_PER_TASK))
             .for_each(|((o, x), g)| {
-                for ((o, &v), &g) in o.iter_mut().zip(x).zip(g) {
-                    let pdf = INV_SQRT_2PI * (-0.5 * v * v).exp();
-                    *o = g * (cdf(v) + v * pdf);
+                let mut pdf = [0f32; BLOCK];
+                for ((o, x), g) in o
+                    .chunks_mut(BLOCK)
+                    .zip(x.chunks(BLOCK))
+                    .zip(g.chunks(BLOCK))
+                {
+                    normal_cdf_pdf(x, o, Some(&mut pdf));
+                    for (((o, &v), &g), &p) in o.iter_mut().zip(x).zip(g).zip(&pdf) {
+                        *o = g * (*o + v * p);
+                    }
                 }
             });
         Ok((CpuStorage::F32(out), l1.shape().clone()))
@@ -97,6 +150,43 @@ mod tests {
         let gr = grads_of(&reference, &target, &[x.as_tensor()]);
         // candle's backward rounds 1/√(2π) to 0.398942; the exact constant differs by ~1e-6 relative.
         assert_close(&gf[0], &gr[0], 1e-5);
+    }
+
+    #[test]
+    fn cdf_and_pdf_are_accurate_far_into_the_tails() {
+        // |x| up to 12: Φ(−12) ≈ 1.8e-33, still a normal f32.
+        let xs: Vec<f32> = (-1200..=1200).map(|i| i as f32 * 0.01).collect();
+        for block in xs.chunks(BLOCK) {
+            let (mut cdf, mut pdf) = ([0f32; BLOCK], [0f32; BLOCK]);
+            normal_cdf_pdf(block, &mut cdf, Some(&mut pdf));
+            for (i, &x) in block.iter().enumerate() {
+                let x64 = f64::from(x);
+                // Φ(x) = erfc(−x/√2)/2 keeps its relative accuracy in the left tail.
+                let want = 0.5 * candle_core::cpu::erf::erfc_f64(-x64 / std::f64::consts::SQRT_2);
+                let want_pdf = (-0.5 * x64 * x64).exp() / (2.0 * std::f64::consts::PI).sqrt();
+                // exp(−x²/2 + …) evaluated in f32 carries a relative error of about x²/2 ulp.
+                let tolerance = (2e-6 + 2e-7 * x64 * x64) * want;
+                assert!(
+                    (f64::from(cdf[i]) - want).abs() <= tolerance,
+                    "Φ({x}) = {} vs {want}",
+                    cdf[i]
+                );
+                let tolerance = (2e-6 + 2e-7 * x64 * x64) * want_pdf;
+                assert!(
+                    (f64::from(pdf[i]) - want_pdf).abs() <= tolerance,
+                    "φ({x}) = {} vs {want_pdf}",
+                    pdf[i]
+                );
+            }
+        }
+        let (mut cdf, mut pdf) = ([0f32; BLOCK], [0f32; BLOCK]);
+        normal_cdf_pdf(
+            &[f32::NEG_INFINITY, f32::INFINITY, f32::NAN],
+            &mut cdf,
+            Some(&mut pdf),
+        );
+        assert_eq!(&cdf[..2], &[0.0, 1.0]);
+        assert!(cdf[2].is_nan());
     }
 
     #[test]

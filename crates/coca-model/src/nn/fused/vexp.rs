@@ -58,6 +58,11 @@ pub fn exp_shifted_sum(xs: &mut [f32], shift: f32) -> f32 {
     (kernels().exp_shifted_sum)(xs, shift)
 }
 
+/// `xs[i] ← exp(xs[i])` for every element.
+pub fn exp_in_place(xs: &mut [f32]) {
+    exp_shifted_sum(xs, 0.0);
+}
+
 /// The largest element of `xs` (−∞ when empty; NaN elements are skipped).
 pub fn max(xs: &[f32]) -> f32 {
     (kernels().max)(xs)
