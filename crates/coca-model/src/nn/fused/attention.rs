@@ -4,7 +4,7 @@
 //! Composed from candle ops, attention costs three head-splitting copies of the projections (each with a
 //! zero-padded `narrow` backward), a head-merging copy of the output, two batched matmuls and a softmax, each a
 //! graph node whose backward allocates and zero-fills its inputs' gradients. Here every (batch, head) pair is one
-//! task on rayon's pool: `gemm` reads Q, K and V through their strides inside the projection tensors, the
+//! task on rayon's pool: the GEMM reads Q, K and V through their strides inside the projection tensors, the
 //! probabilities are kept for the backward, and the output lands at its head's columns. The backward writes
 //! each gradient element exactly once, in the layout of its input:
 //!
@@ -20,9 +20,9 @@ use std::sync::{Arc, OnceLock};
 use candle_core::{
     CpuStorage, CustomOp1, CustomOp2, CustomOp3, Device, Layout, Result, Shape, Tensor,
 };
-use gemm::Parallelism;
 use rayon::prelude::*;
 
+use super::gemm512::{self, Parallelism};
 use super::softmax::MaskRows;
 use super::{f32_slice, vexp};
 
@@ -192,7 +192,7 @@ unsafe fn product(
     if m == 0 || n == 0 {
         return;
     }
-    gemm::gemm(
+    gemm512::gemm(
         m,
         n,
         k,
@@ -208,9 +208,6 @@ unsafe fn product(
         rhs.1 as isize,
         0.0,
         beta,
-        false,
-        false,
-        false,
         Parallelism::None,
     );
 }

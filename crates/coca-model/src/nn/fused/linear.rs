@@ -3,9 +3,9 @@
 //! bias is the GEMM's initial accumulator and the backward is two GEMMs and a column sum.
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
-use gemm::Parallelism;
 
 use super::f32_slice;
+use super::gemm512::{self, Parallelism};
 
 /// `x·Wᵀ (+ b)` for `x` (rows, in), `weight` (out, in), `bias` (out,). f32 on the CPU only.
 pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
@@ -34,51 +34,127 @@ fn forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, k: usize) -> (Vec<f32>, u
         Some(b) => b.repeat(rows),
         None => vec![0f32; rows * n],
     };
-    if rows > 0 && n > 0 && k > 0 {
-        let threads = candle_core::utils::get_num_threads();
-        let parallelism = if threads > 1 {
-            Parallelism::Rayon(threads)
-        } else {
-            Parallelism::None
-        };
-        // SAFETY: the pointers cover rows × n (dst), rows × k (x) and n × k (w) f32 values, with the strides
-        // given; `dst` does not alias the inputs.
-        unsafe {
-            gemm::gemm(
-                rows,
-                n,
-                k,
-                dst.as_mut_ptr(),
-                1,
-                n as isize,
-                bias.is_some(),
-                x.as_ptr(),
-                1,
-                k as isize,
-                // Wᵀ as a (k, n) matrix: element (kk, j) is w[j·k + kk].
-                w.as_ptr(),
-                k as isize,
-                1,
-                1.0,
-                1.0,
-                false,
-                false,
-                false,
-                parallelism,
-            );
-        }
-    }
+    // Wᵀ as a (k, n) matrix: element (kk, j) is w[j·k + kk].
+    product(&mut dst, bias.is_some(), (rows, n, k), (x, k, 1), (w, 1, k));
     (dst, rows, n)
 }
 
+/// `dst (+)= lhs · rhs` for a row-major (m × n) `dst`; each operand is (data, row stride, column stride).
+fn product(
+    dst: &mut [f32],
+    accumulate: bool,
+    (m, n, k): (usize, usize, usize),
+    lhs: (&[f32], usize, usize),
+    rhs: (&[f32], usize, usize),
+) {
+    // Internal invariants (callers derive the sizes from the operands): a failure is a bug, not bad input.
+    let fits = |(data, rs, cs): (&[f32], usize, usize), rows: usize, cols: usize| {
+        rows == 0 || cols == 0 || (rows - 1) * rs + (cols - 1) * cs < data.len()
+    };
+    assert!(dst.len() == m * n && fits(lhs, m, k) && fits(rhs, k, n));
+    if m == 0 || n == 0 || k == 0 {
+        return;
+    }
+    let threads = candle_core::utils::get_num_threads();
+    let parallelism = if threads > 1 {
+        Parallelism::Rayon(threads)
+    } else {
+        Parallelism::None
+    };
+    // SAFETY: the assert above keeps every element the product touches inside the slices; `dst` is a unique
+    // borrow, so it does not alias the operands.
+    unsafe {
+        gemm512::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            lhs.0.as_ptr(),
+            lhs.2 as isize,
+            lhs.1 as isize,
+            rhs.0.as_ptr(),
+            rhs.2 as isize,
+            rhs.1 as isize,
+            1.0,
+            1.0,
+            parallelism,
+        );
+    }
+}
+
 /// Gradients of `x·Wᵀ + b`: `dx = g·W`, `dW = gᵀ·x`, `db = Σ_rows g` (computed without recording a graph).
-fn backward(x: &Tensor, weight: &Tensor, grad: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
-    let (x, weight, grad) = (x.detach(), weight.detach(), grad.detach());
-    let dx = grad.matmul(&weight)?;
-    let dw = grad.t()?.matmul(&x)?;
+/// `dx` is `None` when `x` records no gradient (the patch embedding's pixels): nothing would read it.
+fn backward(
+    x: &Tensor,
+    weight: &Tensor,
+    grad: &Tensor,
+) -> Result<(Option<Tensor>, Tensor, Tensor)> {
+    let (x_tracks, x) = (x.track_op(), x.detach().contiguous()?);
+    let weight = weight.detach().contiguous()?;
+    let grad = grad.detach().contiguous()?;
+    let dx = if x_tracks {
+        Some(grad.apply_op2_no_bwd(&weight, &GradProduct::Input)?)
+    } else {
+        None
+    };
+    let dw = grad.apply_op2_no_bwd(&x, &GradProduct::Weight)?;
     // candle's reduction over rows walks the matrix column by column; summing whole rows is one streaming pass.
-    let db = grad.contiguous()?.apply_op1_no_bwd(&ColumnSum)?;
+    let db = grad.apply_op1_no_bwd(&ColumnSum)?;
     Ok((dx, dw, db))
+}
+
+/// The backward's products from the upstream gradient `g` (rows, n) and a second row-major operand.
+enum GradProduct {
+    /// `dx = g·W` with `W` (n, k).
+    Input,
+    /// `dW = gᵀ·x` with `x` (rows, k).
+    Weight,
+}
+
+impl CustomOp2 for GradProduct {
+    fn name(&self) -> &'static str {
+        match self {
+            GradProduct::Input => "coca-linear-grad-input",
+            GradProduct::Weight => "coca-linear-grad-weight",
+        }
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = f32_slice(s1, l1, self.name())?;
+        let other = f32_slice(s2, l2, self.name())?;
+        let (&[rows, n], &[o_rows, k]) = (l1.dims(), l2.dims()) else {
+            candle_core::bail!("{}: expected matrices", self.name());
+        };
+        let shared = match self {
+            GradProduct::Input => n,
+            GradProduct::Weight => rows,
+        };
+        if o_rows != shared {
+            candle_core::bail!(
+                "{}: gradient {:?} does not fit operand {:?}",
+                self.name(),
+                l1.dims(),
+                l2.dims()
+            );
+        }
+        let (m, lhs) = match self {
+            GradProduct::Input => (rows, (g, n, 1)),
+            // gᵀ as an (n, rows) matrix: element (j, r) is g[r·n + j].
+            GradProduct::Weight => (n, (g, 1, n)),
+        };
+        let mut dst = vec![0f32; m * k];
+        product(&mut dst, false, (m, k, shared), lhs, (other, k, 1));
+        Ok((CpuStorage::F32(dst), Shape::from((m, k))))
+    }
 }
 
 /// Σ over the rows of a (rows, n) matrix: (n,).
@@ -132,7 +208,7 @@ impl CustomOp3 for Linear {
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (dx, dw, db) = backward(x, weight, grad)?;
-        Ok((Some(dx), Some(dw), Some(db)))
+        Ok((dx, Some(dw), Some(db)))
     }
 }
 
@@ -162,7 +238,7 @@ impl CustomOp2 for Linear {
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let (dx, dw, _) = backward(x, weight, grad)?;
-        Ok((Some(dx), Some(dw)))
+        Ok((dx, Some(dw)))
     }
 }
 
@@ -202,6 +278,21 @@ mod tests {
         let gr = grads_of(&reference, &target, &vars[..2]);
         assert_close(&gf[0], &gr[0], 1e-5);
         assert_close(&gf[1], &gr[1], 1e-5);
+    }
+
+    #[test]
+    fn constant_input_still_gives_the_weight_gradient() {
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0f32, 1.0, (19, 30), &dev).unwrap();
+        let w = Var::from_tensor(&Tensor::randn(0f32, 0.2, (7, 30), &dev).unwrap()).unwrap();
+        let target = Tensor::randn(0f32, 1.0, (19, 7), &dev).unwrap();
+        let fused = linear(&x, w.as_tensor(), None).unwrap();
+        let reference = x.matmul(&w.as_tensor().t().unwrap()).unwrap();
+        let gf = grads_of(&fused, &target, &[w.as_tensor()]);
+        let gr = grads_of(&reference, &target, &[w.as_tensor()]);
+        assert_close(&gf[0], &gr[0], 1e-5);
+        let loss = (fused * &target).unwrap().sum_all().unwrap();
+        assert!(loss.backward().unwrap().get(&x).is_none());
     }
 
     #[test]

@@ -10,25 +10,25 @@
 //!
 //! * `G = scale · (softmax(Z) − onehot) = c ∘ (E − s ∘ onehot)` with `E = exp(Z − max)`, `s = Σ E` per row and
 //!   `c = scale / s`, so the row normalisation is folded into the small operands instead of a pass over `E`;
-//! * `dH = G·Wᵀ` (chunk rows × width) and `dW += Hᵀ·G` (width × vocab), on `gemm` with raw strides.
+//! * `dH = G·Wᵀ` (chunk rows × width) and `dW += Hᵀ·G` (width × vocab), on [`super::gemm512`] with raw strides.
 //!
 //! The gradients are therefore computed during the forward (one logits product instead of two) and only scaled
 //! by the upstream gradient in the backward. They are skipped when neither input records a gradient (evaluation,
 //! or losses of rows held constant). Padding rows cost nothing and get a zero gradient.
 //!
 //! Reproducibility: each logit, row statistic and gradient element is reduced in a fixed order (rows are never
-//! split across threads for a reduction; `gemm` splits only the output), and chunks are accumulated in order, so
+//! split across threads for a reduction; the GEMM splits only the output), and chunks are accumulated in order, so
 //! identical inputs give bit-identical outputs.
 
 use std::sync::{Arc, OnceLock};
 
 use candle_core::{CpuStorage, CustomOp2, Device, Layout, Result, Shape, Tensor};
-use gemm::Parallelism;
 use rayon::prelude::*;
 
+use super::gemm512::{self, Parallelism};
 use super::{f32_slice, vexp};
 
-/// Non-padding rows per chunk: enough rows to amortise each pass over the LM head (whose packing `gemm` redoes
+/// Non-padding rows per chunk: enough rows to amortise each pass over the LM head (whose packing the GEMM redoes
 /// per product), few enough that a chunk's logits (128 × 49,408: 25 MB) stay in the last-level cache from the
 /// logits product to the two gradient products. Measured against 64 and 256 on the demo shapes.
 const CHUNK_ROWS: usize = 128;
@@ -340,10 +340,10 @@ fn matmul(dst: &mut [f32], accumulate: bool, lhs: View, rhs: View, parallelism: 
         }
         return;
     }
-    // SAFETY: the asserts above keep every element gemm touches inside the slices; `dst` is a unique borrow so
+    // SAFETY: the asserts above keep every element the GEMM touches inside the slices; `dst` is a unique borrow so
     // it does not alias the inputs.
     unsafe {
-        gemm::gemm(
+        gemm512::gemm(
             m,
             n,
             k,
@@ -359,9 +359,6 @@ fn matmul(dst: &mut [f32], accumulate: bool, lhs: View, rhs: View, parallelism: 
             rhs.row_stride as isize,
             1.0,
             1.0,
-            false,
-            false,
-            false,
             parallelism,
         );
     }

@@ -11,6 +11,7 @@
 pub mod attention;
 pub mod cross_entropy;
 pub mod gelu;
+pub mod gemm512;
 pub mod layer_norm;
 pub mod linear;
 pub mod lm_head;
