@@ -241,6 +241,11 @@ fn apply_demo_defaults(args: &mut TrainArgs, given: &dyn Fn(&str) -> bool) {
     if !given("wd") {
         args.wd = 0.1;
     }
+    if !given("coca_contrastive_loss_weight") {
+        // Equal weights: with open_clip's 1 (against 2 for captions) the contrastive towers learn the shape
+        // words several hundred steps after the captioner does, which this short run cannot wait for.
+        args.coca_contrastive_loss_weight = 2.0;
+    }
     if !given("grad_clip_norm") {
         args.grad_clip_norm = Some(1.0);
     }
