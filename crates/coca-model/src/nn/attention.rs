@@ -156,7 +156,7 @@ impl MultiheadAttention {
 
     /// `true` when a forward over these inputs takes the fused training path: some input or parameter records
     /// a gradient and every tensor suits [`fused::applies`].
-    pub fn fused_applies(
+    pub(crate) fn fused_applies(
         &self,
         query: &Tensor,
         context: Option<&Tensor>,

@@ -175,13 +175,12 @@ impl SharedMut {
     }
 }
 
-/// `dst = beta · lhs·rhs` (or `dst += beta · lhs·rhs` when `accumulate`), single-threaded, with every operand
-/// given by a base pointer and its (row, column) strides.
+/// `dst = beta · lhs·rhs`, single-threaded, with every operand given by a base pointer and its (row, column)
+/// strides.
 ///
 /// # Safety
 /// The pointers and strides must address valid `m × k`, `k × n` and `m × n` matrices; `dst` must not alias the
 /// operands.
-#[allow(clippy::too_many_arguments)]
 unsafe fn product(
     (m, n, k): (usize, usize, usize),
     dst: (*mut f32, usize, usize),
