@@ -121,8 +121,10 @@ impl CustomOp3 for LayerNormBackward {
         let (dx, params) = out.split_at_mut(rows * width);
         let chunk = rows_per_task(width) * width;
         let zero = || vec![0f32; 2 * width];
-        // Each task returns its rows' contribution to [dweight, dbias]; the partial sums are added at the end.
-        let sums = dx
+        // Each task returns its rows' contribution to [dweight, dbias]; the partial sums are added at the end, in
+        // task order (rayon's `reduce` would combine them in an order that depends on work stealing, and the
+        // rounding with it, so two identical runs would drift apart).
+        let partials: Vec<Vec<f32>> = dx
             .par_chunks_mut(chunk)
             .zip(x.par_chunks(chunk))
             .zip(g.par_chunks(chunk))
@@ -153,10 +155,11 @@ impl CustomOp3 for LayerNormBackward {
                 }
                 acc
             })
-            .reduce(zero, |mut a, b| {
-                a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
-                a
-            });
+            .collect();
+        let sums = partials.iter().fold(zero(), |mut a, b| {
+            a.iter_mut().zip(b).for_each(|(a, b)| *a += b);
+            a
+        });
         params.copy_from_slice(&sums);
         Ok((CpuStorage::F32(out), Shape::from((rows + 2, width))))
     }
