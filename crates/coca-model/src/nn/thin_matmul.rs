@@ -153,7 +153,7 @@ fn rows_portable(x: &[f32], rows: usize, k: usize, w: &[f32], out: &mut [f32]) {
 /// `a·b + c`, fused where the caller's target features guarantee a hardware FMA (a software `fmaf` would be
 /// far slower than the separate multiply and add).
 #[inline(always)]
-fn madd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
+pub(crate) fn madd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
     if FMA {
         a.mul_add(b, c)
     } else {

@@ -11,6 +11,7 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tenso
 use rayon::prelude::*;
 
 use super::{f32_slice, vexp, ELEMS_PER_TASK};
+use crate::nn::thin_matmul::madd;
 
 /// `x · Φ(x)` elementwise, Φ the standard normal CDF (PyTorch's `nn.GELU()`). f32 on the CPU only.
 pub fn gelu_erf(x: &Tensor) -> Result<Tensor> {
@@ -55,15 +56,16 @@ fn normal_cdf_pdf(x: &[f32], cdf: &mut [f32], pdf: Option<&mut [f32]>) {
                 return x86::normal_cdf_pdf_avx2;
             }
         }
-        normal_cdf_pdf_body
+        normal_cdf_pdf_body::<false>
     });
     kernel(x, cdf, pdf)
 }
 
 /// The arithmetic of [`normal_cdf_pdf`]; inlined into the x86 variants, which compile it with wide vectors and
-/// hardware FMA (without FMA in the target, `mul_add` is a slow library call).
+/// hardware FMA (`FMA = true`). The portable path multiplies and adds separately: without FMA in the target,
+/// `mul_add` is a slow library call.
 #[inline(always)]
-fn normal_cdf_pdf_body(x: &[f32], cdf: &mut [f32], pdf: Option<&mut [f32]>) {
+fn normal_cdf_pdf_body<const FMA: bool>(x: &[f32], cdf: &mut [f32], pdf: Option<&mut [f32]>) {
     let n = x.len();
     let mut t = [0f32; BLOCK];
     for ((&v, t), c) in x.iter().zip(&mut t[..n]).zip(&mut cdf[..n]) {
@@ -72,7 +74,7 @@ fn normal_cdf_pdf_body(x: &[f32], cdf: &mut [f32], pdf: Option<&mut [f32]>) {
         let p = ERFC_POLY
             .iter()
             .rev()
-            .fold(0f32, |acc, &k| acc.mul_add(*t, k));
+            .fold(0f32, |acc, &k| madd::<FMA>(acc, *t, k));
         *c = p - z * z;
     }
     vexp::exp_in_place(&mut cdf[..n]);
@@ -99,7 +101,7 @@ mod x86 {
 
     #[target_feature(enable = "avx512f,fma")]
     unsafe fn avx512(x: &[f32], cdf: &mut [f32], pdf: Option<&mut [f32]>) {
-        super::normal_cdf_pdf_body(x, cdf, pdf)
+        super::normal_cdf_pdf_body::<true>(x, cdf, pdf)
     }
 
     pub(super) fn normal_cdf_pdf_avx2(x: &[f32], cdf: &mut [f32], pdf: Option<&mut [f32]>) {
@@ -109,7 +111,7 @@ mod x86 {
 
     #[target_feature(enable = "avx2,fma")]
     unsafe fn avx2(x: &[f32], cdf: &mut [f32], pdf: Option<&mut [f32]>) {
-        super::normal_cdf_pdf_body(x, cdf, pdf)
+        super::normal_cdf_pdf_body::<true>(x, cdf, pdf)
     }
 }
 
@@ -226,6 +228,14 @@ mod tests {
                     pdf[i]
                 );
             }
+        }
+        // The portable path (no FMA) agrees with the dispatched one.
+        let block: Vec<f32> = (0..BLOCK).map(|i| i as f32 * 0.05 - 6.0).collect();
+        let (mut fast, mut portable) = ([0f32; BLOCK], [0f32; BLOCK]);
+        normal_cdf_pdf(&block, &mut fast, None);
+        normal_cdf_pdf_body::<false>(&block, &mut portable, None);
+        for (f, p) in fast.iter().zip(&portable) {
+            assert!((f - p).abs() <= 1e-6 * f.abs().max(1e-30), "{f} vs {p}");
         }
         let (mut cdf, mut pdf) = ([0f32; BLOCK], [0f32; BLOCK]);
         normal_cdf_pdf(
