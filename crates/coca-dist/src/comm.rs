@@ -23,6 +23,14 @@ pub trait Communicator: Send {
     /// A short name of the backend for messages (`single`, `tcp`, `local`).
     fn backend(&self) -> &'static str;
 
+    /// Whether a collective holds the calling thread while the data moves (the host backends), so that
+    /// running the collectives on a [`crate::BackgroundComm`] thread frees the caller to compute meanwhile.
+    /// A backend that only enqueues work on a GPU stream says `false`: it must be called from the thread
+    /// whose stream computes, or its reads would race with the kernels that write the gradients.
+    fn blocks_while_communicating(&self) -> bool {
+        true
+    }
+
     /// Replace `data` on every rank by the element-wise sum over ranks (same length everywhere).
     fn all_reduce_sum_f32(&self, data: &mut [f32]) -> Result<(), DistError>;
 
@@ -72,6 +80,13 @@ pub trait Communicator: Send {
         from_host(host, &dims, t, "all_reduce_sum")
     }
 
+    /// Start [`Communicator::all_reduce_sum`] of `t` and return before it completes where the backend can
+    /// ([`crate::BackgroundComm`] runs it on its own thread), so the caller computes meanwhile; the default
+    /// runs it to completion first. Collectives still take effect in the order they were called.
+    fn start_all_reduce_sum(&self, t: &Tensor) -> Result<PendingTensor, DistError> {
+        self.all_reduce_sum(t).map(PendingTensor::ready)
+    }
+
     /// [`Communicator::all_gather_f32`] of an f32 tensor: the ranks' tensors concatenated along dim 0 (every
     /// rank passes the same shape).
     fn all_gather(&self, t: &Tensor) -> Result<Tensor, DistError> {
@@ -93,6 +108,40 @@ pub trait Communicator: Send {
         let (mut host, dims) = to_host(t, "broadcast")?;
         self.broadcast_f32(&mut host)?;
         from_host(host, &dims, t, "broadcast")
+    }
+}
+
+/// The result of a collective that may still be running: [`PendingTensor::wait`] blocks until it is there.
+#[derive(Debug)]
+pub struct PendingTensor(Pending);
+
+#[derive(Debug)]
+enum Pending {
+    Ready(Result<Tensor, DistError>),
+    Running(std::sync::mpsc::Receiver<Result<Tensor, DistError>>),
+}
+
+impl PendingTensor {
+    /// A result that is already complete.
+    pub fn ready(t: Tensor) -> Self {
+        Self(Pending::Ready(Ok(t)))
+    }
+
+    /// A result that arrives on `receiver`; a closed channel means the sender stopped without answering.
+    pub(crate) fn running(receiver: std::sync::mpsc::Receiver<Result<Tensor, DistError>>) -> Self {
+        Self(Pending::Running(receiver))
+    }
+
+    /// The tensor, once the collective has completed on this rank.
+    pub fn wait(self) -> Result<Tensor, DistError> {
+        match self.0 {
+            Pending::Ready(result) => result,
+            Pending::Running(receiver) => receiver.recv().unwrap_or_else(|_| {
+                Err(DistError::Usage(
+                    "the communication thread stopped before finishing a collective".into(),
+                ))
+            }),
+        }
     }
 }
 

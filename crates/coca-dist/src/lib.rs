@@ -3,6 +3,8 @@
 //! - [`Communicator`]: rank, world size, all-reduce (sum), all-gather (concatenate along dim 0), broadcast
 //!   from rank 0 and barrier, on host `f32` slices and on [`candle_core::Tensor`]s (a default path through
 //!   host memory that a device backend such as NCCL overrides);
+//! - [`BackgroundComm`]: any backend on its own thread, so that gradient all-reduces started with
+//!   [`Communicator::start_all_reduce_sum`] overlap with the backward pass;
 //! - [`Single`]: one process, every collective a no-op;
 //! - [`TcpComm`]: processes on one or many machines over TCP (`std::net`), rendezvous at
 //!   `MASTER_ADDR:MASTER_PORT`, a deterministic star all-reduce (see [`tcp`] for the design and its cost);
@@ -13,6 +15,7 @@
 //! Every backend sums in rank order and hands every rank the same bytes, so ranks that start from the same
 //! weights and apply the same averaged gradients stay bit-identical.
 
+pub mod background;
 pub mod comm;
 pub mod env;
 pub mod error;
@@ -22,7 +25,8 @@ pub mod nccl;
 pub mod single;
 pub mod tcp;
 
-pub use comm::Communicator;
+pub use background::BackgroundComm;
+pub use comm::{Communicator, PendingTensor};
 pub use env::{DistEnv, Launcher};
 pub use error::DistError;
 pub use local::LocalComm;

@@ -154,6 +154,12 @@ impl Communicator for NcclComm {
         "nccl"
     }
 
+    /// NCCL enqueues on the stream of the calling thread (candle computes on each thread's per-thread
+    /// stream): from another thread it would read gradients before the backward's kernels wrote them.
+    fn blocks_while_communicating(&self) -> bool {
+        false
+    }
+
     fn all_reduce_sum_f32(&self, data: &mut [f32]) -> Result<(), DistError> {
         let mut buffer = self.upload(data, "all_reduce")?;
         self.comm

@@ -20,6 +20,10 @@ impl Communicator for Single {
         "single"
     }
 
+    fn blocks_while_communicating(&self) -> bool {
+        false
+    }
+
     fn all_reduce_sum_f32(&self, _data: &mut [f32]) -> Result<(), DistError> {
         Ok(())
     }

@@ -170,11 +170,24 @@ impl Coca {
     /// with the decoder's final hidden states in place of the caption logits.
     pub fn forward_for_loss(&self, images: &Tensor, ids: &Tensor) -> Result<TrainOutput> {
         let image = self.encode_image(images)?;
-        let (text, decoder_in, labels) = self.teacher_forcing(ids)?;
+        let text = self.encode_text(ids)?;
+        self.forward_for_loss_from(&image, &text, ids)
+    }
+
+    /// [`Coca::forward_for_loss`] from both towers' encodings of the same batch (`text` encodes `ids`): the
+    /// multimodal decoder and the loss inputs only. Training that backpropagates the towers separately (to
+    /// overlap gradient communication with the rest of the backward) cuts the graph here.
+    pub fn forward_for_loss_from(
+        &self,
+        image: &ImageEncoding,
+        text: &TextEncoding,
+        ids: &Tensor,
+    ) -> Result<TrainOutput> {
+        let (decoder_in, labels) = teacher_forcing_split(text, ids)?;
         let caption_hidden = self.text_decoder.final_hidden(&image.tokens, &decoder_in)?;
         Ok(TrainOutput {
-            image_features: image.embedding,
-            text_features: text.embedding,
+            image_features: image.embedding.clone(),
+            text_features: text.embedding.clone(),
             caption_hidden,
             lm_head: self.text_decoder.lm_head().clone(),
             labels,
@@ -185,13 +198,20 @@ impl Coca {
     /// Encode the captions and split them for teacher forcing: the text encoding, the decoder's input (the
     /// unimodal states of positions `0..len − 1`) and the targets `ids[:, 1:]` as u32.
     fn teacher_forcing(&self, ids: &Tensor) -> Result<(TextEncoding, Tensor, Tensor)> {
-        let len = ids.dim(1)?;
-        if len < 2 {
-            candle_core::bail!("teacher forcing needs at least 2 tokens per caption, got {len}");
-        }
         let text = self.encode_text(ids)?;
-        let labels = ids.narrow(1, 1, len - 1)?.to_dtype(DType::U32)?;
-        let decoder_in = text.tokens.narrow(1, 0, len - 1)?;
+        let (decoder_in, labels) = teacher_forcing_split(&text, ids)?;
         Ok((text, decoder_in, labels))
     }
+}
+
+/// The decoder's input (the unimodal states of positions `0..len − 1` of `text`, the encoding of `ids`) and the
+/// caption targets `ids[:, 1:]` as u32.
+fn teacher_forcing_split(text: &TextEncoding, ids: &Tensor) -> Result<(Tensor, Tensor)> {
+    let len = ids.dim(1)?;
+    if len < 2 {
+        candle_core::bail!("teacher forcing needs at least 2 tokens per caption, got {len}");
+    }
+    let labels = ids.narrow(1, 1, len - 1)?.to_dtype(DType::U32)?;
+    let decoder_in = text.tokens.narrow(1, 0, len - 1)?;
+    Ok((decoder_in, labels))
 }

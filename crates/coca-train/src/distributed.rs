@@ -27,15 +27,22 @@
 //!   the global loss with the other side of every logit detached (image rows against constant text columns
 //!   and vice versa). `logit_scale` gets the full global gradient either way.
 //!
-//! **Gradient averaging.** After the backward, gradients are flattened in name order into buckets of about
-//! [`DEFAULT_BUCKET_BYTES`], all-reduced and divided by `W` (clipping and the optimiser step follow, as in
-//! open_clip). candle's backward runs to completion before the first bucket goes out, so communication is
-//! not overlapped with the backward pass.
+//! **Gradient averaging**, overlapped with the backward pass. The backward runs in stages ([`crate::stages`]:
+//! decoder, text tower, vision tower). On the step's last micro-batch, as soon as a stage is differentiated
+//! its gradients go, in name order, into buckets of about [`DistOptions::bucket_bytes`], and each full bucket
+//! (and the rest at the end of the stage) is started with [`Communicator::start_all_reduce_sum`]. With a
+//! [`coca_dist::BackgroundComm`] (what [`crate::Trainer::distributed`] uses) the all-reduce runs on the
+//! communication thread while this thread differentiates the next stage: the decoder's and the text tower's
+//! gradients travel while the vision tower's backward runs. After the backward, every bucket is waited for
+//! and divided by `W` (clipping and the optimiser step follow, as in open_clip). NCCL stays on the training
+//! thread (it must enqueue on that thread's stream); its buckets are enqueued stage by stage too, but on the
+//! same stream as the backward's kernels, so the GPU runs them in turn: overlapping them on the GPU needs a
+//! communication stream with events, not done yet.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use candle_core::{DType, Tensor, Var};
-use coca_dist::Communicator;
+use coca_dist::{Communicator, PendingTensor};
 use coca_model::loss::contrastive_loss;
 use coca_model::nn::ops::log_softmax_last_dim;
 use coca_model::{coca_loss_fused_with, CaptionNll, Coca, CocaLossConfig, TrainOutput};
@@ -68,8 +75,9 @@ impl Default for DistOptions {
     }
 }
 
-/// This rank's loss parts and parameter gradients for one optimiser step (accumulation as
-/// [`crate::step::step_gradients`]); the gradients are this rank's, not yet averaged ([`average_gradients`]).
+/// This rank's loss parts and the parameter gradients **averaged over ranks** for one optimiser step
+/// (accumulation as [`crate::step::step_gradients`]). The all-reduces of the averaging are started stage by
+/// stage during the backward (see the module docs).
 pub fn step_gradients_distributed(
     model: &Coca,
     params: &[(String, Var)],
@@ -78,9 +86,22 @@ pub fn step_gradients_distributed(
     comm: &dyn Communicator,
     options: &DistOptions,
 ) -> Result<(StepLosses, BTreeMap<String, Tensor>), TrainError> {
-    step_gradients_with(model, params, micro, loss_cfg.pad_id, &mut |out, held| {
-        distributed_objective(out, held, loss_cfg, comm, options)
-    })
+    let mut averager = GradientAverager::new(comm, options.bucket_bytes);
+    let (losses, mut grads) = step_gradients_with(
+        model,
+        params,
+        micro,
+        loss_cfg.pad_id,
+        &mut |out, held| distributed_objective(out, held, loss_cfg, comm, options),
+        Some(&mut |_stage, completed: &[(String, Tensor)]| {
+            for (name, grad) in completed {
+                averager.add(name, grad)?;
+            }
+            averager.flush()
+        }),
+    )?;
+    averager.finish(&mut grads)?;
+    Ok((losses, grads))
 }
 
 /// The distributed CoCa loss of one backward pass: the loss parts (this rank's view: the gathered
@@ -275,48 +296,102 @@ pub fn average_gradients(
     grads: &mut BTreeMap<String, Tensor>,
     bucket_bytes: usize,
 ) -> Result<(), TrainError> {
-    let world = comm.world_size();
-    if world == 1 {
-        return Ok(());
+    GradientAverager::new(comm, bucket_bytes).finish(grads)
+}
+
+/// Averages gradients over ranks in buckets that are started as gradients arrive and waited for at the end.
+/// Every rank must add the same names, with the same shapes, in the same order.
+pub struct GradientAverager<'a> {
+    comm: &'a dyn Communicator,
+    /// Elements per bucket.
+    limit: usize,
+    /// Gradients of the bucket being filled.
+    filling: Vec<(String, Tensor)>,
+    filled: usize,
+    /// Buckets on their way: the gradients' names and shapes, and the pending sum.
+    started: Vec<(Vec<(String, Tensor)>, PendingTensor)>,
+    added: BTreeSet<String>,
+}
+
+impl<'a> GradientAverager<'a> {
+    /// An averager over `comm`'s ranks with buckets of about `bucket_bytes` (of f32).
+    pub fn new(comm: &'a dyn Communicator, bucket_bytes: usize) -> Self {
+        Self {
+            comm,
+            limit: (bucket_bytes / 4).max(1),
+            filling: Vec::new(),
+            filled: 0,
+            started: Vec::new(),
+            added: BTreeSet::new(),
+        }
     }
-    let limit = (bucket_bytes / 4).max(1);
-    let names: Vec<String> = grads.keys().cloned().collect();
-    let mut bucket: Vec<String> = Vec::new();
-    let mut filled = 0usize;
-    let flush = |bucket: &mut Vec<String>,
-                 grads: &mut BTreeMap<String, Tensor>|
-     -> Result<(), TrainError> {
-        if bucket.is_empty() {
+
+    /// Add the final gradient of `name`; a bucket that reaches the size limit is started.
+    pub fn add(&mut self, name: &str, grad: &Tensor) -> Result<(), TrainError> {
+        if self.comm.world_size() == 1 {
             return Ok(());
         }
-        let flat: Vec<Tensor> = bucket
-            .iter()
-            .map(|n| grads[n].to_dtype(DType::F32)?.flatten_all())
-            .collect::<candle_core::Result<_>>()?;
-        let summed = comm.all_reduce_sum(&Tensor::cat(&flat, 0)?)?;
-        let mean = summed.affine(1.0 / world as f64, 0.0)?;
-        let mut at = 0;
-        for name in bucket.drain(..) {
-            let g = &grads[&name];
-            let n = g.elem_count();
-            let averaged = mean
-                .narrow(0, at, n)?
-                .reshape(g.dims())?
-                .to_dtype(g.dtype())?;
-            at += n;
-            grads.insert(name, averaged);
+        if !self.added.insert(name.to_string()) {
+            return Err(TrainError::Config(format!(
+                "gradient of {name} added twice for averaging"
+            )));
+        }
+        self.filled += grad.elem_count();
+        self.filling.push((name.to_string(), grad.clone()));
+        if self.filled >= self.limit {
+            self.flush()?;
         }
         Ok(())
-    };
-    for name in names {
-        filled += grads[&name].elem_count();
-        bucket.push(name);
-        if filled >= limit {
-            flush(&mut bucket, grads)?;
-            filled = 0;
-        }
     }
-    flush(&mut bucket, grads)
+
+    /// Start the bucket being filled, however full it is.
+    pub fn flush(&mut self) -> Result<(), TrainError> {
+        if self.filling.is_empty() {
+            return Ok(());
+        }
+        let flat: Vec<Tensor> = self
+            .filling
+            .iter()
+            .map(|(_, g)| g.to_dtype(DType::F32)?.flatten_all())
+            .collect::<candle_core::Result<_>>()?;
+        let pending = self.comm.start_all_reduce_sum(&Tensor::cat(&flat, 0)?)?;
+        self.started
+            .push((std::mem::take(&mut self.filling), pending));
+        self.filled = 0;
+        Ok(())
+    }
+
+    /// Average whatever of `grads` was not added yet (in name order), wait for every bucket and replace each
+    /// gradient in `grads` by its mean over ranks.
+    pub fn finish(mut self, grads: &mut BTreeMap<String, Tensor>) -> Result<(), TrainError> {
+        let world = self.comm.world_size();
+        if world == 1 {
+            return Ok(());
+        }
+        let rest: Vec<(String, Tensor)> = grads
+            .iter()
+            .filter(|(name, _)| !self.added.contains(*name))
+            .map(|(n, g)| (n.clone(), g.clone()))
+            .collect();
+        for (name, grad) in &rest {
+            self.add(name, grad)?;
+        }
+        self.flush()?;
+        for (bucket, pending) in self.started {
+            let mean = pending.wait()?.affine(1.0 / world as f64, 0.0)?;
+            let mut at = 0;
+            for (name, g) in bucket {
+                let n = g.elem_count();
+                let averaged = mean
+                    .narrow(0, at, n)?
+                    .reshape(g.dims())?
+                    .to_dtype(g.dtype())?;
+                at += n;
+                grads.insert(name, averaged);
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The mean over ranks of the loss parts, identical on every rank (what is logged, and what stops every rank

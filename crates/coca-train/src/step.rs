@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use candle_core::{Result, Tensor, Var};
 use coca_model::{coca_loss_fused_with, CaptionNll, Coca, CocaLossConfig, TrainOutput};
 
+use crate::stages::{Stage, StagedForward};
+
 /// One micro-batch: preprocessed images `(B, 3, H, W)` and token ids `(B, L)`.
 #[derive(Debug, Clone)]
 pub struct MicroBatch {
@@ -49,10 +51,17 @@ pub fn step_gradients(
     micro: &[MicroBatch],
     loss_cfg: &CocaLossConfig,
 ) -> Result<(StepLosses, BTreeMap<String, Tensor>)> {
-    step_gradients_with(model, params, micro, loss_cfg.pad_id, &mut |out, held| {
-        let loss = coca_loss_fused_with(out, held, loss_cfg)?;
-        Ok((read_losses(&loss)?, loss.total))
-    })
+    step_gradients_with(
+        model,
+        params,
+        micro,
+        loss_cfg.pad_id,
+        &mut |out, held| {
+            let loss = coca_loss_fused_with(out, held, loss_cfg)?;
+            Ok((read_losses(&loss)?, loss.total))
+        },
+        None,
+    )
 }
 
 /// The objective of one backward pass of [`step_gradients_with`]: given the (accumulated) output with one
@@ -61,14 +70,21 @@ pub fn step_gradients(
 pub type Objective<'a, E> =
     dyn FnMut(&TrainOutput, CaptionNll) -> std::result::Result<(StepLosses, Tensor), E> + 'a;
 
-/// [`step_gradients`] with the loss supplied by `objective` (the distributed loss plugs in here); the
-/// micro-batch and accumulation logic are the same.
+/// Called once per [`Stage`] of the step's last backward pass with the final (summed over micro-batches)
+/// gradients that stage completed, in name order, while the later stages are still to be differentiated:
+/// data-parallel training starts their all-reduce here.
+pub type OnStageDone<'a, E> =
+    dyn FnMut(Stage, &[(String, Tensor)]) -> std::result::Result<(), E> + 'a;
+
+/// [`step_gradients`] with the loss supplied by `objective` (the distributed loss plugs in here) and an
+/// optional `on_stage_done`; the micro-batch and accumulation logic are the same.
 pub fn step_gradients_with<E: From<candle_core::Error>>(
     model: &Coca,
     params: &[(String, Var)],
     micro: &[MicroBatch],
     pad_id: u32,
     objective: &mut Objective<'_, E>,
+    mut on_stage_done: Option<&mut OnStageDone<'_, E>>,
 ) -> std::result::Result<(StepLosses, BTreeMap<String, Tensor>), E> {
     if micro.is_empty() {
         return Err(candle_core::Error::Msg(
@@ -77,25 +93,51 @@ pub fn step_gradients_with<E: From<candle_core::Error>>(
         .into());
     }
     let mut grads: BTreeMap<String, Tensor> = BTreeMap::new();
-    // candle's backward builds each gradient with recorded ops, so a gradient references the step's activations;
-    // detached, they are freed with the graph instead of living on in the gradients and optimiser moments.
-    let mut add = |store: candle_core::backprop::GradStore| -> Result<()> {
-        for (name, var) in params {
-            if let Some(g) = store.get(var.as_tensor()) {
+    // Backpropagate one live micro-batch, stage by stage, adding its gradients to `grads`; on the step's last
+    // micro-batch each stage's gradients are final, and go to `on_stage_done` at once.
+    let mut backward = |staged: StagedForward,
+                        total: &Tensor,
+                        last: bool|
+     -> std::result::Result<(), E> {
+        let mut failure: Option<E> = None;
+        staged.backward(total, |stage, store| {
+            let mut completed = Vec::new();
+            for (name, var) in params {
+                let Some(g) = store.get(var.as_tensor()) else {
+                    continue;
+                };
+                if Stage::of(name) != stage {
+                    candle_core::bail!(
+                        "parameter {name} received gradients in the {stage:?} stage of the backward, \
+                         but belongs to the {:?} stage",
+                        Stage::of(name)
+                    );
+                }
+                // candle's backward builds each gradient with recorded ops, so a gradient references the
+                // step's activations; detached, they are freed with the graph instead of living on in the
+                // gradients and optimiser moments.
                 let g = g.detach();
                 let sum = match grads.remove(name) {
                     Some(prev) => (prev + g)?,
                     None => g,
                 };
-                grads.insert(name.clone(), sum);
+                grads.insert(name.clone(), sum.clone());
+                completed.push((name.clone(), sum));
             }
-        }
-        Ok(())
+            if let (true, Some(hook)) = (last, on_stage_done.as_mut()) {
+                if let Err(e) = hook(stage, &completed) {
+                    failure = Some(e);
+                    candle_core::bail!("stage {stage:?}: gradient hand-off failed");
+                }
+            }
+            Ok(())
+        })
+        .map_err(|e| failure.take().unwrap_or_else(|| e.into()))
     };
     if micro.len() == 1 {
-        let out = model.forward_for_loss(&micro[0].images, &micro[0].ids)?;
-        let (losses, total) = objective(&out, CaptionNll::default())?;
-        add(total.backward()?)?;
+        let staged = StagedForward::new(model, &micro[0].images, &micro[0].ids)?;
+        let (losses, total) = objective(&staged.out, CaptionNll::default())?;
+        backward(staged, &total, true)?;
         return Ok((losses, grads));
     }
     let cached: Vec<Cached> = micro
@@ -111,7 +153,7 @@ pub fn step_gradients_with<E: From<candle_core::Error>>(
         .collect::<Result<_>>()?;
     let mut losses = StepLosses::default();
     for (j, mb) in micro.iter().enumerate() {
-        let live = model.forward_for_loss(&mb.images, &mb.ids)?;
+        let mut staged = StagedForward::new(model, &mb.images, &mb.ids)?;
         let pick = |f: fn(&Cached) -> &Tensor, own: &Tensor| -> Result<Tensor> {
             let parts: Vec<&Tensor> = cached
                 .iter()
@@ -126,14 +168,11 @@ pub fn step_gradients_with<E: From<candle_core::Error>>(
             .enumerate()
             .filter(|&(i, _)| i != j)
             .fold(CaptionNll::default(), |acc, (_, c)| acc + c.caption);
-        let joined = TrainOutput {
-            image_features: pick(|c| &c.image, &live.image_features)?,
-            text_features: pick(|c| &c.text, &live.text_features)?,
-            ..live
-        };
-        let (step_losses, total) = objective(&joined, held)?;
+        staged.out.image_features = pick(|c| &c.image, &staged.out.image_features)?;
+        staged.out.text_features = pick(|c| &c.text, &staged.out.text_features)?;
+        let (step_losses, total) = objective(&staged.out, held)?;
         losses = step_losses;
-        add(total.backward()?)?;
+        backward(staged, &total, j + 1 == micro.len())?;
     }
     Ok((losses, grads))
 }

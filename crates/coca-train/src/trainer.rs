@@ -15,16 +15,14 @@ use crate::checkpoint::{
     latest_checkpoint, prune_checkpoints, read_state, write_checkpoint_dir, write_state,
     TrainState, MODEL_FILE, OPTIMIZER_FILE,
 };
-use crate::distributed::{
-    average_gradients, broadcast_vars, mean_losses, step_gradients_distributed, DistOptions,
-};
+use crate::distributed::{broadcast_vars, mean_losses, step_gradients_distributed, DistOptions};
 use crate::error::TrainError;
 use crate::init::initial_parameters;
 use crate::optim::{clip_grad_norm, AdamW, AdamWConfig};
 use crate::params::{excluded_from_decay, Locks};
 use crate::schedule::Schedule;
 use crate::step::{clamp_logit_scale, step_gradients, MicroBatch, StepLosses};
-use coca_dist::Communicator;
+use coca_dist::{BackgroundComm, Communicator};
 
 /// Settings of a run that the loop itself uses.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -288,6 +286,9 @@ impl Trainer {
             data.iter().map(|(n, v)| (n.clone(), v.clone())).collect()
         };
         broadcast_vars(comm.as_ref(), &all_vars, options.bucket_bytes)?;
+        // Host collectives from here on run on their own thread, so gradient buckets travel during the
+        // backward.
+        let comm = BackgroundComm::wrap_if_blocking(comm)?;
         self.dist = Some(Distributed { comm, options });
         Ok(self)
     }
@@ -414,7 +415,8 @@ impl Trainer {
                 None => step_gradients(model, &self.params, &micro, &loss_cfg)?,
                 Some(d) => {
                     let comm = d.comm.as_ref();
-                    let (losses, mut grads) = step_gradients_distributed(
+                    // Averaged over ranks before clipping, as DDP does for open_clip.
+                    let (losses, grads) = step_gradients_distributed(
                         model,
                         &self.params,
                         &micro,
@@ -422,8 +424,6 @@ impl Trainer {
                         comm,
                         &d.options,
                     )?;
-                    // open_clip (DDP) averages before clipping.
-                    average_gradients(comm, &mut grads, d.options.bucket_bytes)?;
                     (mean_losses(comm, losses)?, grads)
                 }
             };

@@ -6,12 +6,13 @@
 use std::collections::BTreeMap;
 
 use candle_core::{DType, Device, Tensor};
-use coca_dist::{Communicator, LocalComm};
+use coca_dist::{BackgroundComm, Communicator, DistError, LocalComm, PendingTensor};
 use coca_model::loss::contrastive_loss;
 use coca_model::nn::ops::log_softmax_last_dim;
 use coca_model::weights::TrainableCoca;
 use coca_model::{coca_loss_fused, CocaLossConfig, TrainOutput};
-use coca_train::distributed::{average_gradients, mean_losses, step_gradients_distributed};
+use coca_train::distributed::{mean_losses, step_gradients_distributed};
+use coca_train::stages::Stage;
 use coca_train::{DistOptions, MicroBatch, StepLosses};
 
 mod common;
@@ -27,33 +28,45 @@ fn rows(b: &MicroBatch, start: usize, n: usize) -> MicroBatch {
     }
 }
 
-/// Run a distributed step on `world` ranks, rank `r` taking `micro[r]`; every rank's mean losses and
-/// averaged gradients.
+/// Run a distributed step on `world` ranks, rank `r` taking `micro[r]`, with each rank's collectives on a
+/// background thread as the trainer runs them; every rank's mean losses and averaged gradients.
 fn distributed(
     model: &TrainableCoca,
     micro: &[Vec<MicroBatch>],
     options: DistOptions,
+) -> Vec<(StepLosses, Grads)> {
+    distributed_on(model, micro, options, |local| {
+        Box::new(BackgroundComm::spawn(Box::new(local)).unwrap())
+    })
+}
+
+/// [`distributed`] with each rank's communicator made from its in-process rank by `wrap`.
+fn distributed_on(
+    model: &TrainableCoca,
+    micro: &[Vec<MicroBatch>],
+    options: DistOptions,
+    wrap: impl Fn(LocalComm) -> Box<dyn Communicator> + Sync,
 ) -> Vec<(StepLosses, Grads)> {
     let params = params(model);
     let cfg = CocaLossConfig::default();
     std::thread::scope(|s| {
         let handles: Vec<_> = LocalComm::group(micro.len())
             .into_iter()
-            .map(|comm| {
-                let (params, cfg) = (&params, &cfg);
+            .map(|local| {
+                let (params, cfg, wrap) = (&params, &cfg, &wrap);
                 s.spawn(move || {
+                    let comm = wrap(local);
                     let mine = &micro[comm.rank()];
-                    let (losses, mut grads) = step_gradients_distributed(
+                    let (losses, grads) = step_gradients_distributed(
                         &model.model,
                         params,
                         mine,
                         cfg,
-                        &comm,
+                        comm.as_ref(),
                         &options,
                     )
                     .unwrap();
-                    average_gradients(&comm, &mut grads, 4096).unwrap();
-                    (mean_losses(&comm, losses).unwrap(), grads)
+                    (mean_losses(comm.as_ref(), losses).unwrap(), grads)
                 })
             })
             .collect();
@@ -353,6 +366,94 @@ fn step_gradients_hold_no_graph() {
         assert!(!grads.is_empty());
         for (name, g) in &grads {
             assert!(!g.track_op(), "the gradient of {name} records a graph");
+        }
+    }
+}
+
+/// A rank that records the size of every all-reduce the training thread starts, in order.
+struct Recording {
+    inner: Box<dyn Communicator>,
+    started: std::sync::Arc<std::sync::Mutex<Vec<usize>>>,
+}
+
+impl Communicator for Recording {
+    fn rank(&self) -> usize {
+        self.inner.rank()
+    }
+    fn world_size(&self) -> usize {
+        self.inner.world_size()
+    }
+    fn backend(&self) -> &'static str {
+        "recording"
+    }
+    fn all_reduce_sum_f32(&self, data: &mut [f32]) -> Result<(), DistError> {
+        self.inner.all_reduce_sum_f32(data)
+    }
+    fn all_gather_f32(&self, local: &[f32]) -> Result<Vec<f32>, DistError> {
+        self.inner.all_gather_f32(local)
+    }
+    fn broadcast_f32(&self, data: &mut [f32]) -> Result<(), DistError> {
+        self.inner.broadcast_f32(data)
+    }
+    fn barrier(&self) -> Result<(), DistError> {
+        self.inner.barrier()
+    }
+    fn start_all_reduce_sum(&self, t: &Tensor) -> Result<PendingTensor, DistError> {
+        self.started.lock().unwrap().push(t.elem_count());
+        self.inner.start_all_reduce_sum(t)
+    }
+}
+
+/// With buckets larger than the model, the step starts exactly one all-reduce per backward stage, as soon as
+/// that stage is differentiated: the decoder's gradients first, then the text tower's, then the vision
+/// tower's (with accumulation, only in the last micro-batch's backward). The gradients are those of the
+/// synchronous backend, bit for bit.
+#[test]
+fn gradients_are_averaged_stage_by_stage_during_the_backward() {
+    let model = tiny();
+    let global = batch(&[2, 5, 5, 2, 3, 4, 1, 6], 5);
+    let shares: Vec<Vec<MicroBatch>> = (0..2)
+        .map(|r| vec![rows(&global, 4 * r, 2), rows(&global, 4 * r + 2, 2)])
+        .collect();
+    let options = DistOptions {
+        bucket_bytes: 1 << 30,
+        ..GWG
+    };
+    let logs: Vec<_> = (0..2)
+        .map(|_| std::sync::Arc::new(std::sync::Mutex::new(Vec::new())))
+        .collect();
+    let overlapped = distributed_on(&model, &shares, options, |local| {
+        let started = std::sync::Arc::clone(&logs[local.rank()]);
+        let inner = Box::new(BackgroundComm::spawn(Box::new(local)).unwrap());
+        Box::new(Recording { inner, started })
+    });
+    let mut per_stage = [0usize; 3];
+    for (name, g) in &overlapped[0].1 {
+        let stage = match Stage::of(name) {
+            Stage::Decoder => 0,
+            Stage::Text => 1,
+            Stage::Vision => 2,
+        };
+        per_stage[stage] += g.elem_count();
+    }
+    assert!(per_stage.iter().all(|&n| n > 0), "{per_stage:?}");
+    for log in &logs {
+        assert_eq!(*log.lock().unwrap(), per_stage.to_vec());
+    }
+    let synchronous = distributed_on(&model, &shares, options, |local| Box::new(local));
+    for (a, b) in overlapped.iter().zip(&synchronous) {
+        assert_eq!(a.0, b.0);
+        assert_eq!(
+            a.1.keys().collect::<Vec<_>>(),
+            b.1.keys().collect::<Vec<_>>()
+        );
+        for (name, g) in &a.1 {
+            let (x, y) = (g.flatten_all().unwrap(), b.1[name].flatten_all().unwrap());
+            assert_eq!(
+                x.to_vec1::<f32>().unwrap(),
+                y.to_vec1::<f32>().unwrap(),
+                "{name}"
+            );
         }
     }
 }
