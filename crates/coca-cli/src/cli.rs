@@ -228,4 +228,7 @@ pub struct BenchArgs {
     /// (default: seeded random inputs of each --batch-size).
     #[arg(long, value_name = "FILE", requires = "train")]
     pub train_inputs: Option<PathBuf>,
+    /// With --train: recompute each residual block in the backward (coca train --grad-checkpointing).
+    #[arg(long, requires = "train")]
+    pub grad_checkpointing: bool,
 }

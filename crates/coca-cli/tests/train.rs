@@ -340,3 +340,22 @@ fn bf16_mixed_precision_follows_the_f32_run() {
     }
     assert_ne!(a, b, "bf16 compute should round differently from f32");
 }
+
+/// `--grad-checkpointing` recomputes every residual block in the backward: the same gradients, so the same
+/// losses step for step, and the same final weights.
+#[test]
+fn grad_checkpointing_trains_to_the_same_losses() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (plain_dir, ckpt_dir) = (tmp.path().join("plain"), tmp.path().join("ckpt"));
+    let o = coca(&train_args(plain_dir.to_str().unwrap(), "4"));
+    assert!(o.status.success(), "{}", common::stderr(&o));
+    let mut args = train_args(ckpt_dir.to_str().unwrap(), "4");
+    args.push("--grad-checkpointing");
+    let o = coca(&args);
+    assert!(o.status.success(), "{}", common::stderr(&o));
+    let (a, b) = (losses(&plain_dir), losses(&ckpt_dir));
+    assert_eq!(a.len(), 4);
+    assert_eq!(a, b);
+    let weights = |dir: &Path| std::fs::read(dir.join("model.safetensors")).unwrap();
+    assert_eq!(weights(&plain_dir), weights(&ckpt_dir));
+}

@@ -6,7 +6,7 @@ use candle_nn::VarBuilder;
 use crate::config::CocaConfig;
 use crate::decoder::MultimodalDecoder;
 use crate::nn::ops::l2_normalize;
-use crate::nn::Activation;
+use crate::nn::{Activation, BlockRunner, Direct};
 use crate::text::TextTower;
 use crate::vision::VisionTower;
 
@@ -131,7 +131,11 @@ impl Coca {
 
     /// Encode preprocessed images (batch, 3, H, W).
     pub fn encode_image(&self, images: &Tensor) -> Result<ImageEncoding> {
-        let out = self.visual.forward(images)?;
+        self.encode_image_in(images, &Direct)
+    }
+
+    fn encode_image_in(&self, images: &Tensor, runner: &dyn BlockRunner) -> Result<ImageEncoding> {
+        let out = self.visual.forward_in(images, runner)?;
         Ok(ImageEncoding {
             embedding: l2_normalize(&out.pooled)?,
             tokens: out.tokens,
@@ -140,7 +144,11 @@ impl Coca {
 
     /// Encode token ids (batch, len ≤ context length).
     pub fn encode_text(&self, ids: &Tensor) -> Result<TextEncoding> {
-        let out = self.text.forward(ids)?;
+        self.encode_text_in(ids, &Direct)
+    }
+
+    fn encode_text_in(&self, ids: &Tensor, runner: &dyn BlockRunner) -> Result<TextEncoding> {
+        let out = self.text.forward_in(ids, runner)?;
         Ok(TextEncoding {
             embedding: l2_normalize(&out.pooled)?,
             tokens: out.tokens,
@@ -169,25 +177,37 @@ impl Coca {
     /// The training forward of [`Coca::forward`] stopped before the LM head: everything the CoCa loss needs,
     /// with the decoder's final hidden states in place of the caption logits.
     pub fn forward_for_loss(&self, images: &Tensor, ids: &Tensor) -> Result<TrainOutput> {
-        let image = self.encode_image(images)?;
-        let text = self.encode_text(ids)?;
-        self.forward_for_loss_from(&image, &text, ids)
+        self.forward_for_loss_in(images, ids, &Direct)
     }
 
-    /// [`Coca::forward_for_loss`] from both towers' encodings of the same batch (`text` encodes `ids`): the
-    /// multimodal decoder and the loss inputs only. Training that backpropagates the towers separately (to
-    /// overlap gradient communication with the rest of the backward) cuts the graph here.
-    pub fn forward_for_loss_from(
+    /// [`Coca::forward_for_loss`] with every residual block run by `runner`, and the towers' outputs handed
+    /// to the rest of the model through [`BlockRunner::cut`] (where a segmented backward cuts the graph,
+    /// [`crate::segments`]).
+    pub fn forward_for_loss_in(
         &self,
-        image: &ImageEncoding,
-        text: &TextEncoding,
+        images: &Tensor,
         ids: &Tensor,
+        runner: &dyn BlockRunner,
     ) -> Result<TrainOutput> {
-        let (decoder_in, labels) = teacher_forcing_split(text, ids)?;
-        let caption_hidden = self.text_decoder.final_hidden(&image.tokens, &decoder_in)?;
+        let image = self.encode_image_in(images, runner)?;
+        let [embedding, tokens]: [Tensor; 2] = runner
+            .cut(&[&image.embedding, &image.tokens])?
+            .try_into()
+            .map_err(|_| candle_core::Error::Msg("a cut changed the number of tensors".into()))?;
+        let image = ImageEncoding { embedding, tokens };
+        let text = self.encode_text_in(ids, runner)?;
+        let [embedding, tokens]: [Tensor; 2] = runner
+            .cut(&[&text.embedding, &text.tokens])?
+            .try_into()
+            .map_err(|_| candle_core::Error::Msg("a cut changed the number of tensors".into()))?;
+        let text = TextEncoding { embedding, tokens };
+        let (decoder_in, labels) = teacher_forcing_split(&text, ids)?;
+        let caption_hidden =
+            self.text_decoder
+                .final_hidden_in(&image.tokens, &decoder_in, runner)?;
         Ok(TrainOutput {
-            image_features: image.embedding.clone(),
-            text_features: text.embedding.clone(),
+            image_features: image.embedding,
+            text_features: text.embedding,
             caption_hidden,
             lm_head: self.text_decoder.lm_head().clone(),
             labels,

@@ -6,7 +6,9 @@ use candle_nn::VarBuilder;
 
 use crate::config::MultimodalConfig;
 use crate::nn::layers::project;
-use crate::nn::{Activation, AttentionMask, LayerNorm, ResidualAttentionBlock};
+use crate::nn::{
+    Activation, AttentionMask, BlockRunner, Direct, LayerNorm, ResidualAttentionBlock,
+};
 
 /// open_clip's `MultimodalTransformer`.
 #[derive(Debug, Clone)]
@@ -80,6 +82,16 @@ impl MultimodalDecoder {
     /// What the LM head sees: the decoder's output after `ln_final` (batch, len, width), for losses that apply
     /// the head themselves (see [`crate::nn::fused::lm_head_cross_entropy`]). Same inputs as [`MultimodalDecoder::forward`].
     pub fn final_hidden(&self, image_embs: &Tensor, text_embs: &Tensor) -> Result<Tensor> {
+        self.final_hidden_in(image_embs, text_embs, &Direct)
+    }
+
+    /// [`MultimodalDecoder::final_hidden`] with the blocks run by `runner`.
+    pub fn final_hidden_in(
+        &self,
+        image_embs: &Tensor,
+        text_embs: &Tensor,
+        runner: &dyn BlockRunner,
+    ) -> Result<Tensor> {
         let len = text_embs.dim(1)?;
         if len > self.context_length {
             candle_core::bail!(
@@ -90,8 +102,8 @@ impl MultimodalDecoder {
         let mask = AttentionMask::causal(len, text_embs.device())?.to_dtype(text_embs.dtype())?;
         let mut x = text_embs.clone();
         for (self_block, cross_block) in self.layers() {
-            x = self_block.forward(&x, None, Some(&mask))?;
-            x = cross_block.forward(&x, Some(image_embs), None)?;
+            x = runner.run(self_block, &x, None, Some(&mask))?;
+            x = runner.run(cross_block, &x, Some(image_embs), None)?;
         }
         self.ln_final.forward(&x)
     }

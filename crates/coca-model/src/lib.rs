@@ -3,6 +3,8 @@
 //! - [`config`]: open_clip's model-config JSON, the built-in configs, validation;
 //! - [`nn`]: attention blocks and the elementary ops (differentiable where training needs it);
 //! - [`vision`], [`pooler`], [`text`], [`decoder`]: the towers; [`coca`]: the model; [`loss`]: the objective;
+//! - [`segments`]: a training forward cut into segments, differentiated one at a time (overlapped gradient
+//!   communication) and optionally recomputed (`--grad-checkpointing`);
 //! - [`weights`]: expected parameters and trainable construction; [`load`]: checkpoints to models.
 
 pub mod coca;
@@ -14,6 +16,9 @@ pub mod loss;
 pub mod nn;
 pub mod parity;
 pub mod pooler;
+pub mod segments;
+#[cfg(test)]
+mod test_support;
 pub mod text;
 pub mod vision;
 pub mod weights;

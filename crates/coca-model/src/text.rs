@@ -6,7 +6,7 @@ use candle_nn::VarBuilder;
 
 use crate::config::TextConfig;
 use crate::nn::layers::{project, Linear};
-use crate::nn::{Activation, LayerNorm, Transformer};
+use crate::nn::{Activation, BlockRunner, Direct, LayerNorm, Transformer};
 
 /// The output of the text tower.
 #[derive(Debug, Clone)]
@@ -150,6 +150,11 @@ impl TextTower {
 
     /// Run the tower on token ids (batch, len ≤ context_length), dtype u32.
     pub fn forward(&self, ids: &Tensor) -> Result<TextOutput> {
+        self.forward_in(ids, &Direct)
+    }
+
+    /// [`TextTower::forward`] with the blocks run by `runner`.
+    pub fn forward_in(&self, ids: &Tensor, runner: &dyn BlockRunner) -> Result<TextOutput> {
         let (_, len) = ids.dims2()?;
         if len == 0 || len > self.context_length {
             candle_core::bail!(
@@ -162,7 +167,7 @@ impl TextTower {
         let dtype = self.token_embedding.dtype();
         let mask = legacy_cls_mask(&host_ids, self.pad_id, ids.device())?.to_dtype(dtype)?;
         let x = self.embed(&ids)?;
-        let x = self.transformer.forward(&x, Some(&mask))?;
+        let x = self.transformer.forward_in(&x, Some(&mask), runner)?;
         let cls = x.narrow(1, len, 1)?.squeeze(1)?;
         let tokens = x.narrow(1, 0, len)?;
         let cls = self.ln_final.forward(&cls)?;

@@ -5,7 +5,7 @@ use candle_nn::VarBuilder;
 
 use crate::config::{CocaConfig, PaperPoolMode, VisionPooling};
 use crate::nn::layers::project;
-use crate::nn::{Activation, LayerNorm, Transformer};
+use crate::nn::{Activation, BlockRunner, Direct, LayerNorm, Transformer};
 use crate::pooler::AttentionalPooler;
 
 /// The output of the image tower.
@@ -143,6 +143,11 @@ impl VisionTower {
 
     /// Encoder tokens after the transformer: (batch, 1 + patches, width).
     pub fn encode_tokens(&self, images: &Tensor) -> Result<Tensor> {
+        self.encode_tokens_in(images, &Direct)
+    }
+
+    /// [`VisionTower::encode_tokens`] with the blocks run by `runner`.
+    pub fn encode_tokens_in(&self, images: &Tensor, runner: &dyn BlockRunner) -> Result<Tensor> {
         let (_, c, h, w) = images.dims4()?;
         if c != 3 || (h, w) != self.image_size {
             candle_core::bail!(
@@ -170,7 +175,7 @@ impl VisionTower {
             Some(ln) => ln.forward(&x)?,
             None => x,
         };
-        self.transformer.forward(&x, None)
+        self.transformer.forward_in(&x, None, runner)
     }
 
     /// Split pooled tokens into (embedding, context) as open_clip's `_global_pool` does.
@@ -187,7 +192,12 @@ impl VisionTower {
 
     /// Embedding (unnormalised, projected) and caption context.
     pub fn forward(&self, images: &Tensor) -> Result<VisionOutput> {
-        self.forward_tokens(&self.encode_tokens(images)?)
+        self.forward_in(images, &Direct)
+    }
+
+    /// [`VisionTower::forward`] with the blocks run by `runner`.
+    pub fn forward_in(&self, images: &Tensor, runner: &dyn BlockRunner) -> Result<VisionOutput> {
+        self.forward_tokens(&self.encode_tokens_in(images, runner)?)
     }
 
     /// The encoder tokens exactly as this model's attentional pooler(s) read them, from the output of

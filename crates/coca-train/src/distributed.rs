@@ -27,17 +27,18 @@
 //!   the global loss with the other side of every logit detached (image rows against constant text columns
 //!   and vice versa). `logit_scale` gets the full global gradient either way.
 //!
-//! **Gradient averaging**, overlapped with the backward pass. The backward runs in stages ([`crate::stages`]:
-//! decoder, text tower, vision tower). On the step's last micro-batch, as soon as a stage is differentiated
-//! its gradients go, in name order, into buckets of about [`DistOptions::bucket_bytes`], and each full bucket
-//! (and the rest at the end of the stage) is started with [`Communicator::start_all_reduce_sum`]. With a
-//! [`coca_dist::BackgroundComm`] (what [`crate::Trainer::distributed`] uses) the all-reduce runs on the
-//! communication thread while this thread differentiates the next stage: the decoder's and the text tower's
-//! gradients travel while the vision tower's backward runs. After the backward, every bucket is waited for
-//! and divided by `W` (clipping and the optimiser step follow, as in open_clip). NCCL stays on the training
-//! thread (it must enqueue on that thread's stream); its buckets are enqueued stage by stage too, but on the
-//! same stream as the backward's kernels, so the GPU runs them in turn: overlapping them on the GPU needs a
-//! communication stream with events, not done yet.
+//! **Gradient averaging**, overlapped with the backward pass. In a run of several ranks the step's last
+//! backward runs segment by segment ([`coca_model::segments`]: the objective, then every residual block and
+//! tower from the top of the decoder down to the patch embedding), and each weight's gradient is final once
+//! its segment is done. Final gradients go, in that order, into buckets of about
+//! [`DistOptions::bucket_bytes`]; each full bucket, and the rest at the end, is started with
+//! [`Communicator::start_all_reduce_sum`]. With a [`coca_dist::BackgroundComm`] (what
+//! [`crate::Trainer::distributed`] uses for the host backends) the all-reduce runs on the communication thread
+//! while this thread differentiates the segments below, as PyTorch DDP's bucket hooks do. After the backward,
+//! every bucket is waited for and divided by `W` (clipping and the optimiser step follow, as in open_clip).
+//! NCCL stays on the training thread (it must enqueue on that thread's stream); its buckets are enqueued as
+//! they fill too, but on the same stream as the backward's kernels, so the GPU runs them in turn: overlapping
+//! them on the GPU needs a communication stream with events, not done yet.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -83,22 +84,26 @@ pub fn step_gradients_distributed(
     params: &[(String, Var)],
     micro: &[MicroBatch],
     loss_cfg: &CocaLossConfig,
+    grad_checkpointing: bool,
     comm: &dyn Communicator,
     options: &DistOptions,
 ) -> Result<(StepLosses, BTreeMap<String, Tensor>), TrainError> {
     let mut averager = GradientAverager::new(comm, options.bucket_bytes);
+    let mut start_buckets = |completed: &[(String, Tensor)]| -> Result<(), TrainError> {
+        for (name, grad) in completed {
+            averager.add(name, grad)?;
+        }
+        Ok(())
+    };
     let (losses, mut grads) = step_gradients_with(
         model,
         params,
         micro,
         loss_cfg.pad_id,
+        grad_checkpointing,
         &mut |out, held| distributed_objective(out, held, loss_cfg, comm, options),
-        Some(&mut |_stage, completed: &[(String, Tensor)]| {
-            for (name, grad) in completed {
-                averager.add(name, grad)?;
-            }
-            averager.flush()
-        }),
+        // One rank has nothing to communicate, so nothing to overlap.
+        (comm.world_size() > 1).then_some(&mut start_buckets),
     )?;
     averager.finish(&mut grads)?;
     Ok((losses, grads))

@@ -6,8 +6,6 @@
 //! - [`optim`]: AdamW as PyTorch computes it, gradient-norm clipping;
 //! - [`schedule`]: warmup + cosine / constant / const-cooldown / linear learning rates;
 //! - [`step`]: gradients of one step, with `--accum-freq` semantics;
-//! - [`stages`]: the backward pass in stages (decoder, text tower, vision tower), whose gradients can be
-//!   communicated while the next stage is differentiated;
 //! - [`checkpoint`]: atomic checkpoint directories and `--resume latest`;
 //! - [`trainer`]: the loop tying them together, with hooks for progress, metrics and validation;
 //! - [`distributed`]: data parallelism over a [`coca_dist::Communicator`]: open_clip's gathered contrastive
@@ -20,7 +18,6 @@ pub mod init;
 pub mod optim;
 pub mod params;
 pub mod schedule;
-pub mod stages;
 pub mod step;
 pub mod trainer;
 

@@ -1,11 +1,10 @@
 //! Gradients of one optimiser step, with open_clip's gradient accumulation.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use candle_core::{Result, Tensor, Var};
+use coca_model::segments::{SegmentMode, Segments};
 use coca_model::{coca_loss_fused_with, CaptionNll, Coca, CocaLossConfig, TrainOutput};
-
-use crate::stages::{Stage, StagedForward};
 
 /// One micro-batch: preprocessed images `(B, 3, H, W)` and token ids `(B, L)`.
 #[derive(Debug, Clone)]
@@ -45,17 +44,23 @@ struct Cached {
 ///
 /// The caption loss never forms logits ([`coca_model::coca_loss_fused`]): the cached micro-batches enter it
 /// as their summed NLL and token count, constants exactly as open_clip's detached cached logits are.
+///
+/// With `grad_checkpointing` (open_clip's `--grad-checkpointing`) every residual block keeps only its input
+/// during the forward and is recomputed in the backward ([`coca_model::segments`]): far less activation
+/// memory for about one more forward pass; the gradients are the same.
 pub fn step_gradients(
     model: &Coca,
     params: &[(String, Var)],
     micro: &[MicroBatch],
     loss_cfg: &CocaLossConfig,
+    grad_checkpointing: bool,
 ) -> Result<(StepLosses, BTreeMap<String, Tensor>)> {
     step_gradients_with(
         model,
         params,
         micro,
         loss_cfg.pad_id,
+        grad_checkpointing,
         &mut |out, held| {
             let loss = coca_loss_fused_with(out, held, loss_cfg)?;
             Ok((read_losses(&loss)?, loss.total))
@@ -70,21 +75,23 @@ pub fn step_gradients(
 pub type Objective<'a, E> =
     dyn FnMut(&TrainOutput, CaptionNll) -> std::result::Result<(StepLosses, Tensor), E> + 'a;
 
-/// Called once per [`Stage`] of the step's last backward pass with the final (summed over micro-batches)
-/// gradients that stage completed, in name order, while the later stages are still to be differentiated:
-/// data-parallel training starts their all-reduce here.
-pub type OnStageDone<'a, E> =
-    dyn FnMut(Stage, &[(String, Tensor)]) -> std::result::Result<(), E> + 'a;
+/// Receives, during the step's last backward pass, the parameters whose gradients have just become final
+/// (summed over micro-batches), with those gradients, while the segments below are still to be
+/// differentiated: data-parallel training starts their all-reduce here.
+pub type OnGradientsFinal<'a, E> =
+    dyn FnMut(&[(String, Tensor)]) -> std::result::Result<(), E> + 'a;
 
 /// [`step_gradients`] with the loss supplied by `objective` (the distributed loss plugs in here) and an
-/// optional `on_stage_done`; the micro-batch and accumulation logic are the same.
+/// optional `on_final`, which makes the backward run segment by segment ([`coca_model::segments`]) so that
+/// gradients become final early; the micro-batch and accumulation logic are the same.
 pub fn step_gradients_with<E: From<candle_core::Error>>(
     model: &Coca,
     params: &[(String, Var)],
     micro: &[MicroBatch],
     pad_id: u32,
+    grad_checkpointing: bool,
     objective: &mut Objective<'_, E>,
-    mut on_stage_done: Option<&mut OnStageDone<'_, E>>,
+    mut on_final: Option<&mut OnGradientsFinal<'_, E>>,
 ) -> std::result::Result<(StepLosses, BTreeMap<String, Tensor>), E> {
     if micro.is_empty() {
         return Err(candle_core::Error::Msg(
@@ -92,52 +99,60 @@ pub fn step_gradients_with<E: From<candle_core::Error>>(
         )
         .into());
     }
+    let mode = match (grad_checkpointing, on_final.is_some()) {
+        (true, _) => SegmentMode::Recompute,
+        (false, true) => SegmentMode::Cut,
+        (false, false) => SegmentMode::Whole,
+    };
     let mut grads: BTreeMap<String, Tensor> = BTreeMap::new();
-    // Backpropagate one live micro-batch, stage by stage, adding its gradients to `grads`; on the step's last
-    // micro-batch each stage's gradients are final, and go to `on_stage_done` at once.
-    let mut backward = |staged: StagedForward,
+    // Differentiate one live micro-batch pass by pass, adding its gradients to `grads`; on the step's last
+    // micro-batch each pass's gradients are final and go to `on_final` at once.
+    let mut backward = |segments: Segments,
                         total: &Tensor,
                         last: bool|
      -> std::result::Result<(), E> {
         let mut failure: Option<E> = None;
-        staged.backward(total, |stage, store| {
-            let mut completed = Vec::new();
-            for (name, var) in params {
-                let Some(g) = store.get(var.as_tensor()) else {
-                    continue;
-                };
-                if Stage::of(name) != stage {
-                    candle_core::bail!(
-                        "parameter {name} received gradients in the {stage:?} stage of the backward, \
-                         but belongs to the {:?} stage",
-                        Stage::of(name)
-                    );
+        let mut seen = BTreeSet::new();
+        segments
+            .backward(total, |store| {
+                let mut completed = Vec::new();
+                for (name, var) in params {
+                    let Some(g) = store.get(var.as_tensor()) else {
+                        continue;
+                    };
+                    if !seen.insert(name.as_str()) {
+                        candle_core::bail!(
+                            "parameter {name} is used by two segments of the model, so its gradient is \
+                             not final after either"
+                        );
+                    }
+                    // candle's backward builds each gradient with recorded ops, so a gradient references
+                    // the step's activations; detached, they are freed with the graph instead of living on
+                    // in the gradients and optimiser moments.
+                    let g = g.detach();
+                    let sum = match grads.remove(name) {
+                        Some(prev) => (prev + g)?,
+                        None => g,
+                    };
+                    grads.insert(name.clone(), sum.clone());
+                    completed.push((name.clone(), sum));
                 }
-                // candle's backward builds each gradient with recorded ops, so a gradient references the
-                // step's activations; detached, they are freed with the graph instead of living on in the
-                // gradients and optimiser moments.
-                let g = g.detach();
-                let sum = match grads.remove(name) {
-                    Some(prev) => (prev + g)?,
-                    None => g,
-                };
-                grads.insert(name.clone(), sum.clone());
-                completed.push((name.clone(), sum));
-            }
-            if let (true, Some(hook)) = (last, on_stage_done.as_mut()) {
-                if let Err(e) = hook(stage, &completed) {
-                    failure = Some(e);
-                    candle_core::bail!("stage {stage:?}: gradient hand-off failed");
+                if let (true, Some(hook)) = (last, on_final.as_mut()) {
+                    if let Err(e) = hook(&completed) {
+                        failure = Some(e);
+                        candle_core::bail!("gradient hand-off failed");
+                    }
                 }
-            }
-            Ok(())
-        })
-        .map_err(|e| failure.take().unwrap_or_else(|| e.into()))
+                Ok(())
+            })
+            .map_err(|e| failure.take().unwrap_or_else(|| e.into()))
     };
     if micro.len() == 1 {
-        let staged = StagedForward::new(model, &micro[0].images, &micro[0].ids)?;
-        let (losses, total) = objective(&staged.out, CaptionNll::default())?;
-        backward(staged, &total, true)?;
+        let segments = Segments::new(mode);
+        let out = model.forward_for_loss_in(&micro[0].images, &micro[0].ids, &segments)?;
+        let (losses, total) = objective(&out, CaptionNll::default())?;
+        drop(out);
+        backward(segments, &total, true)?;
         return Ok((losses, grads));
     }
     let cached: Vec<Cached> = micro
@@ -153,7 +168,8 @@ pub fn step_gradients_with<E: From<candle_core::Error>>(
         .collect::<Result<_>>()?;
     let mut losses = StepLosses::default();
     for (j, mb) in micro.iter().enumerate() {
-        let mut staged = StagedForward::new(model, &mb.images, &mb.ids)?;
+        let segments = Segments::new(mode);
+        let live = model.forward_for_loss_in(&mb.images, &mb.ids, &segments)?;
         let pick = |f: fn(&Cached) -> &Tensor, own: &Tensor| -> Result<Tensor> {
             let parts: Vec<&Tensor> = cached
                 .iter()
@@ -168,11 +184,15 @@ pub fn step_gradients_with<E: From<candle_core::Error>>(
             .enumerate()
             .filter(|&(i, _)| i != j)
             .fold(CaptionNll::default(), |acc, (_, c)| acc + c.caption);
-        staged.out.image_features = pick(|c| &c.image, &staged.out.image_features)?;
-        staged.out.text_features = pick(|c| &c.text, &staged.out.text_features)?;
-        let (step_losses, total) = objective(&staged.out, held)?;
+        let joined = TrainOutput {
+            image_features: pick(|c| &c.image, &live.image_features)?,
+            text_features: pick(|c| &c.text, &live.text_features)?,
+            ..live
+        };
+        let (step_losses, total) = objective(&joined, held)?;
         losses = step_losses;
-        backward(staged, &total, j + 1 == micro.len())?;
+        drop(joined);
+        backward(segments, &total, j + 1 == micro.len())?;
     }
     Ok((losses, grads))
 }

@@ -54,6 +54,10 @@ pub struct TrainOptions {
     /// Compute precision of the forward and backward (the weights and optimiser state stay f32).
     #[serde(default)]
     pub precision: TrainPrecision,
+    /// Recompute every residual block in the backward instead of keeping its activations (open_clip's
+    /// `--grad-checkpointing`): less memory, about one more forward pass of compute, the same gradients.
+    #[serde(default)]
+    pub grad_checkpointing: bool,
 }
 
 /// open_clip's `--precision` for training.
@@ -412,7 +416,13 @@ impl Trainer {
                 }
             };
             let (losses, mut grads) = match &self.dist {
-                None => step_gradients(model, &self.params, &micro, &loss_cfg)?,
+                None => step_gradients(
+                    model,
+                    &self.params,
+                    &micro,
+                    &loss_cfg,
+                    self.options.grad_checkpointing,
+                )?,
                 Some(d) => {
                     let comm = d.comm.as_ref();
                     // Averaged over ranks before clipping, as DDP does for open_clip.
@@ -421,6 +431,7 @@ impl Trainer {
                         &self.params,
                         &micro,
                         &loss_cfg,
+                        self.options.grad_checkpointing,
                         comm,
                         &d.options,
                     )?;

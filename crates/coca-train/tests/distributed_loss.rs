@@ -12,7 +12,6 @@ use coca_model::nn::ops::log_softmax_last_dim;
 use coca_model::weights::TrainableCoca;
 use coca_model::{coca_loss_fused, CocaLossConfig, TrainOutput};
 use coca_train::distributed::{mean_losses, step_gradients_distributed};
-use coca_train::stages::Stage;
 use coca_train::{DistOptions, MicroBatch, StepLosses};
 
 mod common;
@@ -35,7 +34,7 @@ fn distributed(
     micro: &[Vec<MicroBatch>],
     options: DistOptions,
 ) -> Vec<(StepLosses, Grads)> {
-    distributed_on(model, micro, options, |local| {
+    distributed_on(model, micro, options, false, |local| {
         Box::new(BackgroundComm::spawn(Box::new(local)).unwrap())
     })
 }
@@ -45,6 +44,7 @@ fn distributed_on(
     model: &TrainableCoca,
     micro: &[Vec<MicroBatch>],
     options: DistOptions,
+    grad_checkpointing: bool,
     wrap: impl Fn(LocalComm) -> Box<dyn Communicator> + Sync,
 ) -> Vec<(StepLosses, Grads)> {
     let params = params(model);
@@ -62,6 +62,7 @@ fn distributed_on(
                         params,
                         mine,
                         cfg,
+                        grad_checkpointing,
                         comm.as_ref(),
                         &options,
                     )
@@ -331,6 +332,7 @@ fn one_rank_is_the_single_process_step() {
         &params(&model),
         std::slice::from_ref(&global),
         &CocaLossConfig::default(),
+        false,
     )
     .unwrap();
     for options in [
@@ -361,6 +363,7 @@ fn step_gradients_hold_no_graph() {
             &params,
             &micro,
             &CocaLossConfig::default(),
+            false,
         )
         .unwrap();
         assert!(!grads.is_empty());
@@ -404,56 +407,103 @@ impl Communicator for Recording {
     }
 }
 
-/// With buckets larger than the model, the step starts exactly one all-reduce per backward stage, as soon as
-/// that stage is differentiated: the decoder's gradients first, then the text tower's, then the vision
-/// tower's (with accumulation, only in the last micro-batch's backward). The gradients are those of the
-/// synchronous backend, bit for bit.
+/// During the last micro-batch's backward, gradients become final segment by segment from the top of the
+/// model down: the decoder's before the text tower's, the text tower's before the vision tower's, and within a
+/// tower the upper blocks first; with grad checkpointing too. Each name comes once.
 #[test]
-fn gradients_are_averaged_stage_by_stage_during_the_backward() {
+fn gradients_become_final_from_the_top_down() {
+    let model = tiny();
+    let params = params(&model);
+    let b = batch(&[3, 5, 1, 4], 6);
+    let micro = [rows(&b, 0, 2), rows(&b, 2, 2)];
+    let cfg = CocaLossConfig::default();
+    for checkpointing in [false, true] {
+        let mut order: Vec<String> = Vec::new();
+        let (_, grads) = coca_train::step::step_gradients_with(
+            &model.model,
+            &params,
+            &micro,
+            cfg.pad_id,
+            checkpointing,
+            &mut |out, held| {
+                let loss = coca_model::coca_loss_fused_with(out, held, &cfg)?;
+                Ok::<_, candle_core::Error>((StepLosses::default(), loss.total))
+            },
+            Some(&mut |done: &[(String, Tensor)]| {
+                order.extend(done.iter().map(|(n, _)| n.clone()));
+                Ok(())
+            }),
+        )
+        .unwrap();
+        assert_eq!(order.len(), grads.len());
+        let position = |name: &str| order.iter().position(|n| n == name).unwrap();
+        let last = |prefix: &str| {
+            order
+                .iter()
+                .rposition(|n| n.starts_with(prefix))
+                .unwrap_or_else(|| panic!("nothing under {prefix}"))
+        };
+        let first = |prefix: &str| order.iter().position(|n| n.starts_with(prefix)).unwrap();
+        assert!(last("text_decoder.") < first("text."), "{order:?}");
+        assert!(last("text.") < first("visual."), "{order:?}");
+        assert!(
+            last("visual.transformer.resblocks.1.") < first("visual.transformer.resblocks.0."),
+            "{order:?}"
+        );
+        assert!(last("visual.transformer.resblocks.0.") < position("visual.conv1.weight"));
+        assert!(last("text_decoder.cross_attn.1.") < first("text_decoder.resblocks.1."));
+    }
+}
+
+/// Buckets are started as they fill during the backward (several here, each at least the bucket size but
+/// the last) and every gradient is in exactly one; the averaged gradients equal those of the synchronous
+/// backend bit for bit, with and without grad checkpointing.
+#[test]
+fn buckets_start_during_the_backward_and_average_exactly() {
     let model = tiny();
     let global = batch(&[2, 5, 5, 2, 3, 4, 1, 6], 5);
     let shares: Vec<Vec<MicroBatch>> = (0..2)
         .map(|r| vec![rows(&global, 4 * r, 2), rows(&global, 4 * r + 2, 2)])
         .collect();
     let options = DistOptions {
-        bucket_bytes: 1 << 30,
+        bucket_bytes: 64 << 10,
         ..GWG
     };
-    let logs: Vec<_> = (0..2)
-        .map(|_| std::sync::Arc::new(std::sync::Mutex::new(Vec::new())))
-        .collect();
-    let overlapped = distributed_on(&model, &shares, options, |local| {
-        let started = std::sync::Arc::clone(&logs[local.rank()]);
-        let inner = Box::new(BackgroundComm::spawn(Box::new(local)).unwrap());
-        Box::new(Recording { inner, started })
-    });
-    let mut per_stage = [0usize; 3];
-    for (name, g) in &overlapped[0].1 {
-        let stage = match Stage::of(name) {
-            Stage::Decoder => 0,
-            Stage::Text => 1,
-            Stage::Vision => 2,
-        };
-        per_stage[stage] += g.elem_count();
-    }
-    assert!(per_stage.iter().all(|&n| n > 0), "{per_stage:?}");
-    for log in &logs {
-        assert_eq!(*log.lock().unwrap(), per_stage.to_vec());
-    }
-    let synchronous = distributed_on(&model, &shares, options, |local| Box::new(local));
-    for (a, b) in overlapped.iter().zip(&synchronous) {
-        assert_eq!(a.0, b.0);
-        assert_eq!(
-            a.1.keys().collect::<Vec<_>>(),
-            b.1.keys().collect::<Vec<_>>()
-        );
-        for (name, g) in &a.1 {
-            let (x, y) = (g.flatten_all().unwrap(), b.1[name].flatten_all().unwrap());
-            assert_eq!(
-                x.to_vec1::<f32>().unwrap(),
-                y.to_vec1::<f32>().unwrap(),
-                "{name}"
+    let synchronous = distributed_on(&model, &shares, options, false, |local| Box::new(local));
+    for checkpointing in [false, true] {
+        let logs: Vec<_> = (0..2)
+            .map(|_| std::sync::Arc::new(std::sync::Mutex::new(Vec::new())))
+            .collect();
+        let overlapped = distributed_on(&model, &shares, options, checkpointing, |local| {
+            let started = std::sync::Arc::clone(&logs[local.rank()]);
+            let inner = Box::new(BackgroundComm::spawn(Box::new(local)).unwrap());
+            Box::new(Recording { inner, started })
+        });
+        let total: usize = overlapped[0].1.values().map(|g| g.elem_count()).sum();
+        for log in &logs {
+            let sizes = log.lock().unwrap().clone();
+            assert!(sizes.len() > 2, "{sizes:?}");
+            assert_eq!(sizes.iter().sum::<usize>(), total);
+            let limit = options.bucket_bytes / 4;
+            assert!(
+                sizes[..sizes.len() - 1].iter().all(|&n| n >= limit),
+                "{sizes:?}"
             );
+        }
+        for (a, b) in overlapped.iter().zip(&synchronous) {
+            assert_eq!(a.0, b.0);
+            assert_eq!(
+                a.1.keys().collect::<Vec<_>>(),
+                b.1.keys().collect::<Vec<_>>()
+            );
+            for (name, g) in &a.1 {
+                let (x, y) = (g.flatten_all().unwrap(), b.1[name].flatten_all().unwrap());
+                assert_eq!(
+                    x.to_vec1::<f32>().unwrap(),
+                    y.to_vec1::<f32>().unwrap(),
+                    "checkpointing {checkpointing}: {name}"
+                );
+            }
         }
     }
 }

@@ -49,6 +49,7 @@ fn options(seed: u64, steps: u64) -> TrainOptions {
         val_every: 0,
         seed,
         precision: Default::default(),
+        grad_checkpointing: false,
     }
 }
 

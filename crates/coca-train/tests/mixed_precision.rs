@@ -28,15 +28,21 @@ fn bf16_step_matches_the_f32_step_within_half_precision() {
     let params = params(&model);
     let micro = batch(&[3, 5, 1, 4, 6, 2], 1);
     let cfg = CocaLossConfig::default();
-    let (want, want_grads) =
-        step_gradients(&model.model, &params, std::slice::from_ref(&micro), &cfg).unwrap();
+    let (want, want_grads) = step_gradients(
+        &model.model,
+        &params,
+        std::slice::from_ref(&micro),
+        &cfg,
+        false,
+    )
+    .unwrap();
 
     let view = mixed_precision_view(&tiny_config(), &model.vars, DType::BF16).unwrap();
     let half = MicroBatch {
         images: micro.images.to_dtype(DType::BF16).unwrap(),
         ids: micro.ids.clone(),
     };
-    let (got, got_grads) = step_gradients(&view, &params, &[half], &cfg).unwrap();
+    let (got, got_grads) = step_gradients(&view, &params, &[half], &cfg, false).unwrap();
 
     let rel = ((got.total - want.total) / want.total).abs();
     assert!(

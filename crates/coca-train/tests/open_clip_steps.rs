@@ -76,6 +76,7 @@ fn options(meta: &serde_json::Value, accum: usize, precision: TrainPrecision) ->
         val_every: 0,
         seed: 0,
         precision,
+        grad_checkpointing: false,
     }
 }
 

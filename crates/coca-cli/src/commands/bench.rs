@@ -208,6 +208,7 @@ mod train {
         params: &[(String, Var)],
         opt: &mut AdamW,
         batch: &MicroBatch,
+        grad_checkpointing: bool,
         phases: &mut Phases,
     ) -> Result<()> {
         let t0 = Instant::now();
@@ -216,6 +217,7 @@ mod train {
             params,
             std::slice::from_ref(batch),
             &CocaLossConfig::default(),
+            grad_checkpointing,
         )?;
         let t2 = Instant::now();
         opt.step(&grads, LR)?;
@@ -316,12 +318,26 @@ mod train {
             };
             let mut phases = Phases::default();
             for _ in 0..args.warmup {
-                step(&model, &params, &mut opt, &batch, &mut phases)?;
+                step(
+                    &model,
+                    &params,
+                    &mut opt,
+                    &batch,
+                    args.grad_checkpointing,
+                    &mut phases,
+                )?;
             }
             let first_loss = phases.losses.first().copied();
             let mut phases_timed = Phases::default();
             for _ in 0..args.iters {
-                step(&model, &params, &mut opt, &batch, &mut phases_timed)?;
+                step(
+                    &model,
+                    &params,
+                    &mut opt,
+                    &batch,
+                    args.grad_checkpointing,
+                    &mut phases_timed,
+                )?;
             }
             let batch = images.dim(0)?;
             let secs = median(&phases_timed.total);
@@ -343,6 +359,7 @@ mod train {
             "implementation": "coca",
             "model": args.model.model,
             "threads": std::env::var("RAYON_NUM_THREADS").ok(),
+            "grad_checkpointing": args.grad_checkpointing,
             "load_seconds": load_seconds,
             "train_step": results,
             "peak_rss_mib": peak_rss_mib(),

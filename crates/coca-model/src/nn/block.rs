@@ -81,6 +81,42 @@ impl ResidualAttentionBlock {
     }
 }
 
+/// How the towers run their residual blocks and hand their outputs over: [`Direct`]ly, or as segments that a
+/// training backward differentiates one at a time ([`crate::segments::Segments`]).
+pub trait BlockRunner {
+    /// `block.forward(x, context, mask)`.
+    fn run(
+        &self,
+        block: &ResidualAttentionBlock,
+        x: &Tensor,
+        context: Option<&Tensor>,
+        mask: Option<&Tensor>,
+    ) -> Result<Tensor>;
+
+    /// Tensors one part of the model hands to another together (a tower's outputs); the same values.
+    fn cut(&self, ts: &[&Tensor]) -> Result<Vec<Tensor>>;
+}
+
+/// Blocks run as they are, in one graph: inference, and training differentiated in one pass.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Direct;
+
+impl BlockRunner for Direct {
+    fn run(
+        &self,
+        block: &ResidualAttentionBlock,
+        x: &Tensor,
+        context: Option<&Tensor>,
+        mask: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        block.forward(x, context, mask)
+    }
+
+    fn cut(&self, ts: &[&Tensor]) -> Result<Vec<Tensor>> {
+        Ok(ts.iter().map(|&t| t.clone()).collect())
+    }
+}
+
 /// A stack of self-attention blocks under `resblocks.{i}`.
 #[derive(Debug, Clone)]
 pub struct Transformer {
@@ -111,9 +147,19 @@ impl Transformer {
 
     /// Run every block with the same additive mask.
     pub fn forward(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+        self.forward_in(x, mask, &Direct)
+    }
+
+    /// [`Transformer::forward`] with the blocks run by `runner`.
+    pub fn forward_in(
+        &self,
+        x: &Tensor,
+        mask: Option<&Tensor>,
+        runner: &dyn BlockRunner,
+    ) -> Result<Tensor> {
         let mut x = x.clone();
         for block in &self.blocks {
-            x = block.forward(&x, None, mask)?;
+            x = runner.run(block, &x, None, mask)?;
         }
         Ok(x)
     }

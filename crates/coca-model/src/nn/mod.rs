@@ -9,5 +9,5 @@ pub mod ops;
 pub mod thin_matmul;
 
 pub use attention::{AttentionMask, MultiheadAttention};
-pub use block::{ResidualAttentionBlock, Transformer};
+pub use block::{BlockRunner, Direct, ResidualAttentionBlock, Transformer};
 pub use layers::{Activation, LayerNorm, Linear, Mlp};

@@ -204,6 +204,11 @@ pub struct TrainArgs {
     /// torch.autocast; LayerNorms, softmax and losses stay f32). amp_bf16 is meant for GPUs.
     #[arg(long, value_enum, default_value_t = PrecisionArg::Fp32)]
     pub precision: PrecisionArg,
+    /// Recompute each residual block in the backward instead of keeping its activations (open_clip's
+    /// --grad-checkpointing): activation memory drops to one tensor per block, for about one more forward
+    /// pass of compute. The gradients are the same.
+    #[arg(long)]
+    pub grad_checkpointing: bool,
     /// Print the final summary as JSON.
     #[arg(long)]
     pub json: bool,
@@ -607,6 +612,7 @@ fn train_options(args: &TrainArgs, steps: u64) -> TrainOptions {
             PrecisionArg::Fp32 => TrainPrecision::Fp32,
             PrecisionArg::AmpBf16 => TrainPrecision::AmpBf16,
         },
+        grad_checkpointing: args.grad_checkpointing,
     }
 }
 
