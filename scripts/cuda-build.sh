@@ -18,6 +18,8 @@
 # The binary ends up in $CARGO_TARGET_DIR/release/coca. At run time it loads the driver's libcuda.so.1 and the
 # CUDA 13 libraries (libcublas.so.13, libcurand.so.10, libnvrtc.so.13, and libnccl.so.2 with --features nccl):
 # put their folder on LD_LIBRARY_PATH if the loader does not find them (`ldd target/cuda/release/coca`).
+#
+# The GPU tests of coca's own CUDA kernels build with the same toolkit: scripts/gpu/build-kernel-tests.sh.
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

@@ -2,9 +2,12 @@
 # The GPU checks, in one run on a machine with an NVIDIA GPU (driver >= 580), from the repository root:
 #
 #   scripts/gpu/device_checks.sh [COCA_BIN]        # default target/cuda/release/coca (scripts/cuda-build.sh)
+#   KERNEL_TESTS=target/cuda/cuda_kernel_tests scripts/gpu/device_checks.sh    # (scripts/gpu/build-kernel-tests.sh)
 #
 # 1. parity on the GPU: every committed open_clip fixture (fixtures/parity/tiny_*) in fp32 — embeddings, logits,
 #    losses and every parameter's gradient, through the training path's GPU ops — and in bf16 (inference);
+# 1b. with KERNEL_TESTS (the executable of crates/coca-model/tests/cuda_kernels.rs): coca's CUDA kernels against
+#    the CPU kernels, then the parity of 1 again with those kernels on (COCA_CUDA_KERNELS=1);
 # 2. scripts/bench/bench_gpu.py: coca beside open_clip on the same card (image embedding, captions, train step).
 # Results go to $OUT (default gpu-out/). Needs python3 with torch (CUDA) and open_clip; wheels placed in .whl/
 # (open_clip_torch, ftfy, wcwidth) are installed first, for machines without a package index.
@@ -37,6 +40,17 @@ echo "== parity fp32 (with gradients) on cuda:0"
 "$bin" parity --device cuda:0 fixtures/parity/tiny_* 2>&1 | tee "$out/parity.txt" || status=1
 echo "== parity bf16 (inference) on cuda:0"
 "$bin" parity --device cuda:0 --precision bf16 fixtures/parity/tiny_* 2>&1 | tee -a "$out/parity.txt" || status=1
+
+if [[ -n "${KERNEL_TESTS:-}" ]]; then
+    echo "== coca's CUDA kernels against the CPU kernels ($KERNEL_TESTS)"
+    "$KERNEL_TESTS" --test-threads=1 --nocapture 2>&1 | tee "$out/kernel_tests.txt" || status=1
+    echo "== parity fp32 (with gradients) on cuda:0, COCA_CUDA_KERNELS=1"
+    COCA_CUDA_KERNELS=1 "$bin" parity --device cuda:0 fixtures/parity/tiny_* 2>&1 |
+        tee "$out/parity_kernels.txt" || status=1
+    echo "== parity bf16 (inference) on cuda:0, COCA_CUDA_KERNELS=1"
+    COCA_CUDA_KERNELS=1 "$bin" parity --device cuda:0 --precision bf16 fixtures/parity/tiny_* 2>&1 |
+        tee -a "$out/parity_kernels.txt" || status=1
+fi
 
 echo "== benchmarks"
 PYTHONUNBUFFERED=1 timeout "${BENCH_TIMEOUT:-420}" python3 scripts/bench/bench_gpu.py --coca-bin "$bin" --out "$out" \

@@ -142,7 +142,13 @@ impl Mlp {
 
     /// Apply to (..., width).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let h = self.act.forward(&self.c_fc.forward(x)?)?;
+        let h = match (&self.c_fc.bias, self.act) {
+            // With coca's CUDA kernels, c_fc's bias joins the GELU kernel instead of taking a pass of its own.
+            (Some(b), Activation::Gelu) if fused::cuda_applies(&[x, &self.c_fc.weight, b]) => {
+                fused::bias_gelu_erf(&matmul_transposed(x, &self.c_fc.weight, None)?, b)?
+            }
+            _ => self.act.forward(&self.c_fc.forward(x)?)?,
+        };
         self.c_proj.forward(&h)
     }
 }

@@ -4,7 +4,9 @@
 //! flowing through them is silently dropped. Each function here therefore picks the fused kernel only when no
 //! input takes part in autograd (`track_op() == false`), and otherwise composes differentiable primitives. The
 //! gradient-parity tests against open_clip prove the training path. On the CPU in f32, the training path uses the
-//! single-node kernels of [`super::fused`] (forward and backward in one pass each) instead of the compositions.
+//! single-node kernels of [`super::fused`] (forward and backward in one pass each) instead of the compositions;
+//! on CUDA it does so for LayerNorm, GELU and the attention softmax in f32 and bf16 when the `cuda` feature is
+//! built and `COCA_CUDA_KERNELS=1` ([`fused::cuda_applies`]).
 
 use candle_core::{DType, Result, Tensor, D};
 
@@ -26,7 +28,7 @@ pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Resul
     if !any_tracks(&[x, weight, bias]) && weight.dtype() == dtype && bias.dtype() == dtype {
         return candle_nn::ops::layer_norm(&x.contiguous()?, weight, bias, eps as f32);
     }
-    if fused::applies(&[x, weight, bias]) {
+    if fused::applies(&[x, weight, bias]) || fused::cuda_applies(&[x, weight, bias]) {
         return fused::layer_norm(x, weight, bias, eps);
     }
     let xf = x.to_dtype(DType::F32)?;
@@ -57,7 +59,9 @@ pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
 /// broadcastable to `scores`).
 pub fn attention_softmax(scores: &Tensor, scale: f64, mask: Option<&Tensor>) -> Result<Tensor> {
     let tracks = any_tracks(&[scores]);
-    if tracks && fused::applies(&[scores]) && mask.is_none_or(|m| fused::applies(&[m])) {
+    let cpu = fused::applies(&[scores]) && mask.is_none_or(|m| fused::applies(&[m]));
+    let cuda = fused::cuda_applies(&[scores]) && mask.is_none_or(|m| fused::cuda_applies(&[m]));
+    if tracks && (cpu || cuda) {
         return fused::scaled_masked_softmax(scores, scale, mask);
     }
     let mut scores = (scores * scale)?;
@@ -78,7 +82,7 @@ pub fn log_softmax_last_dim(x: &Tensor) -> Result<Tensor> {
 
 /// Exact (erf) GELU, as `nn.GELU()`; differentiable in candle.
 pub fn gelu(x: &Tensor) -> Result<Tensor> {
-    if any_tracks(&[x]) && fused::applies(&[x]) {
+    if any_tracks(&[x]) && (fused::applies(&[x]) || fused::cuda_applies(&[x])) {
         return fused::gelu_erf(x);
     }
     x.gelu_erf()

@@ -13,9 +13,24 @@ use rayon::prelude::*;
 use super::{f32_slice, vexp, ELEMS_PER_TASK};
 use crate::nn::thin_matmul::madd;
 
-/// `x · Φ(x)` elementwise, Φ the standard normal CDF (PyTorch's `nn.GELU()`). f32 on the CPU only.
+/// `x · Φ(x)` elementwise, Φ the standard normal CDF (PyTorch's `nn.GELU()`). f32 on the CPU; f32 or bf16 on
+/// CUDA with the `cuda` feature.
 pub fn gelu_erf(x: &Tensor) -> Result<Tensor> {
     x.contiguous()?.apply_op1(GeluErf)
+}
+
+/// `gelu_erf(x + bias)`, `bias` (width,) broadcast over the last dimension of `x`: on CUDA (the `cuda` feature;
+/// f32 or bf16 `x`) one kernel adds the bias and applies GELU, so the MLP's biased pre-activation is never stored,
+/// and one kernel gives the input gradient (the bias gradient is its sum over rows); elsewhere this composition,
+/// f32 on the CPU (the reference of the CUDA kernel).
+pub fn bias_gelu_erf(x: &Tensor, bias: &Tensor) -> Result<Tensor> {
+    #[cfg(feature = "cuda")]
+    {
+        if x.device().is_cuda() {
+            return super::cuda::gelu::bias_gelu_erf(x, bias);
+        }
+    }
+    gelu_erf(&x.broadcast_add(bias)?)
 }
 
 /// Elements per block of the blockwise evaluation (stack buffers, vector-friendly loops).
@@ -136,6 +151,15 @@ impl CustomOp1 for GeluErf {
         Ok((CpuStorage::F32(out), layout.shape().clone()))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        storage: &candle_core::CudaStorage,
+        layout: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        super::cuda::gelu::forward(storage, layout)
+    }
+
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
         Ok(Some(
             arg.apply_op2_no_bwd(&grad.contiguous()?, &GeluErfBackward)?,
@@ -178,6 +202,17 @@ impl CustomOp2 for GeluErfBackward {
                 }
             });
         Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        super::cuda::gelu::backward(s1, l1, s2, l2)
     }
 }
 

@@ -7,9 +7,13 @@
 //! backward (second derivatives are out of scope, as in candle).
 //!
 //! The kernels run for f32 tensors on the CPU; callers check [`applies`] and otherwise use composed candle ops.
+//! With the `cuda` feature, LayerNorm, GELU and the attention softmax also have CUDA kernels (the `cuda` module) for f32
+//! and bf16 tensors, which the call sites use where [`cuda_applies`] (opt-in: `COCA_CUDA_KERNELS=1`).
 
 pub mod attention;
 pub mod cross_entropy;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod gelu;
 pub mod gemm512;
 pub mod layer_norm;
@@ -20,7 +24,7 @@ pub mod vexp;
 
 pub use attention::{multi_head_attention, Projections};
 pub use cross_entropy::cross_entropy_rows;
-pub use gelu::gelu_erf;
+pub use gelu::{bias_gelu_erf, gelu_erf};
 pub use layer_norm::layer_norm;
 pub use linear::linear;
 pub use lm_head::{lm_head_cross_entropy, lm_head_cross_entropy_sum};
@@ -38,6 +42,22 @@ pub fn applies(ts: &[&Tensor]) -> bool {
         && ts
             .iter()
             .all(|t| t.dtype() == DType::F32 && matches!(t.device(), Device::Cpu))
+}
+
+/// `true` when coca's CUDA kernels of [`layer_norm()`], [`gelu_erf`], [`bias_gelu_erf`] and
+/// [`scaled_masked_softmax`] can run on all of `ts`: built with the `cuda` feature, `COCA_CUDA_KERNELS=1`, every
+/// tensor f32 or bf16 on a CUDA device.
+/// Off by default until the kernels have passed their GPU tests on the card in use (`tests/cuda_kernels.rs`).
+pub fn cuda_applies(ts: &[&Tensor]) -> bool {
+    #[cfg(feature = "cuda")]
+    {
+        cuda::applies(ts)
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        let _ = ts;
+        false
+    }
 }
 
 /// `COCA_FUSED=0` turns the fused kernels off, so the composed ops that other devices run can be measured and
@@ -66,6 +86,21 @@ fn rows_per_task(width: usize) -> usize {
 #[cfg(test)]
 pub(crate) mod tests {
     use candle_core::{DType, Tensor, D};
+
+    /// Deterministic values in [-1, 1) (a small LCG, so tests need no RNG crate and never flake).
+    pub(crate) fn values(len: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (0..len)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
 
     /// Fail unless `max |a − b| ≤ rel · max(|b|)` (relative to the reference's scale).
     pub(crate) fn assert_close(a: &Tensor, b: &Tensor, rel: f32) {

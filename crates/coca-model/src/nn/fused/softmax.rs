@@ -17,27 +17,7 @@ pub(super) struct MaskRows {
 impl MaskRows {
     /// Index a mask broadcastable to `scores` (no broadcasting along the last dimension) by score row.
     pub(super) fn new(mask: &Tensor, scores: &[usize]) -> Result<Self> {
-        let width = *scores.last().unwrap_or(&0);
-        let mdims = mask.dims();
-        if mdims.len() > scores.len() || mdims.last() != Some(&width) {
-            candle_core::bail!(
-                "softmax: mask {mdims:?} does not broadcast to scores {scores:?} along the keys"
-            );
-        }
-        // Right-align the mask's dims with the scores' and give broadcast dims stride 0.
-        let pad = scores.len() - mdims.len();
-        let mut strides = vec![0usize; scores.len()];
-        let mut stride = 1usize;
-        for d in (0..mdims.len()).rev() {
-            let (m, s) = (mdims[d], scores[d + pad]);
-            if m != s && m != 1 {
-                candle_core::bail!(
-                    "softmax: mask {mdims:?} does not broadcast to scores {scores:?}"
-                );
-            }
-            strides[d + pad] = if m == 1 { 0 } else { stride };
-            stride *= m;
-        }
+        let strides = mask_strides(mask.dims(), scores)?;
         let lead = &scores[..scores.len() - 1];
         let rows: usize = lead.iter().product();
         let mut offsets = Vec::with_capacity(rows);
@@ -57,9 +37,39 @@ impl MaskRows {
     }
 }
 
+/// The strides, per dimension of `scores`, of a contiguous mask of dims `mdims` broadcast to `scores` (0 along
+/// broadcast dimensions); the mask may not broadcast along the last dimension (the keys).
+pub(super) fn mask_strides(mdims: &[usize], scores: &[usize]) -> Result<Vec<usize>> {
+    let width = *scores.last().unwrap_or(&0);
+    if mdims.len() > scores.len() || mdims.last() != Some(&width) {
+        candle_core::bail!(
+            "softmax: mask {mdims:?} does not broadcast to scores {scores:?} along the keys"
+        );
+    }
+    // Right-align the mask's dims with the scores' and give broadcast dims stride 0.
+    let pad = scores.len() - mdims.len();
+    let mut strides = vec![0usize; scores.len()];
+    let mut stride = 1usize;
+    for d in (0..mdims.len()).rev() {
+        let (m, s) = (mdims[d], scores[d + pad]);
+        if m != s && m != 1 {
+            candle_core::bail!("softmax: mask {mdims:?} does not broadcast to scores {scores:?}");
+        }
+        strides[d + pad] = if m == 1 { 0 } else { stride };
+        stride *= m;
+    }
+    Ok(strides)
+}
+
 /// `softmax(scale · scores + mask)` over the last dimension; `mask` (additive, −∞ = blocked) broadcasts to
-/// `scores` except along the last dimension. Fully masked rows give zeros. f32 on the CPU only.
+/// `scores` except along the last dimension. Fully masked rows give zeros. f32 on the CPU; f32 or bf16 on CUDA with the `cuda` feature.
 pub fn scaled_masked_softmax(scores: &Tensor, scale: f64, mask: Option<&Tensor>) -> Result<Tensor> {
+    #[cfg(feature = "cuda")]
+    {
+        if scores.device().is_cuda() {
+            return super::cuda::softmax::scaled_masked_softmax(scores, scale, mask);
+        }
+    }
     let mask = match mask {
         Some(m) => Some(Arc::new(MaskRows::new(m, scores.dims())?)),
         None => None,
@@ -132,9 +142,9 @@ impl CustomOp1 for ScaledMaskedSoftmax {
     }
 }
 
-/// `scale · y ∘ (dy − Σ dy ∘ y)` row by row; inputs `y` and `dy`.
-struct SoftmaxBackward {
-    scale: f32,
+/// `scale · y ∘ (dy − Σ dy ∘ y)` row by row; inputs `y` and `dy` (also the backward of the CUDA forward op).
+pub(super) struct SoftmaxBackward {
+    pub(super) scale: f32,
 }
 
 impl CustomOp2 for SoftmaxBackward {
@@ -170,6 +180,17 @@ impl CustomOp2 for SoftmaxBackward {
                 }
             });
         Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        super::cuda::softmax::backward(self.scale, s1, l1, s2, l2)
     }
 }
 

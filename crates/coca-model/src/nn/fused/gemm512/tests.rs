@@ -6,21 +6,7 @@ use super::driver::{self, Dst, Problem};
 use super::kernel::transpose16;
 use super::pack::Src;
 use super::Parallelism;
-
-/// Deterministic values in [-1, 1) (a small LCG, so the tests need no RNG crate).
-fn values(len: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    (0..len)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
+use crate::nn::fused::tests::values;
 
 /// How a matrix sits in its buffer.
 #[derive(Clone, Copy, Debug)]
