@@ -14,7 +14,8 @@ Measurements (the sizes of issue #6's open_clip baseline by default):
   caption  greedy decoding of exactly 20 new tokens (open_clip: generate top_k=1, seq_len 21, min_seq_len 20),
            fp32, batch 1 and --caption-batch; the tokens of both sides are compared
   train    one optimiser step (forward, CoCaLoss 2:1, backward, AdamW) at --train-batch on the same batch: open_clip
-           bf16 autocast + fused AdamW (the baseline), open_clip fp32, coca fp32; first-step losses compared
+           bf16 autocast + fused AdamW (the baseline), open_clip fp32, coca fp32, coca amp_bf16, coca amp_bf16 with
+           --grad-checkpointing; first-step losses compared
 Prints one JSON object (also written to OUT/bench_gpu.json) and a markdown table for docs/benchmarks.md.
 `--device cpu` with a tiny --model config runs the same code paths on a machine without a GPU (to test the script).
 """
@@ -340,18 +341,29 @@ def main() -> int:
         save_file({"image": images.contiguous(), "text": text.contiguous()}, str(inputs))
         oc_bf16 = run_child(open_clip_cmd(args, "train", "bf16", b, ckpt, inputs), args.device, args.timeout)
         oc_fp32 = run_child(open_clip_cmd(args, "train", "fp32", b, ckpt, inputs), args.device, args.timeout)
-        co = run_child(coca_cmd(args, "bench", "--train", *common, "--train-inputs", inputs, "--iters",
-                                max(args.iters // 2, 2), "--warmup", 2, "--json"), args.device, args.timeout)
-        if "train_step" in co:
-            co = {**co["train_step"][str(b)], "gpu_peak_gib": co.get("gpu_peak_gib")}
-            co.pop("losses", None)
+        def coca_train(*extra):
+            co = run_child(coca_cmd(args, "bench", "--train", *common, "--train-inputs", inputs, "--iters",
+                                    max(args.iters // 2, 2), "--warmup", 2, "--json", *extra),
+                           args.device, args.timeout)
+            if "train_step" in co:
+                co = {**co["train_step"][str(b)], "gpu_peak_gib": co.get("gpu_peak_gib")}
+                co.pop("losses", None)
+            return co
+
+        # coca's fp32 step, its bf16 mixed precision (amp_bf16), and amp_bf16 with --grad-checkpointing.
+        variants = {
+            "coca_fp32": coca_train(),
+            "coca_amp_bf16": coca_train("--precision", "bf16"),
+            "coca_amp_bf16_checkpointing": coca_train("--precision", "bf16", "--grad-checkpointing"),
+        }
         report["train_step"] = {
             "batch": b,
             "open_clip_bf16_autocast": oc_bf16,
             "open_clip_fp32": oc_fp32,
-            "coca_fp32": co,
-            "speedup_vs_bf16": ratio(oc_bf16, co, "samples_per_second"),
-            "speedup_vs_fp32": ratio(oc_fp32, co, "samples_per_second"),
+            **variants,
+            **{f"speedup_{name}_vs_open_clip_bf16": ratio(oc_bf16, co, "samples_per_second")
+               for name, co in variants.items()},
+            "speedup_coca_fp32_vs_open_clip_fp32": ratio(oc_fp32, variants["coca_fp32"], "samples_per_second"),
         }
 
     if args.coca_train_batches:
@@ -401,14 +413,20 @@ def markdown(r: dict) -> str:
                         f" (tokens identical: {x['tokens_identical']}) | {mem(x['open_clip'], x['coca'])} |")
     if "train_step" in r:
         t = r["train_step"]
-        for name, key in (("bf16 autocast", "open_clip_bf16_autocast"), ("fp32", "open_clip_fp32")):
-            o, c = t[key], t["coca_fp32"]
-            sp = t["speedup_vs_bf16" if key.endswith("autocast") else "speedup_vs_fp32"]
-            rows.append(f"| train step batch {t['batch']}: open_clip {name} vs coca fp32 |"
+        o = t["open_clip_fp32"]
+        c = t["coca_fp32"]
+        rows.append(f"| train step batch {t['batch']}: open_clip fp32 vs coca fp32 |"
+                    f" {fmt(o, 'samples_per_second', 'img/s')} | {fmt(c, 'samples_per_second', 'img/s')} |"
+                    f" {t['speedup_coca_fp32_vs_open_clip_fp32']} | {mem(o, c)} |")
+        o = t["open_clip_bf16_autocast"]
+        for name in ("coca_fp32", "coca_amp_bf16", "coca_amp_bf16_checkpointing"):
+            c = t[name]
+            rows.append(f"| train step batch {t['batch']}: open_clip bf16 autocast vs {name} |"
                         f" {fmt(o, 'samples_per_second', 'img/s')} | {fmt(c, 'samples_per_second', 'img/s')} |"
-                        f" {sp} | {mem(o, c)} |")
-        rows.append(f"| first-step loss (open_clip fp32 / bf16 / coca) | {t['open_clip_fp32'].get('first_loss')} |"
-                    f" {t['coca_fp32'].get('first_loss')} | bf16: {t['open_clip_bf16_autocast'].get('first_loss')} | |")
+                        f" {t[f'speedup_{name}_vs_open_clip_bf16']} | {mem(o, c)} |")
+        rows.append(f"| first-step loss (open_clip fp32 / coca fp32 / open_clip bf16 / coca amp_bf16) |"
+                    f" {t['open_clip_fp32'].get('first_loss')} | {t['coca_fp32'].get('first_loss')} |"
+                    f" {t['open_clip_bf16_autocast'].get('first_loss')} | {t['coca_amp_bf16'].get('first_loss')} |")
     for b, c in r.get("coca_train_steps", {}).items():
         rows.append(f"| coca train step fp32, batch {b} | | {fmt(c, 'samples_per_second', 'img/s')} | |"
                     f" {c.get('gpu_peak_gib')} GiB |")

@@ -12,7 +12,8 @@ implementations then train on exactly that batch, each in its own process with t
 A step is: forward, CoCaLoss (caption weight 2, contrastive weight 1), backward, AdamW update (lr 5e-4, betas
 0.9/0.98, eps 1e-6, weight decay 0.2 on every parameter), fp32. Prints the median step time of each side, the
 coca/open_clip speed ratio (> 1 means coca is faster), the phase split, peak RSS, and the first-step losses (which
-must agree: same weights, same batch). `--markdown` prints a table for docs/benchmarks.md.
+must agree: same weights, same batch). `--markdown` prints a table for docs/benchmarks.md; `--grad-checkpointing`
+turns on recomputation on both sides.
 """
 
 import argparse
@@ -65,6 +66,8 @@ def open_clip_worker(args) -> None:
     model = oracle.build_model(spec["model_cfg"])
     model.load_state_dict(load_file(args.checkpoint))
     model.train()
+    if args.grad_checkpointing:
+        model.set_grad_checkpointing(True)
     inputs = load_file(args.inputs)
     images, text = inputs["image"], inputs["text"]
     loss_fn = CoCaLoss(caption_loss_weight=2.0, clip_loss_weight=1.0, pad_id=PAD_ID)
@@ -136,6 +139,8 @@ def main() -> None:
     p.add_argument("--coca-bin", default=str(ROOT / "target" / "release" / "coca"))
     p.add_argument("--only", choices=["coca", "open_clip"], help="run one side only (profiling)")
     p.add_argument("--markdown", action="store_true", help="also print a markdown table")
+    p.add_argument("--grad-checkpointing", action="store_true",
+                   help="both sides recompute each residual block in the backward (open_clip's --grad-checkpointing)")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--checkpoint", help=argparse.SUPPRESS)
     p.add_argument("--inputs", help=argparse.SUPPRESS)
@@ -153,24 +158,26 @@ def main() -> None:
     # also runs coca's fused kernels. Set CANDLE_NUM_THREADS yourself to override.
     coca_env = dict(env, CANDLE_NUM_THREADS=os.environ.get("CANDLE_NUM_THREADS", "1"))
     common = ["--iters", str(args.iters), "--warmup", str(args.warmup)]
+    checkpointing = ["--grad-checkpointing"] if args.grad_checkpointing else []
     results = {}
     with tempfile.TemporaryDirectory(prefix="coca-bench-train-") as tmp:
         ckpt, inputs, model_json = write_model_and_inputs(spec, Path(tmp), args.seed)
         if args.only != "coca":
             oc = subprocess.run(
                 [sys.executable, __file__, "--worker", "--config", args.config, "--checkpoint", str(ckpt),
-                 "--inputs", str(inputs), "--threads", str(args.threads), *common],
+                 "--inputs", str(inputs), "--threads", str(args.threads), *common, *checkpointing],
                 env=env, check=True, capture_output=True, text=True)
             results["open_clip"] = json.loads(oc.stdout.strip().splitlines()[-1])
         if args.only != "open_clip":
             cc = subprocess.run(
                 [args.coca_bin, "--threads", str(args.threads), "bench", "--train", "--model", str(model_json),
-                 "--pretrained", str(ckpt), "--train-inputs", str(inputs), *common, "--json"],
+                 "--pretrained", str(ckpt), "--train-inputs", str(inputs), *common, *checkpointing, "--json"],
                 env=coca_env, check=True, capture_output=True, text=True)
             results["coca"] = json.loads(cc.stdout)
 
     batch = str(spec["batch_size"])
     print(f"{Path(args.config).name}: batch {batch}, fp32, {args.threads} threads, "
+          f"{'grad checkpointing, ' if args.grad_checkpointing else ''}"
           f"{platform.processor() or platform.machine()}")
     # coca's step computes forward, loss and backward in one call (the fused caption loss does its gradient
     # work in the forward), so both sides report their sum.

@@ -221,7 +221,8 @@ pub struct BenchArgs {
     #[arg(long)]
     pub json: bool,
     /// Time a training step (forward, CoCa loss λ_cap 2 + λ_con 1, backward, AdamW update) instead of
-    /// embedding throughput; scripts/bench/bench_train.py compares it with open_clip.
+    /// embedding throughput; scripts/bench/bench_train.py compares it with open_clip. `--precision bf16` times
+    /// coca train's amp_bf16 (f32 weights, bf16 compute).
     #[arg(long)]
     pub train: bool,
     /// With --train: a safetensors file holding `image` (batch, 3, H, W) and `text` (batch, len) to train on

@@ -138,7 +138,7 @@ mod train {
 
     use anyhow::{bail, Context, Result};
     use candle_core::{DType, Device, Tensor, Var};
-    use coca_model::weights::{trainable_from, TrainableCoca};
+    use coca_model::weights::{mixed_precision_view, trainable_from, TrainableCoca};
     use coca_model::{CocaConfig, CocaLossConfig};
     use coca_train::step::{clamp_logit_scale, step_gradients};
     use coca_train::{AdamW, AdamWConfig, MicroBatch};
@@ -200,6 +200,13 @@ mod train {
         v[v.len() / 2]
     }
 
+    /// How the timed steps compute.
+    struct StepMode<'a> {
+        /// bf16 mixed precision (the model's config, to build the bf16 view); `None`: fp32.
+        amp_bf16: Option<&'a CocaConfig>,
+        grad_checkpointing: bool,
+    }
+
     /// One step of `coca train` (forward + loss + backward through coca-train's `step_gradients`, then AdamW
     /// and the logit-scale clamp). The forward and backward run as one call there, so the split reported is
     /// gradients vs optimiser.
@@ -208,16 +215,29 @@ mod train {
         params: &[(String, Var)],
         opt: &mut AdamW,
         batch: &MicroBatch,
-        grad_checkpointing: bool,
+        mode: &StepMode,
         phases: &mut Phases,
     ) -> Result<()> {
         let t0 = Instant::now();
+        // As `coca train --precision amp_bf16`: bf16 casts of the f32 weights, rebuilt every step.
+        let view;
+        let (net, batch) = match mode.amp_bf16 {
+            Some(cfg) => {
+                view = mixed_precision_view(cfg, &model.vars, DType::BF16)?;
+                let half = MicroBatch {
+                    images: batch.images.to_dtype(DType::BF16)?,
+                    ids: batch.ids.clone(),
+                };
+                (&view, half)
+            }
+            None => (&model.model, batch.clone()),
+        };
         let (losses, grads) = step_gradients(
-            &model.model,
+            net,
             params,
-            std::slice::from_ref(batch),
+            std::slice::from_ref(&batch),
             &CocaLossConfig::default(),
-            grad_checkpointing,
+            mode.grad_checkpointing,
         )?;
         let t2 = Instant::now();
         opt.step(&grads, LR)?;
@@ -251,9 +271,7 @@ mod train {
     /// Seeded random inputs: N(0, 1) pixels and captions of varied length (sot, words, eot, padding).
     fn random_inputs(cfg: &CocaConfig, batch: usize, device: &Device) -> Result<(Tensor, Tensor)> {
         let (h, w) = cfg.vision_cfg.image_size.hw();
-        let images = Tensor::randn(0f32, 1.0, (batch, 3, h, w), device)?;
-        let len = cfg.text_cfg.context_length;
-        let vocab = cfg.text_cfg.vocab_size as u64;
+        // One fixed xorshift sequence for pixels and ids, so every run trains on the same batch.
         let mut state = 0x9e37_79b9_7f4a_7c15u64;
         let mut next = move || {
             state ^= state << 13;
@@ -261,6 +279,13 @@ mod train {
             state ^= state << 17;
             state
         };
+        // Uniform in [-1.7, 1.7): roughly the range of normalised pixels.
+        let pixels: Vec<f32> = (0..batch * 3 * h * w)
+            .map(|_| (next() >> 40) as f32 / (1u64 << 24) as f32 * 3.4 - 1.7)
+            .collect();
+        let images = Tensor::from_vec(pixels, (batch, 3, h, w), device)?;
+        let len = cfg.text_cfg.context_length;
+        let vocab = cfg.text_cfg.vocab_size as u64;
         let mut ids = vec![0u32; batch * len];
         for row in ids.chunks_mut(len) {
             let words = 4 + (next() % (len as u64 - 5)) as usize;
@@ -276,9 +301,17 @@ mod train {
     /// Run `coca bench --train`.
     pub fn run(args: &BenchArgs) -> Result<()> {
         let (cfg, _) = resolve_config(&args.model.model)?;
-        if args.model.precision != "fp32" {
-            bail!("--train times fp32 training only");
-        }
+        let mode = StepMode {
+            amp_bf16: match args.model.precision.as_str() {
+                "fp32" | "f32" => None,
+                "bf16" | "amp_bf16" => Some(&cfg),
+                other => bail!(
+                    "--train times fp32 or bf16 mixed-precision (`bf16`, as coca train's amp_bf16) \
+                     training, not `{other}`"
+                ),
+            },
+            grad_checkpointing: args.grad_checkpointing,
+        };
         let device = parse_device(&args.model.device)?;
         let started = Instant::now();
         let weights = args.model.weights_path()?;
@@ -318,26 +351,12 @@ mod train {
             };
             let mut phases = Phases::default();
             for _ in 0..args.warmup {
-                step(
-                    &model,
-                    &params,
-                    &mut opt,
-                    &batch,
-                    args.grad_checkpointing,
-                    &mut phases,
-                )?;
+                step(&model, &params, &mut opt, &batch, &mode, &mut phases)?;
             }
             let first_loss = phases.losses.first().copied();
             let mut phases_timed = Phases::default();
             for _ in 0..args.iters {
-                step(
-                    &model,
-                    &params,
-                    &mut opt,
-                    &batch,
-                    args.grad_checkpointing,
-                    &mut phases_timed,
-                )?;
+                step(&model, &params, &mut opt, &batch, &mode, &mut phases_timed)?;
             }
             let batch = images.dim(0)?;
             let secs = median(&phases_timed.total);
@@ -359,6 +378,7 @@ mod train {
             "implementation": "coca",
             "model": args.model.model,
             "threads": std::env::var("RAYON_NUM_THREADS").ok(),
+            "precision": if mode.amp_bf16.is_some() { "amp_bf16" } else { "fp32" },
             "grad_checkpointing": args.grad_checkpointing,
             "load_seconds": load_seconds,
             "train_step": results,
