@@ -294,7 +294,9 @@ def main() -> int:
     parts = args.only or list(WORKERS)
     report = {"model": args.model, "device": args.device, "date": time.strftime("%Y-%m-%d"),
               "gpu": torch.cuda.get_device_name(0) if args.device.startswith("cuda") else "cpu",
-              "torch": torch.__version__}
+              "torch": torch.__version__,
+              # coca's own CUDA kernels (docs/gpu.md) are on when the caller exports COCA_CUDA_KERNELS=1.
+              "coca_cuda_kernels": os.environ.get("COCA_CUDA_KERNELS") == "1"}
     common = ["--model", args.model, "--pretrained", ckpt, "--device", args.device]
 
     def save():

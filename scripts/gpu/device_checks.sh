@@ -8,7 +8,8 @@
 #    losses and every parameter's gradient, through the training path's GPU ops — and in bf16 (inference);
 # 1b. with KERNEL_TESTS (the executable of crates/coca-model/tests/cuda_kernels.rs): coca's CUDA kernels against
 #    the CPU kernels, then the parity of 1 again with those kernels on (COCA_CUDA_KERNELS=1);
-# 2. scripts/bench/bench_gpu.py: coca beside open_clip on the same card (image embedding, captions, train step).
+# 2. scripts/bench/bench_gpu.py: coca beside open_clip on the same card (image embedding, captions, train step in
+#    fp32, amp_bf16 and amp_bf16 with --grad-checkpointing), with coca's kernels on if 1b passed.
 # Results go to $OUT (default gpu-out/). Needs python3 with torch (CUDA) and open_clip; wheels placed in .whl/
 # (open_clip_torch, ftfy, wcwidth) are installed first, for machines without a package index.
 set -uo pipefail
@@ -41,18 +42,22 @@ echo "== parity fp32 (with gradients) on cuda:0"
 echo "== parity bf16 (inference) on cuda:0"
 "$bin" parity --device cuda:0 --precision bf16 fixtures/parity/tiny_* 2>&1 | tee -a "$out/parity.txt" || status=1
 
+kernels=0
 if [[ -n "${KERNEL_TESTS:-}" ]]; then
+    kernels=1
     echo "== coca's CUDA kernels against the CPU kernels ($KERNEL_TESTS)"
-    "$KERNEL_TESTS" --test-threads=1 --nocapture 2>&1 | tee "$out/kernel_tests.txt" || status=1
+    "$KERNEL_TESTS" --test-threads=1 --nocapture 2>&1 | tee "$out/kernel_tests.txt" || { status=1; kernels=0; }
     echo "== parity fp32 (with gradients) on cuda:0, COCA_CUDA_KERNELS=1"
     COCA_CUDA_KERNELS=1 "$bin" parity --device cuda:0 fixtures/parity/tiny_* 2>&1 |
-        tee "$out/parity_kernels.txt" || status=1
+        tee "$out/parity_kernels.txt" || { status=1; kernels=0; }
     echo "== parity bf16 (inference) on cuda:0, COCA_CUDA_KERNELS=1"
     COCA_CUDA_KERNELS=1 "$bin" parity --device cuda:0 --precision bf16 fixtures/parity/tiny_* 2>&1 |
-        tee -a "$out/parity_kernels.txt" || status=1
+        tee -a "$out/parity_kernels.txt" || { status=1; kernels=0; }
 fi
 
-echo "== benchmarks"
-PYTHONUNBUFFERED=1 timeout "${BENCH_TIMEOUT:-420}" python3 scripts/bench/bench_gpu.py --coca-bin "$bin" --out "$out" \
-    ${BENCH_ARGS:-} 2>&1 | tee "$out/bench.log" || status=1
+# The benchmarks use coca's kernels only when all their checks above passed on this card.
+echo "== benchmarks (COCA_CUDA_KERNELS=$kernels)"
+COCA_CUDA_KERNELS=$kernels PYTHONUNBUFFERED=1 timeout "${BENCH_TIMEOUT:-420}" \
+    python3 scripts/bench/bench_gpu.py --coca-bin "$bin" --out "$out" ${BENCH_ARGS:-} 2>&1 |
+    tee "$out/bench.log" || status=1
 exit $status
