@@ -1,13 +1,16 @@
 //! AdamW exactly as PyTorch's `torch.optim.AdamW`, with open_clip's two parameter groups.
 //!
-//! On the CPU the update runs on plain `f32` buffers, one fused loop per parameter, instead of a dozen tensor ops
-//! per parameter: the moments never leave the host and the step costs one pass over the memory. For parameters on
+//! On the CPU the update runs in place on the parameter's own `f32` buffer, one fused loop per parameter split
+//! over rayon's threads, instead of a dozen tensor ops per parameter: the moments never leave the host and the
+//! step costs one pass over the memory, with no copies. For parameters on
 //! a GPU the moments live on the GPU too and the update is composed of tensor ops there, so no step copies
 //! parameters or gradients to the host.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 
-use candle_core::{DType, Device, Result, Tensor, Var};
+use candle_core::{CpuStorage, DType, Device, InplaceOp2, Layout, Result, Tensor, Var};
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 /// AdamW hyper-parameters (open_clip's defaults for ViT models).
@@ -236,24 +239,28 @@ impl Slot {
                 exp_avg,
                 exp_avg_sq,
             } => {
-                let g = grad.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
-                let mut p = tensor
-                    .to_dtype(DType::F32)?
-                    .flatten_all()?
-                    .to_vec1::<f32>()?;
-                for i in 0..p.len() {
-                    p[i] *= decay;
-                    let m = &mut exp_avg[i];
-                    *m += (1.0 - s.beta1) * (g[i] - *m);
-                    let v = &mut exp_avg_sq[i];
-                    *v = *v * s.beta2 + (1.0 - s.beta2) * g[i] * g[i];
-                    let denom = v.sqrt() / s.bias_correction2_sqrt + s.eps;
-                    p[i] -= s.step_size * (*m / denom);
+                let grad = grad.to_dtype(DType::F32)?;
+                let update = HostUpdate {
+                    exp_avg: RefCell::new(exp_avg),
+                    exp_avg_sq: RefCell::new(exp_avg_sq),
+                    decay,
+                    scalars: s,
+                };
+                if tensor.dtype() == DType::F32 && tensor.is_contiguous() {
+                    // In place, in the variable's own buffer: no copies of the parameter or the gradient.
+                    tensor.inplace_op2(&grad, &update)
+                } else {
+                    let mut p = tensor
+                        .to_dtype(DType::F32)?
+                        .flatten_all()?
+                        .to_vec1::<f32>()?;
+                    let g = grad.flatten_all()?.to_vec1::<f32>()?;
+                    update.apply(&mut p, &g)?;
+                    let updated = Tensor::from_vec(p, tensor.shape(), &Device::Cpu)?
+                        .to_dtype(tensor.dtype())?
+                        .to_device(tensor.device())?;
+                    self.var.set(&updated)
                 }
-                let updated = Tensor::from_vec(p, tensor.shape(), &Device::Cpu)?
-                    .to_dtype(tensor.dtype())?
-                    .to_device(tensor.device())?;
-                self.var.set(&updated)
             }
             Moments::Device {
                 exp_avg,
@@ -277,6 +284,75 @@ impl Slot {
                 self.var.set(&updated.to_dtype(tensor.dtype())?)
             }
         }
+    }
+}
+
+/// The AdamW update of one parameter held on the host, applied to its f32 values in place.
+struct HostUpdate<'a> {
+    exp_avg: RefCell<&'a mut Vec<f32>>,
+    exp_avg_sq: RefCell<&'a mut Vec<f32>>,
+    decay: f32,
+    scalars: UpdateScalars,
+}
+
+/// Elements per parallel task of the update: a few pages of each of the four buffers.
+const UPDATE_CHUNK: usize = 16 * 1024;
+
+impl HostUpdate<'_> {
+    /// `p ← decay·p − step_size · m̂ / (√v̂ + ε)` with PyTorch's operation order, element by element (so any
+    /// split over threads gives the same bits).
+    fn apply(&self, p: &mut [f32], g: &[f32]) -> Result<()> {
+        let mut m = self.exp_avg.borrow_mut();
+        let mut v = self.exp_avg_sq.borrow_mut();
+        if g.len() != p.len() || m.len() != p.len() || v.len() != p.len() {
+            candle_core::bail!(
+                "AdamW: {} values, gradient {}, moments {} / {}",
+                p.len(),
+                g.len(),
+                m.len(),
+                v.len()
+            );
+        }
+        let (decay, s) = (self.decay, self.scalars);
+        p.par_chunks_mut(UPDATE_CHUNK)
+            .zip(g.par_chunks(UPDATE_CHUNK))
+            .zip(m.par_chunks_mut(UPDATE_CHUNK))
+            .zip(v.par_chunks_mut(UPDATE_CHUNK))
+            .for_each(|(((p, g), m), v)| {
+                for i in 0..p.len() {
+                    p[i] *= decay;
+                    m[i] += (1.0 - s.beta1) * (g[i] - m[i]);
+                    v[i] = v[i] * s.beta2 + (1.0 - s.beta2) * g[i] * g[i];
+                    let denom = v[i].sqrt() / s.bias_correction2_sqrt + s.eps;
+                    p[i] -= s.step_size * (m[i] / denom);
+                }
+            });
+        Ok(())
+    }
+}
+
+impl InplaceOp2 for HostUpdate<'_> {
+    fn name(&self) -> &'static str {
+        "adamw-update"
+    }
+
+    fn cpu_fwd(
+        &self,
+        param: &mut CpuStorage,
+        param_layout: &Layout,
+        grad: &CpuStorage,
+        grad_layout: &Layout,
+    ) -> Result<()> {
+        let (CpuStorage::F32(p), CpuStorage::F32(g)) = (param, grad) else {
+            candle_core::bail!("AdamW: the in-place update takes f32 parameters and gradients");
+        };
+        let (Some((p0, p1)), Some((g0, g1))) = (
+            param_layout.contiguous_offsets(),
+            grad_layout.contiguous_offsets(),
+        ) else {
+            candle_core::bail!("AdamW: the in-place update takes contiguous tensors");
+        };
+        self.apply(&mut p[p0..p1], &g[g0..g1])
     }
 }
 
