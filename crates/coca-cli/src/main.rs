@@ -21,6 +21,7 @@ fn main() -> ExitCode {
         Err(err) => err.exit(),
     };
     init_logging(cli.global.verbose, cli.global.quiet);
+    keep_freed_memory();
     if let Some(threads) = cli.global.threads {
         // candle's CPU kernels size their pools from these; set before any tensor work starts.
         std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
@@ -73,4 +74,17 @@ fn init_logging(verbose: u8, quiet: bool) {
         .with_target(false)
         .without_time()
         .init();
+}
+
+/// Keep freed tensor buffers in the process instead of returning them to the kernel. glibc maps big blocks
+/// afresh and trims freed heap memory by default, so every training step page-faults its activations in
+/// again (about 5% of a CPU step). Blocks up to 32 MiB now come from the heap and stay there for the next
+/// step; the peak memory is unchanged.
+fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator parameters; it is called before any other thread starts.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+    }
 }
