@@ -34,7 +34,8 @@ use crate::nn::block::{BlockRunner, Direct, ResidualAttentionBlock};
 pub enum SegmentMode {
     /// No cuts: one graph, differentiated in one pass.
     Whole,
-    /// Cuts at every block and tower output, every activation kept.
+    /// Cuts at every block and tower output, every activation kept, plus the stand-ins: one more copy of each
+    /// block's input until the backward reaches it.
     Cut,
     /// Cuts as [`SegmentMode::Cut`], with every residual block recomputed in the backward instead of keeping
     /// its activations (`--grad-checkpointing`).
@@ -100,7 +101,7 @@ impl Segments {
         objective: &Tensor,
         mut done: impl FnMut(&GradStore) -> Result<()>,
     ) -> Result<()> {
-        let State { cuts, .. } = self.state.into_inner();
+        let State { mut cuts, .. } = self.state.into_inner();
         // The gradients of the stand-ins, summed over the passes that reach them.
         let mut pending: Vec<Vec<Option<Tensor>>> =
             cuts.iter().map(|c| vec![None; c.stand_ins.len()]).collect();
@@ -108,9 +109,10 @@ impl Segments {
         collect(&mut pending, &cuts, &store)?;
         done(&store)?;
         drop(store);
-        for i in (0..cuts.len()).rev() {
-            let grads = std::mem::take(&mut pending[i]);
-            let sources: Vec<Tensor> = match &cuts[i].source {
+        // Latest cut first; each is dropped after its pass, and with it the activations only it still holds.
+        while let Some(cut) = cuts.pop() {
+            let grads = pending.pop().unwrap_or_default();
+            let sources: Vec<Tensor> = match &cut.source {
                 Source::Kept(ts) => ts.clone(),
                 Source::Recomputed(f) if grads.iter().any(Option::is_some) => vec![f()?],
                 Source::Recomputed(_) => Vec::new(),
@@ -126,8 +128,8 @@ impl Segments {
             }
             let Some(root) = root else { continue };
             let store = root.backward()?;
-            // A pass only reaches stand-ins created before its own.
-            collect(&mut pending[..i], &cuts[..i], &store)?;
+            // A pass only reaches stand-ins created before its own: those of the cuts still in `cuts`.
+            collect(&mut pending, &cuts, &store)?;
             done(&store)?;
         }
         Ok(())
