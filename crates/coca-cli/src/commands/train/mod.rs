@@ -234,14 +234,17 @@ fn apply_demo_defaults(args: &mut TrainArgs, given: &dyn Fn(&str) -> bool) {
     if !given("train_data") {
         args.train_data = Some(data::SYNTHETIC.into());
     }
+    // 1,400 steps at lr 2e-3 after 200 warm-up steps: with 1,100 at 3e-3 after 50, seed 0 met both goals but
+    // seed 1 never told the shapes apart (43.6% zero-shot); with these, seeds 0, 1 and 2 all pass
+    // (docs/benchmarks.md).
     if !given("steps") {
-        args.steps = Some(1100);
+        args.steps = Some(1400);
     }
     if !given("lr") {
-        args.lr = 3e-3;
+        args.lr = 2e-3;
     }
     if !given("warmup") {
-        args.warmup = 50;
+        args.warmup = 200;
     }
     if !given("wd") {
         args.wd = 0.1;
