@@ -77,8 +77,8 @@ impl Default for DistOptions {
 }
 
 /// This rank's loss parts and the parameter gradients **averaged over ranks** for one optimiser step
-/// (accumulation as [`crate::step::step_gradients`]). The all-reduces of the averaging are started stage by
-/// stage during the backward (see the module docs).
+/// (accumulation as [`crate::step::step_gradients`]). The all-reduces of the averaging start during the
+/// backward, as segments make gradients final (see the module docs).
 pub fn step_gradients_distributed(
     model: &Coca,
     params: &[(String, Var)],
@@ -313,7 +313,7 @@ pub struct GradientAverager<'a> {
     /// Gradients of the bucket being filled.
     filling: Vec<(String, Tensor)>,
     filled: usize,
-    /// Buckets on their way: the gradients' names and shapes, and the pending sum.
+    /// Buckets on their way: the gradients (for their names and shapes), and the pending sum.
     started: Vec<(Vec<(String, Tensor)>, PendingTensor)>,
     added: BTreeSet<String>,
 }
