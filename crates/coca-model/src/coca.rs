@@ -190,16 +190,10 @@ impl Coca {
         runner: &dyn BlockRunner,
     ) -> Result<TrainOutput> {
         let image = self.encode_image_in(images, runner)?;
-        let [embedding, tokens]: [Tensor; 2] = runner
-            .cut(&[&image.embedding, &image.tokens])?
-            .try_into()
-            .map_err(|_| candle_core::Error::Msg("a cut changed the number of tensors".into()))?;
+        let (embedding, tokens) = cut_pair(runner, &image.embedding, &image.tokens)?;
         let image = ImageEncoding { embedding, tokens };
         let text = self.encode_text_in(ids, runner)?;
-        let [embedding, tokens]: [Tensor; 2] = runner
-            .cut(&[&text.embedding, &text.tokens])?
-            .try_into()
-            .map_err(|_| candle_core::Error::Msg("a cut changed the number of tensors".into()))?;
+        let (embedding, tokens) = cut_pair(runner, &text.embedding, &text.tokens)?;
         let text = TextEncoding { embedding, tokens };
         let (decoder_in, labels) = teacher_forcing_split(&text, ids)?;
         let caption_hidden =
@@ -221,6 +215,18 @@ impl Coca {
         let text = self.encode_text(ids)?;
         let (decoder_in, labels) = teacher_forcing_split(&text, ids)?;
         Ok((text, decoder_in, labels))
+    }
+}
+
+/// A tower's embedding and tokens handed on together through `runner` (one cut: they share the tower's head).
+fn cut_pair(
+    runner: &dyn BlockRunner,
+    embedding: &Tensor,
+    tokens: &Tensor,
+) -> Result<(Tensor, Tensor)> {
+    match <[Tensor; 2]>::try_from(runner.cut(&[embedding, tokens])?) {
+        Ok([embedding, tokens]) => Ok((embedding, tokens)),
+        Err(_) => candle_core::bail!("a cut changed the number of tensors"),
     }
 }
 

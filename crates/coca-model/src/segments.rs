@@ -217,6 +217,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
+    use crate::nn::ops::tests::max_abs_diff;
     use crate::test_support::{batch, tiny};
     use crate::{coca_loss_fused, CocaLossConfig};
 
@@ -276,25 +277,8 @@ mod tests {
                 let want = reference.get(var.as_tensor());
                 match (grads.get(name), want) {
                     (Some(got), Some(want)) => {
-                        let diff = (got - want)
-                            .unwrap()
-                            .abs()
-                            .unwrap()
-                            .flatten_all()
-                            .unwrap()
-                            .max(0)
-                            .unwrap()
-                            .to_scalar::<f32>()
-                            .unwrap();
-                        let scale = want
-                            .abs()
-                            .unwrap()
-                            .flatten_all()
-                            .unwrap()
-                            .max(0)
-                            .unwrap()
-                            .to_scalar::<f32>()
-                            .unwrap();
+                        let diff = max_abs_diff(got, want);
+                        let scale = max_abs_diff(want, &want.zeros_like().unwrap());
                         assert!(
                             diff <= 1e-6 * scale,
                             "{mode:?}: {name}: {diff} vs scale {scale}"
