@@ -154,8 +154,8 @@ impl MultiheadAttention {
         self.out_proj.forward(&out)
     }
 
-    /// `true` when a forward over these inputs takes the fused training path: some input or parameter records
-    /// a gradient and every tensor suits [`fused::applies`].
+    /// `true` when a forward over these inputs takes the fused path (training and CPU inference alike): every
+    /// tensor suits [`fused::applies`].
     pub(crate) fn fused_applies(
         &self,
         query: &Tensor,
@@ -172,12 +172,10 @@ impl MultiheadAttention {
                 }
             }
         }
-        tensors.iter().any(|t| t.track_op())
-            && fused::applies(&tensors)
-            && mask.is_none_or(|m| fused::applies(&[m]))
+        fused::applies(&tensors) && mask.is_none_or(|m| fused::applies(&[m]))
     }
 
-    /// The training path: projections, then one fused node from them to the merged heads.
+    /// The fused path: projections, then one fused node from them to the merged heads.
     fn forward_fused(
         &self,
         query: &Tensor,

@@ -52,14 +52,17 @@ pub fn matmul_transposed(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> 
     let flat = x.reshape((rows, in_dim))?;
     let mut out_shape = dims[..dims.len() - 1].to_vec();
     out_shape.push(out_dim);
-    let tracks = flat.track_op() || weight.track_op() || bias.is_some_and(|b| b.track_op());
-    if tracks && fused::applies(&[&flat, weight]) && bias.is_none_or(|b| fused::applies(&[b])) {
+    if let Some(y) = thin_matmul_transposed(&flat, weight)? {
+        let y = match bias {
+            Some(b) => y.broadcast_add(b)?,
+            None => y,
+        };
+        return y.reshape(out_shape);
+    }
+    if fused::applies(&[&flat, weight]) && bias.is_none_or(|b| fused::applies(&[b])) {
         return fused::linear(&flat, weight, bias)?.reshape(out_shape);
     }
-    let mut y = match thin_matmul_transposed(&flat, weight)? {
-        Some(y) => y,
-        None => flat.matmul(&weight.t()?)?,
-    };
+    let mut y = flat.matmul(&weight.t()?)?;
     if let Some(b) = bias {
         y = y.broadcast_add(b)?;
     }

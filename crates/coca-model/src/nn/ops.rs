@@ -25,10 +25,15 @@ fn any_tracks(ts: &[&Tensor]) -> bool {
 pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
     let dtype = x.dtype();
     // candle's kernel accumulates in f32 whatever the storage dtype, as LayerNormFp32 does.
-    if !any_tracks(&[x, weight, bias]) && weight.dtype() == dtype && bias.dtype() == dtype {
+    let cpu_fused = fused::applies(&[x, weight, bias]);
+    if !cpu_fused
+        && !any_tracks(&[x, weight, bias])
+        && weight.dtype() == dtype
+        && bias.dtype() == dtype
+    {
         return candle_nn::ops::layer_norm(&x.contiguous()?, weight, bias, eps as f32);
     }
-    if fused::applies(&[x, weight, bias]) || fused::cuda_applies(&[x, weight, bias]) {
+    if cpu_fused || fused::cuda_applies(&[x, weight, bias]) {
         return fused::layer_norm(x, weight, bias, eps);
     }
     let xf = x.to_dtype(DType::F32)?;
@@ -82,7 +87,8 @@ pub fn log_softmax_last_dim(x: &Tensor) -> Result<Tensor> {
 
 /// Exact (erf) GELU, as `nn.GELU()`; differentiable in candle.
 pub fn gelu(x: &Tensor) -> Result<Tensor> {
-    if any_tracks(&[x]) && (fused::applies(&[x]) || fused::cuda_applies(&[x])) {
+    // On the CPU coca's vectorised kernel is faster than candle's scalar erf, with or without a gradient.
+    if fused::applies(&[x]) || (any_tracks(&[x]) && fused::cuda_applies(&[x])) {
         return fused::gelu_erf(x);
     }
     x.gelu_erf()
