@@ -40,8 +40,9 @@ type Case = (
 
 const V: usize = 49_408;
 
-/// The demo's training products (`assets/demo/coca_scenes-tiny.json`, batch 64).
-const CASES: [Case; 12] = {
+/// The demo's training products (`assets/demo/coca_scenes-tiny.json`, batch 64), then the linear layers of
+/// `coca_ViT-B-32` embedding a batch of 8 (image: 8 × 50 tokens, width 768; text: 8 × 77 tokens, width 512).
+const CASES: [Case; 18] = {
     use Stored::{Cols, Rows};
     [
         (
@@ -142,6 +143,66 @@ const CASES: [Case; 12] = {
             Rows(256),
             Rows(1024),
             false,
+            false,
+        ),
+        (
+            "B-32 image qkv 400×768·(2304×768)ᵀ",
+            400,
+            2304,
+            768,
+            Rows(768),
+            Cols(768),
+            true,
+            false,
+        ),
+        (
+            "B-32 image c_fc 400×768·(3072×768)ᵀ",
+            400,
+            3072,
+            768,
+            Rows(768),
+            Cols(768),
+            true,
+            false,
+        ),
+        (
+            "B-32 image c_proj 400×3072·(768×3072)ᵀ",
+            400,
+            768,
+            3072,
+            Rows(3072),
+            Cols(3072),
+            true,
+            false,
+        ),
+        (
+            "B-32 text qkv 616×512·(1536×512)ᵀ",
+            616,
+            1536,
+            512,
+            Rows(512),
+            Cols(512),
+            true,
+            false,
+        ),
+        (
+            "B-32 text c_fc 616×512·(2048×512)ᵀ",
+            616,
+            2048,
+            512,
+            Rows(512),
+            Cols(512),
+            true,
+            false,
+        ),
+        (
+            "B-32 text c_proj 616×2048·(512×2048)ᵀ",
+            616,
+            512,
+            2048,
+            Rows(2048),
+            Cols(2048),
+            true,
             false,
         ),
         (

@@ -93,8 +93,10 @@ pub(super) unsafe fn run(p: &Problem, threads: usize) {
         1
     } else {
         // Several stripes per thread let rayon rebalance when a core is busy with other work, as long as each
-        // stripe is wide enough to amortise re-packing the other operand.
-        (len / MIN_STRIPE).clamp(threads, STRIPES_PER_THREAD * threads)
+        // stripe is wide enough to amortise re-packing the other operand. A whole number per thread: with 3
+        // stripes on 2 threads one thread would do two while the other idles for one.
+        let per_thread = (len / MIN_STRIPE / threads).clamp(1, STRIPES_PER_THREAD);
+        per_thread * threads
     }
     .min(units);
     let stripe = |s: usize| {
