@@ -38,9 +38,7 @@ impl AttentionalPooler {
         // The queries do not depend on the input: normalise and project them once, then share across the batch.
         let q = self.ln_q.forward(&self.query)?.unsqueeze(0)?;
         if self.attn.fused_applies(&q, Some(&context), None) {
-            // The fused training node takes one query row block per batch item.
-            let (_, n, width) = q.dims3()?;
-            let q = q.broadcast_as((batch, n, width))?.contiguous()?;
+            // Projects the shared queries once, then hands one copy per batch item to the fused node.
             return self.attn.forward(&q, Some(&context), None);
         }
         let q = self.attn.project_query(&q)?;

@@ -54,6 +54,17 @@ pub struct KeyValue {
     pub v: Tensor,
 }
 
+/// Projected queries of batch 1 repeated over `batch` context items (gradients sum back over the batch);
+/// anything else unchanged.
+fn share_across_batch(q: Tensor, batch: usize) -> Result<Tensor> {
+    let (qb, n, e) = q.dims3()?;
+    if qb == 1 && batch > 1 {
+        q.broadcast_as((batch, n, e))?.contiguous()
+    } else {
+        Ok(q)
+    }
+}
+
 impl MultiheadAttention {
     /// Load under `vb` (the `attn` module). `kv_dim` is the context width; PyTorch switches to separate
     /// projection weights exactly when it differs from `embed_dim`.
@@ -194,6 +205,7 @@ impl MultiheadAttention {
                     &weight.narrow(0, 0, e)?,
                     Some(&bias.narrow(0, 0, e)?),
                 )?;
+                let q = share_across_batch(q, ctx.dim(0)?)?;
                 let kv = matmul_transposed(
                     ctx,
                     &weight.narrow(0, e, 2 * e)?,
@@ -203,14 +215,16 @@ impl MultiheadAttention {
             }
             (InProjection::Separate { q, k, v }, ctx) => {
                 let ctx = ctx.unwrap_or(query);
-                let (q, k, v) = (q.forward(query)?, k.forward(ctx)?, v.forward(ctx)?);
+                let q = share_across_batch(q.forward(query)?, ctx.dim(0)?)?;
+                let (k, v) = (k.forward(ctx)?, v.forward(ctx)?);
                 fused::multi_head_attention(Projections::Separate(&q, &k, &v), self.heads, mask)?
             }
         };
         self.out_proj.forward(&out)
     }
 
-    /// Attention from `query` to `context` (`None`: self-attention).
+    /// Attention from `query` to `context` (`None`: self-attention). A `query` of batch 1 with a larger context
+    /// batch is shared by every context item (the attentional pooler's learned queries); it is projected once.
     pub fn forward(
         &self,
         query: &Tensor,
