@@ -57,6 +57,16 @@ fn tiny_cls_pooling_matches_open_clip() {
     check("tiny_clspool", ParityOptions::default());
 }
 
+/// CPU f32 runs coca's fused kernels, for inference and training alike; CUDA without `COCA_CUDA_KERNELS` and
+/// half precision run candle's composed ops instead. Hold that path to open_clip too, outputs and gradients.
+#[test]
+fn composed_candle_ops_match_open_clip_too() {
+    coca_model::nn::fused::with_composed_ops(|| {
+        check("tiny_legacy", ParityOptions::default());
+        check("tiny_parallel", ParityOptions::default());
+    });
+}
+
 #[test]
 fn pytorch_bin_weights_give_the_same_outputs() {
     for name in [

@@ -61,10 +61,30 @@ pub fn cuda_applies(ts: &[&Tensor]) -> bool {
 }
 
 /// `COCA_FUSED=0` turns the fused kernels off, so the composed ops that other devices run can be measured and
-/// tested on the CPU.
+/// tested on the CPU; [`with_composed_ops`] does the same for one call.
 fn enabled() -> bool {
     static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ENABLED.get_or_init(|| std::env::var("COCA_FUSED").map_or(true, |v| v != "0"))
+    !COMPOSED_ONLY.with(std::cell::Cell::get)
+        && *ENABLED.get_or_init(|| std::env::var("COCA_FUSED").map_or(true, |v| v != "0"))
+}
+
+thread_local! {
+    static COMPOSED_ONLY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Run `f` with the CPU kernels of this module off on the calling thread, so that the models inside it take
+/// candle's composed ops: the path of CUDA (without `COCA_CUDA_KERNELS`) and of half precision. Lets the parity
+/// tests hold that path to open_clip on the CPU as well. The choice is made per op on the calling thread, so the
+/// kernels' own worker threads need no flag.
+pub fn with_composed_ops<R>(f: impl FnOnce() -> R) -> R {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            COMPOSED_ONLY.with(|c| c.set(self.0));
+        }
+    }
+    let _restore = Restore(COMPOSED_ONLY.with(|c| c.replace(true)));
+    f()
 }
 
 /// The f32 elements of a contiguous operand, or an error naming `op`.
@@ -100,6 +120,28 @@ pub(crate) mod tests {
                 ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
             })
             .collect()
+    }
+
+    #[test]
+    fn composed_ops_are_chosen_only_inside_the_scope_and_after_a_panic_in_it() {
+        let x = Tensor::zeros(4, DType::F32, &candle_core::Device::Cpu).unwrap();
+        let default = super::applies(&[&x]);
+        super::with_composed_ops(|| {
+            assert!(!super::applies(&[&x]));
+            // Nested scopes keep it off until the outermost ends.
+            super::with_composed_ops(|| assert!(!super::applies(&[&x])));
+            assert!(!super::applies(&[&x]));
+        });
+        assert_eq!(super::applies(&[&x]), default);
+        let caught = std::panic::catch_unwind(|| super::with_composed_ops(|| panic!("inside")));
+        assert!(caught.is_err());
+        assert_eq!(super::applies(&[&x]), default);
+        // Other threads are not affected.
+        super::with_composed_ops(|| {
+            let elsewhere =
+                std::thread::scope(|s| s.spawn(|| super::applies(&[&x])).join().unwrap());
+            assert_eq!(elsewhere, default);
+        });
     }
 
     /// Fail unless `max |a − b| ≤ rel · max(|b|)` (relative to the reference's scale).
