@@ -1,4 +1,4 @@
-//! Fused CPU kernels with a backward pass, for the training path.
+//! Fused CPU kernels with a backward pass: the training path, and CPU inference in f32.
 //!
 //! candle's autograd records every elementary op, and its backward allocates a zero tensor and adds into it for
 //! every input of every node. A LayerNorm composed of ten primitives therefore costs tens of full passes over the
@@ -6,7 +6,8 @@
 //! raw slices, split over rayon's threads by rows. The backward kernels are themselves custom ops without a
 //! backward (second derivatives are out of scope, as in candle).
 //!
-//! The kernels run for f32 tensors on the CPU; callers check [`applies`] and otherwise use composed candle ops.
+//! The kernels run for f32 tensors on the CPU, with or without a gradient (without one, candle records nothing and
+//! the backward state is dropped with the op); callers check [`applies`] and otherwise use composed candle ops.
 //! With the `cuda` feature, LayerNorm, GELU and the attention softmax also have CUDA kernels (the `cuda` module) for f32
 //! and bf16 tensors, which the call sites use where [`cuda_applies`] (opt-in: `COCA_CUDA_KERNELS=1`).
 

@@ -1,10 +1,11 @@
-//! f32 GEMM with AVX-512 register tiles for the training path's products, with the calling convention of
+//! f32 GEMM with AVX-512 register tiles for the fused ops' products, with the calling convention of
 //! [`gemm::gemm`] so the fused ops switch by changing one path.
 //!
 //! Why a kernel of our own: candle and the fused ops run the `gemm` crate, whose default build has only AVX2/FMA
 //! micro-kernels. Its AVX-512 kernels sit behind a crate-wide feature (cargo features unify, and its per-ISA
 //! modules are private), and enabling it doubled batch-1 image encoding, whose 50-row activations fit its 64-row
-//! tiles badly. Here only the callers that opt in get AVX-512; inference keeps the `gemm` crate.
+//! tiles badly. Here only the callers that opt in get AVX-512 (the fused ops, for training and CPU inference alike);
+//! candle's own matmuls keep the `gemm` crate.
 //!
 //! The algorithm is the usual blocked one: `k` is cut into equal slices of at most 384; for each slice and each
 //! block of about 1 MiB of `B`'s columns, `B`'s block is packed into 32-column panels; for each block of 144
