@@ -13,7 +13,7 @@
 //! 4. joining the remaining tokens with single spaces.
 //!
 //! This module does the same in Rust. Step 2 is a longest-match lexer over a restatement of the
-//! tokenizer's rule table ([`rules`]), so besides ordinary words it reproduces, for example:
+//! tokenizer's rule table (`rules`), so besides ordinary words it reproduces, for example:
 //! * contractions and possessives split off: `isn't` → `is n't`, `can't` → `ca n't`, `it's` → `it 's`,
 //!   `dogs'` → `dogs '`, `they'd've` → `they 'd 've`; `cannot` → `can not`; `gonna`/`gotta`/`wanna`/
 //!   `lemme`/`gimme` → `gon na` …; `'tis` → `'t is`; kept whole: `o'clock`, `y'all` → `y' all`, `rock 'n' roll`;

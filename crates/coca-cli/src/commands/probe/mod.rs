@@ -4,7 +4,7 @@
 //! 1. the class folders, read by coca-data's [`ClassFolders`] (as `coca eval` reads them), and [`split`]: the
 //!    train/validation split;
 //! 2. [`features`]: the encoder run once per dataset, its tokens and embeddings cached on disk;
-//! 3. [`head`] + [`fit`]: the probe trained on the cached features (seconds, not minutes);
+//! 3. [`head`] + [`fit`](mod@fit): the probe trained on the cached features (seconds, not minutes);
 //! 4. the scores — top-1, top-5, mean per-class recall, confusion matrix — from `coca_eval`'s
 //!    [`classification_report`], the definitions zero-shot evaluation uses; [`predict`]: a saved probe applied
 //!    to new images or videos.

@@ -4,7 +4,7 @@
 //! With CLIP's 49,408-word vocabulary the logits of a training batch are the largest tensor of a CoCa step
 //! (64 captions × 11 positions: 139 MB, and as much again for their gradient), and writing them costs page
 //! faults and memsets on top of the arithmetic. Here the non-padding rows are processed in chunks of
-//! [`CHUNK_ROWS`]: a chunk's logits are computed into one reused buffer, turned into `exp(z − max)` in place (one
+//! `CHUNK_ROWS`: a chunk's logits are computed into one reused buffer, turned into `exp(z − max)` in place (one
 //! vectorised `exp` per logit, see [`super::vexp`]), and — when a gradient will be asked for — consumed right away
 //! by the two gradient products while they are still in the last-level cache:
 //!
