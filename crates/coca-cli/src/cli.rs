@@ -62,6 +62,8 @@ pub enum Command {
     Classify(crate::commands::classify::ClassifyArgs),
     /// Captions for images (open_clip-compatible greedy, sampling and beam search, with a key/value cache).
     Caption(crate::commands::caption::CaptionArgs),
+    /// An HTTP JSON server for embeddings and captions (GET /health, POST /embed, POST /caption).
+    Serve(crate::commands::serve::ServeArgs),
     /// Exact search of an embedding folder written by `coca embed --output-dir` with a text or an image.
     Search(crate::commands::search::SearchArgs),
     /// Train CoCa from scratch or fine-tune it (open_clip's flags); `--demo` trains a tiny model on synthetic scenes.

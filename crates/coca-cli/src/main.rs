@@ -36,6 +36,7 @@ fn main() -> ExitCode {
         Command::Classify(args) => commands::classify::run(args, cli.global.quiet),
         Command::Caption(args) => commands::caption::run(args),
         Command::Search(args) => commands::search::run(args),
+        Command::Serve(args) => commands::serve::run(args),
         Command::Plot(args) => commands::plot::run(args),
         Command::Launch(args) => commands::launch::run(args),
         Command::Probe(args) => commands::probe::run(args, cli.global.quiet),

@@ -12,5 +12,6 @@ pub mod parity;
 pub mod plot;
 pub mod probe;
 pub mod search;
+pub mod serve;
 pub mod tokenize;
 pub mod train;
