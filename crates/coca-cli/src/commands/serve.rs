@@ -44,8 +44,8 @@ over --max-body-mb) or 500. The server stops cleanly on Ctrl-C or SIGTERM.
 
 Example:
   coca serve --model coca_ViT-B-32 --pretrained laion2b_s13b_b90k --port 8080 &
-  curl -s localhost:8080/embed -H 'content-type: application/json' \\
-       -d '{\"texts\": [\"a photo of a cat\"], \"images\": [\"'$(base64 -w0 cat.jpg)'\"]}'";
+  printf '{\"texts\": [\"a photo of a cat\"], \"images\": [\"%s\"]}' \"$(base64 -w0 cat.jpg)\" > request.json
+  curl -s localhost:8080/embed -H 'content-type: application/json' --data-binary @request.json";
 
 /// `coca serve`.
 #[derive(Debug, Args)]
