@@ -14,6 +14,19 @@ use serde_json::{json, Value};
 const IMAGE: &str = "fixtures/images/sources/chelsea.png";
 const GENERATION: [&str; 4] = ["--strategy", "greedy", "--max-length", "8"];
 
+/// `coca serve` on the demo model at `port`.
+fn serve_args(port: &str) -> [&str; 7] {
+    [
+        "serve",
+        "--model",
+        DEMO_CFG,
+        "--pretrained",
+        DEMO_WEIGHTS,
+        "--port",
+        port,
+    ]
+}
+
 /// A running server, stopped (SIGTERM, then reaped) when dropped.
 struct Server {
     child: Child,
@@ -23,15 +36,7 @@ struct Server {
 impl Server {
     fn start(extra: &[&str]) -> Self {
         let mut child = command()
-            .args([
-                "serve",
-                "--model",
-                DEMO_CFG,
-                "--pretrained",
-                DEMO_WEIGHTS,
-                "--port",
-                "0",
-            ])
+            .args(serve_args("0"))
             .args(GENERATION)
             .args(extra)
             .stdout(Stdio::piped())
@@ -259,14 +264,6 @@ fn refuses_bodies_over_the_limit() {
 fn a_port_in_use_is_a_clear_error() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port().to_string();
-    let out = coca(&[
-        "serve",
-        "--model",
-        DEMO_CFG,
-        "--pretrained",
-        DEMO_WEIGHTS,
-        "--port",
-        &port,
-    ]);
+    let out = coca(&serve_args(&port));
     common::assert_fails_with(&out, &["cannot listen on 127.0.0.1:", &port]);
 }
