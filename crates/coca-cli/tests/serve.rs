@@ -247,6 +247,69 @@ fn answers_like_the_cli_and_refuses_bad_requests_with_json_errors() {
 }
 
 #[test]
+fn concurrent_requests_share_forward_passes_and_get_their_own_rows() {
+    let server = Server::start(&["--batch-wait-ms", "1000", "--max-batch", "16"]);
+    let texts = [
+        "a red circle",
+        "two blue squares",
+        "a small green triangle",
+        "a cat on a mat",
+    ];
+    // What `coca embed` gives for each text.
+    let mut args = vec![
+        "embed",
+        "--model",
+        DEMO_CFG,
+        "--pretrained",
+        DEMO_WEIGHTS,
+        "--json",
+    ];
+    for t in texts {
+        args.extend(["--text", t]);
+    }
+    let cli = coca(&args);
+    assert!(cli.status.success());
+    let cli: Value = serde_json::from_str(&stdout(&cli)).unwrap();
+    let passes = |server: &Server| {
+        server.request("GET", "/health", b"").1["forward_passes"]
+            .as_u64()
+            .unwrap()
+    };
+    let before = passes(&server);
+    // Together: the worker waits up to a second after the first and merges the rest into its batch.
+    let together: Vec<Value> = std::thread::scope(|scope| {
+        let handles: Vec<_> = texts
+            .iter()
+            .map(|t| {
+                let server = &server;
+                scope.spawn(move || server.post("/embed", &json!({"texts": [t]})))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                let (status, answer) = h.join().unwrap();
+                assert_eq!(status, 200, "{answer}");
+                answer["text_embeddings"].clone()
+            })
+            .collect()
+    });
+    let merged = passes(&server) - before;
+    assert!(
+        merged < texts.len() as u64,
+        "{} requests took {merged} forward passes",
+        texts.len()
+    );
+    for (i, served) in together.iter().enumerate() {
+        let own = json!([cli["text_embeddings"][i]]);
+        assert!(
+            max_abs_diff(served, &own) < 1e-6,
+            "request {i} got other rows than its own"
+        );
+    }
+}
+
+#[test]
 fn refuses_bodies_over_the_limit() {
     let server = Server::start(&["--max-body-mb", "1"]);
     let big = json!({"texts": ["x".repeat(2 << 20)]});
