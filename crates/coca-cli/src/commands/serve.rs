@@ -141,7 +141,8 @@ fn worker(shared: Arc<Shared>, queue: mpsc::Receiver<Job>, max_batch: usize, wai
             Some(job) => job,
             None => match queue.recv() {
                 Ok(job) => job,
-                Err(_) => return, // the server is gone
+                // Every sender is gone: only possible once the server has shut down.
+                Err(_) => return,
             },
         };
         // Sampled captions follow their batch's random stream: merging would make them depend on other requests.
