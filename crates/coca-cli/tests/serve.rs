@@ -330,3 +330,12 @@ fn a_port_in_use_is_a_clear_error() {
     let out = coca(&serve_args(&port));
     common::assert_fails_with(&out, &["cannot listen on 127.0.0.1:", &port]);
 }
+
+#[test]
+fn zero_limits_are_refused() {
+    for flag in ["--max-batch", "--max-items", "--max-body-mb"] {
+        let mut args = serve_args("0").to_vec();
+        args.extend([flag, "0"]);
+        common::assert_fails_with(&coca(&args), &["must be at least 1", flag]);
+    }
+}
