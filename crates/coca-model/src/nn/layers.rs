@@ -52,21 +52,17 @@ pub fn matmul_transposed(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> 
     let flat = x.reshape((rows, in_dim))?;
     let mut out_shape = dims[..dims.len() - 1].to_vec();
     out_shape.push(out_dim);
-    if let Some(y) = thin_matmul_transposed(&flat, weight)? {
-        let y = match bias {
-            Some(b) => y.broadcast_add(b)?,
-            None => y,
-        };
-        return y.reshape(out_shape);
+    let fused = fused::applies(&[&flat, weight]) && bias.is_none_or(|b| fused::applies(&[b]));
+    let y = match thin_matmul_transposed(&flat, weight)? {
+        Some(y) => y,
+        // The bias is the fused GEMM's initial accumulator.
+        None if fused => return fused::linear(&flat, weight, bias)?.reshape(out_shape),
+        None => flat.matmul(&weight.t()?)?,
+    };
+    match bias {
+        Some(b) => y.broadcast_add(b)?.reshape(out_shape),
+        None => y.reshape(out_shape),
     }
-    if fused::applies(&[&flat, weight]) && bias.is_none_or(|b| fused::applies(&[b])) {
-        return fused::linear(&flat, weight, bias)?.reshape(out_shape);
-    }
-    let mut y = flat.matmul(&weight.t()?)?;
-    if let Some(b) = bias {
-        y = y.broadcast_add(b)?;
-    }
-    y.reshape(out_shape)
 }
 
 /// `x @ P` for open_clip's bare projection matrices stored as (in, out).

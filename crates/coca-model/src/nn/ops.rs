@@ -4,7 +4,7 @@
 //! flowing through them is silently dropped. Each function here therefore picks the fused kernel only when no
 //! input takes part in autograd (`track_op() == false`), and otherwise composes differentiable primitives. The
 //! gradient-parity tests against open_clip prove the training path. On the CPU in f32, training and inference use
-//! the single-node kernels of [`super::fused`] (forward and backward in one pass each) instead of either;
+//! the single-node kernels of [`super::fused`] (forward and backward in one pass each) instead of both;
 //! on CUDA it does so for LayerNorm, GELU and the attention softmax in f32 and bf16 when the `cuda` feature is
 //! built and `COCA_CUDA_KERNELS=1` ([`fused::cuda_applies`]).
 
