@@ -49,3 +49,47 @@ pub fn assert_fails_with(o: &Output, fragments: &[&str]) {
         assert!(err.contains(f), "missing {f:?} in: {err}");
     }
 }
+
+/// Address-space ceiling for runs on hostile input: far above what the tiny fixture models need, far
+/// below what an unbounded allocation would reach, so a run that tries to allocate without bound fails
+/// inside the limit instead of taking the machine's memory.
+pub const HOSTILE_ADDRESS_SPACE: u64 = 3 << 30;
+
+/// Run `coca` with `args` under an address-space limit of `bytes` (`setrlimit(RLIMIT_AS)` in the child),
+/// so a test can prove that a hostile input is refused with bounded memory: a run that would allocate past
+/// the limit gets a failed allocation, which Rust turns into an abort (exit by `SIGABRT`), and
+/// [`assert_refused_cleanly`] reports that as the failure it is.
+pub fn coca_limited(args: &[&str], bytes: u64) -> Output {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = command();
+    cmd.args(args);
+    // SAFETY: the closure runs in the forked child before exec and only calls setrlimit, which is
+    // async-signal-safe; it touches no memory shared with the parent.
+    unsafe {
+        cmd.pre_exec(move || {
+            let limit = libc::rlimit {
+                rlim_cur: bytes as libc::rlim_t,
+                rlim_max: bytes as libc::rlim_t,
+            };
+            if libc::setrlimit(libc::RLIMIT_AS, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd.output().expect("run coca under an address-space limit")
+}
+
+/// Assert that a run on hostile input was refused the way coca promises: a non-zero exit code (not a
+/// signal such as `SIGABRT` from a failed allocation or `SIGSEGV` from a stack overflow), no panic, one
+/// `error:` line that contains every fragment.
+pub fn assert_refused_cleanly(o: &Output, fragments: &[&str]) {
+    use std::os::unix::process::ExitStatusExt;
+    assert!(
+        o.status.signal().is_none(),
+        "killed by signal {:?} (abort, stack overflow or out of memory); stderr: {}",
+        o.status.signal(),
+        stderr(o)
+    );
+    assert_fails_with(o, fragments);
+}
