@@ -166,7 +166,12 @@ pub fn run(args: ClassifyArgs, quiet: bool) -> Result<()> {
 }
 
 fn image_json(path: &Path, preds: &[Prediction], classnames: &[String]) -> serde_json::Value {
-    let top: Vec<_> = preds
+    json!({ "image": path.display().to_string(), "top_k": predictions_json(preds, classnames) })
+}
+
+/// Ranked classes as JSON, `[{"class", "index", "probability"}]` (also `coca serve`'s `/classify`).
+pub fn predictions_json(preds: &[Prediction], classnames: &[String]) -> serde_json::Value {
+    preds
         .iter()
         .map(|p| {
             json!({
@@ -175,8 +180,7 @@ fn image_json(path: &Path, preds: &[Prediction], classnames: &[String]) -> serde
                 "probability": p.probability,
             })
         })
-        .collect();
-    json!({ "image": path.display().to_string(), "top_k": top })
+        .collect()
 }
 
 /// How the user named the classes and templates (recorded beside cached classifiers).
