@@ -21,6 +21,8 @@ RSS_LIMIT_MB=2048
 ADDRESS_SPACE_KB=$((4 * 1024 * 1024))
 TIMEOUT_S=10
 MAX_LEN=65536
+# The signature of a saved input that no longer fails (fixed, or a failure that depended on earlier runs).
+NO_FAILURE="no failure on replay"
 
 usage() {
     sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'
@@ -124,7 +126,7 @@ replay() {
 # message, or the kind of failure (failed allocation, stack overflow, libFuzzer's out-of-memory or
 # timeout) and the first stack frame outside the standard library, with numbers that vary dropped.
 signature() {
-    replay "$1" "$2" | awk '
+    replay "$1" "$2" | awk -v none="$NO_FAILURE" '
         !kind && /panicked at / {
             frame = $0; sub(/.*panicked at /, "", frame); sub(/:$/, "", frame)
             getline msg; kind = "panic \"" msg "\""; next
@@ -134,7 +136,7 @@ signature() {
         kind && !frame && /^ +at / && !/ at \/rustc\// { frame = $2; next }
         !lf && /ERROR: libFuzzer: / { lf = $0; sub(/.*ERROR: libFuzzer: /, "", lf); sub(/ *\(.*/, "", lf) }
         END {
-            if (!kind) kind = lf ? lf : "no failure on replay"
+            if (!kind) kind = lf ? lf : none
             sub(/.*registry\/src\/[^\/]*\//, "", frame); sub(/^\.\//, "", frame)
             print kind (frame ? " at " frame : "")
         }'
@@ -191,7 +193,9 @@ for target in "${targets[@]}"; do
     # One input per distinct problem: the smallest, unless a kept finding already shows it.
     declare -A known=() best=()
     for f in "$kept"/*; do
-        [ -f "$f" ] && known["$(signature "$target" "$f")"]=$f
+        [ -f "$f" ] || continue
+        sig=$(signature "$target" "$f")
+        [ "$sig" = "$NO_FAILURE" ] || known[$sig]=$f
     done
     while IFS= read -r f; do
         [ -n "$f" ] || continue
