@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device};
 use clap::Args;
+use coca_model::budget::{check_fits, Workload};
 use coca_model::load::{load_model, LoadOptions};
 use coca_model::{Coca, CocaConfig, ConfigSource};
 
@@ -55,7 +56,7 @@ pub fn parse_device(s: &str) -> Result<Device> {
     })
 }
 
-/// Resolve `--model` into a validated config.
+/// Resolve `--model` into a validated config (every size within `coca_model::config::limits`).
 pub fn resolve_config(model: &str) -> Result<(CocaConfig, ConfigSource)> {
     Ok(CocaConfig::resolve(model)?)
 }
@@ -72,13 +73,20 @@ impl ModelArgs {
         Ok(resolved.path)
     }
 
-    /// Resolve the config and the checkpoint, and load the model.
+    /// Resolve the config and the checkpoint, and load the model (after checking that it fits in memory).
     pub fn load(&self) -> Result<(Coca, CocaConfig)> {
         let (cfg, source) = resolve_config(&self.model)?;
         let opts = LoadOptions {
             dtype: parse_precision(&self.precision)?,
             device: parse_device(&self.device)?,
         };
+        let workload = Workload {
+            batch: 1,
+            dtype_bytes: opts.dtype.size_in_bytes(),
+            training: false,
+            device: opts.device.clone(),
+        };
+        check_fits(&cfg, &source, &workload)?;
         let weights = self.weights_path()?;
         let started = std::time::Instant::now();
         let model = load_model(&cfg, &weights, &opts)?;

@@ -459,8 +459,10 @@ impl CocaConfig {
         Ok((cfg, source))
     }
 
-    /// Check that coca implements this architecture, explaining precisely what is not supported.
+    /// Check that coca implements this architecture, explaining precisely what is not supported, and that
+    /// every size is within [`limits`] (so that nothing downstream sizes an allocation from an absurd value).
     pub fn validate(&self, source: &ConfigSource) -> Result<()> {
+        self.check_limits(source)?;
         let bad = |reason: String| {
             Err(ModelError::Unsupported {
                 origin: source.to_string(),
@@ -622,6 +624,78 @@ impl CocaConfig {
         Ok(())
     }
 
+    /// Every size field against [`limits`]; the first one out of range is named with its value.
+    fn check_limits(&self, source: &ConfigSource) -> Result<()> {
+        use limits::*;
+        let v = &self.vision_cfg;
+        let t = &self.text_cfg;
+        let m = &self.multimodal_cfg;
+        let (ih, iw) = v.image_size.hw();
+        let (ph, pw) = v.patch_size.hw();
+        let out_of_range = |reason: String| ModelError::Limit {
+            origin: source.to_string(),
+            reason,
+        };
+        for (field, ratio) in [
+            ("vision_cfg.mlp_ratio", v.mlp_ratio),
+            ("text_cfg.mlp_ratio", t.mlp_ratio),
+        ] {
+            if !(ratio.is_finite() && ratio > 0.0 && ratio <= MAX_MLP_RATIO) {
+                return Err(out_of_range(format!(
+                    "{field} = {ratio} is outside (0, {MAX_MLP_RATIO}]"
+                )));
+            }
+        }
+        let sizes: [(&str, usize, usize); 22] = [
+            ("embed_dim", self.embed_dim, MAX_WIDTH),
+            ("vision_cfg.layers", v.layers, MAX_LAYERS),
+            ("vision_cfg.width", v.width, MAX_WIDTH),
+            ("vision_cfg.head_width", v.head_width, MAX_WIDTH),
+            ("vision_cfg.image_size (height)", ih, MAX_IMAGE_SIDE),
+            ("vision_cfg.image_size (width)", iw, MAX_IMAGE_SIDE),
+            ("vision_cfg.patch_size (height)", ph, MAX_IMAGE_SIDE),
+            ("vision_cfg.patch_size (width)", pw, MAX_IMAGE_SIDE),
+            (
+                "vision_cfg.attn_pooler_queries",
+                v.attn_pooler_queries,
+                MAX_POOLER_QUERIES,
+            ),
+            (
+                "vision_cfg.attn_pooler_heads",
+                v.attn_pooler_heads,
+                MAX_WIDTH,
+            ),
+            (
+                "text_cfg.context_length",
+                t.context_length,
+                MAX_CONTEXT_LENGTH,
+            ),
+            ("text_cfg.vocab_size", t.vocab_size, MAX_VOCAB_SIZE),
+            ("text_cfg.width", t.width, MAX_WIDTH),
+            ("text_cfg.heads", t.heads, MAX_WIDTH),
+            ("text_cfg.layers", t.layers, MAX_LAYERS),
+            (
+                "multimodal_cfg.context_length",
+                m.context_length,
+                MAX_CONTEXT_LENGTH,
+            ),
+            ("multimodal_cfg.vocab_size", m.vocab_size, MAX_VOCAB_SIZE),
+            ("multimodal_cfg.width", m.width, MAX_WIDTH),
+            ("multimodal_cfg.heads", m.heads, MAX_WIDTH),
+            ("multimodal_cfg.layers", m.layers, MAX_LAYERS),
+            ("vision_cfg.width × mlp_ratio", v.mlp_width(), MAX_MLP_WIDTH),
+            ("text_cfg.width × mlp_ratio", t.mlp_width(), MAX_MLP_WIDTH),
+        ];
+        for (field, value, max) in sizes {
+            if !(1..=max).contains(&value) {
+                return Err(out_of_range(format!(
+                    "{field} = {value} is outside 1..={max}"
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// The caption context length the image tower produces.
     pub fn image_context_tokens(&self) -> usize {
         let v = &self.vision_cfg;
@@ -634,6 +708,30 @@ impl CocaConfig {
             VisionPooling::Split(_) => v.attn_pooler_queries,
         }
     }
+}
+
+/// Bounds on every size in a config, checked before anything is sized from it. They are far above any
+/// published model (the largest ViTs have 48 blocks of width 6144, CLIP-style text towers 77 tokens and a
+/// vocabulary of 49,408; the largest LLM vocabularies are about 256k), so they only refuse values that cannot
+/// be meant, such as `"layers": 1000000000`; whether a legal model fits in memory is
+/// [`crate::budget`]'s question.
+pub mod limits {
+    /// Transformer blocks per tower.
+    pub const MAX_LAYERS: usize = 256;
+    /// Residual width, head width, head counts and `embed_dim`.
+    pub const MAX_WIDTH: usize = 16_384;
+    /// MLP hidden width over residual width (4 in every CoCa config).
+    pub const MAX_MLP_RATIO: f64 = 16.0;
+    /// MLP hidden width: the widest residual stream at the largest ratio.
+    pub const MAX_MLP_WIDTH: usize = MAX_WIDTH * 16;
+    /// Text and decoder context length in tokens; the tokenizer allocates rows this long.
+    pub const MAX_CONTEXT_LENGTH: usize = 8_192;
+    /// Token vocabulary size.
+    pub const MAX_VOCAB_SIZE: usize = 4_194_304;
+    /// Input resolution (and patch size) in pixels per side.
+    pub const MAX_IMAGE_SIDE: usize = 4_096;
+    /// Queries of the attentional pooler.
+    pub const MAX_POOLER_QUERIES: usize = 4_096;
 }
 
 /// Keys that appear in open_clip configs, are not in coca's structs, and do not change the math of a CoCa

@@ -29,6 +29,14 @@ pub enum ModelError {
         /// Which field and why.
         reason: String,
     },
+    /// A config size is out of range, or the model would not fit in the memory available.
+    #[error("model config {origin}: {reason}")]
+    Limit {
+        /// The config name or file.
+        origin: String,
+        /// Which field, its value and the limit, or what the model would cost.
+        reason: String,
+    },
     /// A file could not be read.
     #[error("{}: {reason}", path.display())]
     Io {

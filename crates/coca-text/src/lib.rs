@@ -21,6 +21,7 @@
 //! # Ok::<(), coca_text::TokenizerError>(())
 //! ```
 
+mod bpe;
 mod clean;
 pub mod ftfy;
 pub mod html;

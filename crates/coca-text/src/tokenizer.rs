@@ -12,6 +12,11 @@
 //! Using the HF `tokenizers` crate instead would still need the vocabulary
 //! from somewhere and a hand-built pipeline around it.
 //!
+//! The merge loop itself is not that crate's, though: its literal loop is
+//! quadratic in the length of a word, so the merges run in [`crate::bpe`]
+//! (merges in rank order over a linked list, same tokens) on a merge table rebuilt from the
+//! crate's vocabulary. The pre-tokenizer regex is the crate's, copied.
+//!
 //! What that crate does not do is open_clip's text cleaning, which this crate
 //! adds in front of it ([`crate::clean_text`]). One more difference is
 //! handled here: open_clip compiles its pre-tokenizer with `re.IGNORECASE`,
@@ -25,7 +30,9 @@
 use std::sync::OnceLock;
 
 use instant_clip_tokenizer::{Token, Tokenizer as ClipBpe};
+use regex::Regex;
 
+use crate::bpe::Bpe;
 use crate::clean::{clean_text, trim_python_whitespace};
 use crate::{EOT_TOKEN, PAD_TOKEN, SOT_TOKEN, VOCAB_SIZE};
 
@@ -62,8 +69,27 @@ pub struct Tokenized {
 /// clone: the vocabulary is built once per process and shared.
 #[derive(Clone, Copy)]
 pub struct Tokenizer {
-    bpe: &'static ClipBpe,
+    vocab: &'static Vocab,
 }
+
+/// Everything built once per process.
+struct Vocab {
+    /// The bundled vocabulary; used for its ids and its decoder.
+    clip: ClipBpe,
+    /// The merge table, applied in O(n log n) per word.
+    bpe: Bpe,
+    /// CLIP's pre-tokenizer (after lower-casing).
+    word_split: Regex,
+}
+
+/// The pre-tokenizer of open_clip's `SimpleTokenizer`, as `instant-clip-tokenizer` writes it.
+const WORD_SPLIT: &str = r"(?x)
+    # Special substrings - these each get encoded as a single marker token
+    <start_of_text>|<end_of_text>|
+    # Common english contractions
+    's|'t|'re|'ve|'m|'ll|'d|
+    # Consecutive letters, single numbers, or runs of special chars
+    [\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+";
 
 impl std::fmt::Debug for Tokenizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -75,7 +101,7 @@ impl std::fmt::Debug for Tokenizer {
 
 impl Tokenizer {
     /// Returns the tokenizer with the built-in vocabulary. The first call builds
-    /// the merge table (a few tens of milliseconds) and checks it against ids
+    /// the merge table (about a tenth of a second) and checks it against ids
     /// known from open_clip; later calls reuse it.
     ///
     /// # Errors
@@ -83,9 +109,9 @@ impl Tokenizer {
     /// [`TokenizerError::VocabularyMismatch`] if the bundled vocabulary does not
     /// reproduce open_clip's special-token ids or a reference encoding.
     pub fn new() -> Result<Self, TokenizerError> {
-        static BPE: OnceLock<Result<ClipBpe, TokenizerError>> = OnceLock::new();
-        match BPE.get_or_init(build_checked) {
-            Ok(bpe) => Ok(Self { bpe }),
+        static VOCAB: OnceLock<Result<Vocab, TokenizerError>> = OnceLock::new();
+        match VOCAB.get_or_init(build_checked) {
+            Ok(vocab) => Ok(Self { vocab }),
             Err(e) => Err(e.clone()),
         }
     }
@@ -95,22 +121,7 @@ impl Tokenizer {
     /// Literal `<start_of_text>` / `<end_of_text>` in the text become the
     /// special ids when they start a pre-token, exactly as in open_clip.
     pub fn encode(&self, text: &str) -> Vec<u32> {
-        let cleaned = clean_text(text);
-        self.encode_cleaned(&cleaned)
-    }
-
-    /// BPE of already-cleaned text.
-    fn encode_cleaned(&self, cleaned: &str) -> Vec<u32> {
-        let prepared;
-        let cleaned = if cleaned.contains('\u{345}') {
-            prepared = cleaned.replace('\u{345}', " ");
-            prepared.as_str()
-        } else {
-            cleaned
-        };
-        let mut tokens = Vec::with_capacity(cleaned.len() / 3 + 1);
-        self.bpe.encode(cleaned, &mut tokens);
-        tokens.into_iter().map(|t| u32::from(t.to_u16())).collect()
+        self.vocab.encode_cleaned(&clean_text(text), usize::MAX)
     }
 
     /// Tokenizes one text into a row of exactly `context_length` ids, like
@@ -119,8 +130,14 @@ impl Tokenizer {
     /// Longer texts are cut to `context_length` ids and the last one is
     /// replaced by EOT. open_clip rejects a context length of 0; here it gives
     /// an empty row marked as truncated.
+    ///
+    /// Encoding stops once the row is full: words are encoded independently
+    /// of each other, so the words after that cannot change the kept ids, and
+    /// `truncated` and `n_tokens` come out as for the whole text.
     pub fn tokenize(&self, text: &str, context_length: usize) -> Tokenized {
-        let encoded = self.encode(text);
+        // SOT plus this many ids already overflow the row with EOT added.
+        let enough = context_length.saturating_sub(1);
+        let encoded = self.vocab.encode_cleaned(&clean_text(text), enough);
         let mut ids = Vec::with_capacity(context_length.max(encoded.len() + 2));
         ids.push(SOT_TOKEN);
         ids.extend_from_slice(&encoded);
@@ -167,8 +184,9 @@ impl Tokenizer {
                 out.push('\u{FFFD}');
             }
             if !run.is_empty() {
-                let tokens = run.iter().filter_map(|&id| to_token(self.bpe, id));
-                out.push_str(&self.bpe.decode(tokens));
+                let clip = &self.vocab.clip;
+                let tokens = run.iter().filter_map(|&id| to_token(clip, id));
+                out.push_str(&clip.decode(tokens));
             }
         }
         out
@@ -200,16 +218,51 @@ fn to_token(bpe: &ClipBpe, id: u32) -> Option<Token> {
     Token::from_u16(u16::try_from(id).ok()?, bpe)
 }
 
-/// Builds the BPE tables and checks them against values taken from open_clip.
-fn build_checked() -> Result<ClipBpe, TokenizerError> {
-    let bpe = ClipBpe::new();
+impl Vocab {
+    /// BPE of already-cleaned text, word by word, stopping before the first
+    /// word that starts once `limit` ids are out (the last word is kept whole).
+    fn encode_cleaned(&self, cleaned: &str, limit: usize) -> Vec<u32> {
+        // U+0345 is skipped by open_clip's case-insensitive regex (see the module documentation).
+        let prepared;
+        let cleaned = if cleaned.contains('\u{345}') {
+            prepared = cleaned.replace('\u{345}', " ");
+            prepared.as_str()
+        } else {
+            cleaned
+        };
+        // instant-clip-tokenizer lower-cases again before splitting; clean_text
+        // already did, but this keeps the exact steps the parity fixtures checked.
+        let text = cleaned.to_lowercase();
+        let mut ids = Vec::new();
+        let mut word_ids = Vec::new();
+        for word in self.word_split.find_iter(&text).map(|m| m.as_str()) {
+            if ids.len() >= limit {
+                break;
+            }
+            match word {
+                "<start_of_text>" => ids.push(SOT_TOKEN),
+                "<end_of_text>" => ids.push(EOT_TOKEN),
+                _ => {
+                    word_ids.clear();
+                    self.bpe.merge_word(word.as_bytes(), true, &mut word_ids);
+                    ids.extend(word_ids.iter().map(|&id| u32::from(id)));
+                }
+            }
+        }
+        ids
+    }
+}
+
+/// Builds the tables and checks them against values taken from open_clip.
+fn build_checked() -> Result<Vocab, TokenizerError> {
+    let clip = ClipBpe::new();
     let mismatch = |check, expected: String, found: String| TokenizerError::VocabularyMismatch {
         check,
         expected,
         found,
     };
-    let sot = u32::from(bpe.start_of_text().to_u16());
-    let eot = u32::from(bpe.end_of_text().to_u16());
+    let sot = u32::from(clip.start_of_text().to_u16());
+    let eot = u32::from(clip.end_of_text().to_u16());
     if (sot, eot) != (SOT_TOKEN, EOT_TOKEN) {
         return Err(mismatch(
             "special token ids",
@@ -217,11 +270,23 @@ fn build_checked() -> Result<ClipBpe, TokenizerError> {
             format!("({sot}, {eot})"),
         ));
     }
+    let last_merge = clip.start_of_text().to_u16() - 1;
+    let bpe = Bpe::from_clip(&clip, last_merge).map_err(|found| {
+        mismatch(
+            "rebuilding the merge table",
+            "every token one merge of two lower tokens".into(),
+            found,
+        )
+    })?;
+    let word_split = Regex::new(WORD_SPLIT).expect("static pre-tokenizer pattern compiles");
+    let vocab = Vocab {
+        clip,
+        bpe,
+        word_split,
+    };
     // Ids of "a photo of a cat." in open_clip; exercises several merges.
-    let mut tokens = Vec::new();
-    bpe.encode("a photo of a cat.", &mut tokens);
-    let found: Vec<u16> = tokens.iter().map(|t| t.to_u16()).collect();
-    let expected = [320u16, 1125, 539, 320, 2368, 269];
+    let found = vocab.encode_cleaned("a photo of a cat.", usize::MAX);
+    let expected = [320u32, 1125, 539, 320, 2368, 269];
     if found != expected {
         return Err(mismatch(
             "encoding \"a photo of a cat.\"",
@@ -229,7 +294,7 @@ fn build_checked() -> Result<ClipBpe, TokenizerError> {
             format!("{found:?}"),
         ));
     }
-    Ok(bpe)
+    Ok(vocab)
 }
 
 #[cfg(test)]
@@ -240,7 +305,7 @@ mod tests {
     fn construction_is_cached() {
         let a = Tokenizer::new().unwrap();
         let b = Tokenizer::new().unwrap();
-        assert!(std::ptr::eq(a.bpe, b.bpe));
+        assert!(std::ptr::eq(a.vocab, b.vocab));
     }
 
     #[test]

@@ -16,6 +16,7 @@ use coca_data::scenes::Split;
 use coca_data::train::LoaderState;
 use coca_data::CsvOptions;
 use coca_dist::DistEnv;
+use coca_model::budget::{check_fits, Workload};
 use coca_model::{CocaConfig, ConfigSource};
 use coca_train::checkpoint::latest_checkpoint;
 use coca_train::{
@@ -335,6 +336,14 @@ fn run_rank(
     }
     let run_dir = args.output.clone().context("give --output RUN_DIR")?;
     let device = parse_device(&dist::rank_device(&args.device, env))?;
+    // Weights and optimizer work in fp32 whatever the autocast precision.
+    let workload = Workload {
+        batch: args.batch_size,
+        dtype_bytes: 4,
+        training: true,
+        device: device.clone(),
+    };
+    check_fits(&cfg, &model_source, &workload)?;
     let csv = args.csv.options()?;
     let train_spec = data_spec(&train_text, args.dataset_type, &csv, Split::Train)?;
     let options = train_options(&args, steps);
