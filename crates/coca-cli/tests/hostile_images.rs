@@ -179,6 +179,8 @@ fn grey_jpeg(side: u16) -> Vec<u8> {
 
 /// Runs `coca args` to completion and returns whether it succeeded, its stderr and its peak resident set
 /// size in bytes (the kernel's record for that one child, read with `wait4`).
+// The child is reaped by `wait4`, which std's `Child::wait` cannot replace: it does not return the usage.
+#[allow(clippy::zombie_processes)]
 fn peak_rss(args: &[&str], dir: &Path) -> (bool, String, u64) {
     let err_path = dir.join("stderr.txt");
     let child = command()

@@ -26,8 +26,11 @@ fn bad(path: &Path, detail: impl ToString) -> VideoError {
     }
 }
 
+/// A width and height as a GIF header states them.
+type Size = (u16, u16);
+
 /// The logical screen size and every frame's size, read from the headers without decoding any pixels.
-fn sizes(path: &Path) -> Result<((u16, u16), Vec<(u16, u16)>), VideoError> {
+fn sizes(path: &Path) -> Result<(Size, Vec<Size>), VideoError> {
     let mut options = gif::DecodeOptions::new();
     options.skip_frame_decoding(true);
     let mut decoder = options.read_info(open(path)?).map_err(|e| bad(path, e))?;

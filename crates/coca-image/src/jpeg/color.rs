@@ -140,7 +140,7 @@ fn fancy_v2_row(
 ) {
     let last_row = plane.height - 1;
     let r = y / 2;
-    let other = if y % 2 == 0 {
+    let other = if y.is_multiple_of(2) {
         r.saturating_sub(1)
     } else {
         (r + 1).min(last_row)
@@ -157,7 +157,7 @@ fn fancy_v2_row(
     if horizontal {
         triangle_row(colsum, out, width, [8, 7], 4);
     } else {
-        let bias = if y % 2 == 0 { 1 } else { 2 };
+        let bias = if y.is_multiple_of(2) { 1 } else { 2 };
         out.extend(colsum[..width].iter().map(|&v| ((v + bias) >> 2) as u8));
     }
 }
@@ -261,8 +261,8 @@ pub(super) fn reconstruct(
         match color_space {
             ColorSpace::Gray => out.extend_from_slice(&rows[0]),
             ColorSpace::Rgb => {
-                for x in 0..width {
-                    out.extend(rows.iter().map(|r| r[x]));
+                for ((&r, &g), &b) in rows[0].iter().zip(&rows[1]).zip(&rows[2]) {
+                    out.extend_from_slice(&[r, g, b]);
                 }
             }
             ColorSpace::YCbCr => {
@@ -278,8 +278,9 @@ pub(super) fn reconstruct(
                 }
             }
             ColorSpace::Cmyk | ColorSpace::Ycck => {
-                for x in 0..width {
-                    let mut cmyk: [u8; 4] = std::array::from_fn(|c| rows[c][x]);
+                let (c, m, ye, k) = (&rows[0], &rows[1], &rows[2], &rows[3]);
+                for (((&c, &m), &ye), &k) in c.iter().zip(m).zip(ye).zip(k) {
+                    let mut cmyk = [c, m, ye, k];
                     if color_space == ColorSpace::Ycck {
                         let y = i32::from(cmyk[0]);
                         let off = t.offsets(cmyk[1], cmyk[2]);
