@@ -41,6 +41,12 @@ pub struct GlobalArgs {
     /// CPU threads for tensor math (default: all cores).
     #[arg(long, global = true, value_name = "N")]
     pub threads: Option<usize>,
+    /// Refuse images claiming more than N pixels (width x height), checked from their headers before any
+    /// pixel is allocated. The default is PIL's Image.MAX_IMAGE_PIXELS; PIL only warns between 1x and 2x
+    /// that and refuses beyond 2x.
+    #[arg(long, global = true, value_name = "N", default_value_t = coca_image::PIL_MAX_IMAGE_PIXELS,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_image_pixels: u64,
 }
 
 /// Subcommands.

@@ -22,6 +22,9 @@ fn main() -> ExitCode {
     };
     init_logging(cli.global.verbose, cli.global.quiet);
     keep_freed_memory();
+    pipeline::set_decode_limits(coca_image::DecodeLimits {
+        max_pixels: cli.global.max_image_pixels,
+    });
     if let Some(threads) = cli.global.threads {
         // candle's CPU kernels size their pools from these; set before any tensor work starts.
         std::env::set_var("RAYON_NUM_THREADS", threads.to_string());

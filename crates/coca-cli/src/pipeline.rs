@@ -1,14 +1,25 @@
 //! From user inputs (paths, strings) to model-ready tensors, with errors that name the input.
 
 use std::path::PathBuf;
+use std::sync::OnceLock;
 
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
-use coca_image::PreprocessConfig;
+use coca_image::{DecodeLimits, PreprocessConfig};
 use coca_model::CocaConfig;
 use coca_text::Tokenizer;
 
-/// The eval preprocessing open_clip uses for this config (OpenAI mean/std, bicubic, shortest-side resize).
+/// The decoding budget of this process (`--max-image-pixels`), set once at start-up.
+static DECODE_LIMITS: OnceLock<DecodeLimits> = OnceLock::new();
+
+/// Sets the decoding budget every image this process reads is checked against (`--max-image-pixels`, a
+/// global flag); the first call wins.
+pub fn set_decode_limits(limits: DecodeLimits) {
+    let _ = DECODE_LIMITS.set(limits);
+}
+
+/// The eval preprocessing open_clip uses for this config (OpenAI mean/std, bicubic, shortest-side resize),
+/// with this process's decoding budget, which every image path then receives through it.
 pub fn preprocess_config(cfg: &CocaConfig) -> Result<PreprocessConfig> {
     let (h, w) = cfg.vision_cfg.image_size.hw();
     if h != w {
@@ -16,6 +27,7 @@ pub fn preprocess_config(cfg: &CocaConfig) -> Result<PreprocessConfig> {
     }
     Ok(PreprocessConfig {
         image_size: h as u32,
+        limits: DECODE_LIMITS.get().copied().unwrap_or_default(),
         ..PreprocessConfig::default()
     })
 }

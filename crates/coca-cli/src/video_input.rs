@@ -16,7 +16,7 @@ pub fn load_video(
     pre: &PreprocessConfig,
     device: &Device,
 ) -> Result<Tensor> {
-    let decoded = coca_data::video::read_frames(path, frames)?;
+    let decoded = coca_data::video::read_frames_limited(path, frames, &pre.limits)?;
     let size = pre.image_size as usize;
     let mut data = Vec::with_capacity(decoded.len() * 3 * size * size);
     for frame in &decoded {

@@ -51,6 +51,7 @@ impl Pretrained {
             std: self.std,
             interpolation: self.interpolation,
             resize_mode: self.resize_mode,
+            ..PreprocessConfig::default()
         }
     }
 }

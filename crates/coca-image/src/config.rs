@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Deserializer};
 
+use crate::limits::DecodeLimits;
+
 /// open_clip's `OPENAI_DATASET_MEAN`, used by every CoCa checkpoint. The
 /// Python doubles are rounded to f32 the way `torch.tensor(.., float32)`
 /// does (via f64), which can differ from parsing the decimals as f32.
@@ -65,6 +67,11 @@ pub struct PreprocessConfig {
     pub interpolation: Interpolation,
     /// Resize strategy.
     pub resize_mode: ResizeMode,
+    /// The decoding budget images are checked against before their pixels
+    /// are allocated (not part of open_clip's config: it comes from the
+    /// caller, e.g. coca's `--max-image-pixels`).
+    #[serde(skip)]
+    pub limits: DecodeLimits,
 }
 
 impl Default for PreprocessConfig {
@@ -76,6 +83,7 @@ impl Default for PreprocessConfig {
             std: OPENAI_STD,
             interpolation: Interpolation::Bicubic,
             resize_mode: ResizeMode::Shortest,
+            limits: DecodeLimits::default(),
         }
     }
 }

@@ -169,6 +169,18 @@ impl DecodedImage {
         RgbImage::from_raw(self.width, self.height, data)
             .unwrap_or_else(|| RgbImage::new(self.width, self.height))
     }
+
+    /// [`Self::to_rgb`], consuming the image: RGB and palette images hand
+    /// over their buffer and 4-channel images are converted in place, so no
+    /// second full-size copy is made.
+    pub fn into_rgb(self) -> RgbImage {
+        let (width, height) = (self.width, self.height);
+        let data = match self.samples {
+            Samples::U8(s) => samples_into_rgb(self.mode, s),
+            Samples::U16(s) => s.iter().flat_map(|&v| [v.min(255) as u8; 3]).collect(),
+        };
+        RgbImage::from_raw(width, height, data).unwrap_or_else(|| RgbImage::new(width, height))
+    }
 }
 
 /// PIL's `MULDIV255`: a * b / 255, rounded, in integer arithmetic.
@@ -178,27 +190,52 @@ pub(crate) fn muldiv255(a: u32, b: u32) -> u32 {
     ((t >> 8) + t) >> 8
 }
 
+/// PIL's conversion of one pixel of 8-bit samples of `mode` to RGB
+/// (Convert.c).
+#[inline]
+fn pixel_to_rgb(mode: PilMode, p: &[u8]) -> [u8; 3] {
+    match mode {
+        PilMode::Rgb | PilMode::P | PilMode::Rgba => [p[0], p[1], p[2]],
+        PilMode::Bilevel | PilMode::L | PilMode::I16 | PilMode::La => [p[0]; 3],
+        PilMode::Cmyk => {
+            let nk = 255 - u32::from(p[3]);
+            let ink = |c: u8| (nk - muldiv255(u32::from(c), nk)) as u8;
+            [ink(p[0]), ink(p[1]), ink(p[2])]
+        }
+    }
+}
+
 /// PIL's conversion of 8-bit samples of `mode` to RGB (Convert.c).
 pub(crate) fn samples_to_rgb(mode: PilMode, samples: &[u8]) -> Vec<u8> {
     match mode {
         PilMode::Rgb | PilMode::P => samples.to_vec(),
-        PilMode::Bilevel | PilMode::L | PilMode::I16 => {
-            samples.iter().flat_map(|&v| [v; 3]).collect()
-        }
-        PilMode::La => samples.chunks_exact(2).flat_map(|p| [p[0]; 3]).collect(),
-        PilMode::Rgba => samples
-            .chunks_exact(4)
-            .flat_map(|p| [p[0], p[1], p[2]])
-            .collect(),
-        PilMode::Cmyk => samples
-            .chunks_exact(4)
-            .flat_map(|p| {
-                let nk = 255 - u32::from(p[3]);
-                let ink = |c: u8| (nk - muldiv255(u32::from(c), nk)) as u8;
-                [ink(p[0]), ink(p[1]), ink(p[2])]
-            })
+        _ => samples
+            .chunks_exact(mode.channels())
+            .flat_map(|p| pixel_to_rgb(mode, p))
             .collect(),
     }
+}
+
+/// [`samples_to_rgb`] reusing the samples' buffer where the RGB image fits
+/// in it, so converting a large image does not hold two full copies.
+fn samples_into_rgb(mode: PilMode, mut samples: Vec<u8>) -> Vec<u8> {
+    let channels = mode.channels();
+    if channels == 3 {
+        return samples;
+    }
+    if channels < 3 {
+        return samples_to_rgb(mode, &samples);
+    }
+    let n = samples.len() / channels;
+    // Pixel i moves from 4i to 3i: forward order never overwrites a pixel
+    // before it is read.
+    for i in 0..n {
+        let rgb = pixel_to_rgb(mode, &samples[i * channels..(i + 1) * channels]);
+        samples[i * 3..i * 3 + 3].copy_from_slice(&rgb);
+    }
+    samples.truncate(n * 3);
+    samples.shrink_to_fit();
+    samples
 }
 
 #[cfg(test)]
@@ -219,6 +256,13 @@ mod tests {
     fn conversions_follow_pil() {
         let la = DecodedImage::new_u8(2, 1, PilMode::La, vec![10, 0, 200, 255]);
         assert_eq!(la.to_rgb().into_raw(), vec![10, 10, 10, 200, 200, 200]);
+        // The consuming conversion gives the same pixels in every mode.
+        let cmyk = DecodedImage::new_u8(2, 1, PilMode::Cmyk, vec![255, 0, 0, 0, 9, 80, 7, 30]);
+        let rgba = DecodedImage::new_u8(2, 1, PilMode::Rgba, vec![1, 2, 3, 0, 4, 5, 6, 7]);
+        let l = DecodedImage::new_u8(2, 1, PilMode::L, vec![3, 250]);
+        for img in [la.clone(), cmyk, rgba, l] {
+            assert_eq!(img.to_rgb(), img.clone().into_rgb(), "{}", img.mode());
+        }
         let rgba = DecodedImage::new_u8(1, 1, PilMode::Rgba, vec![1, 2, 3, 0]);
         assert_eq!(rgba.to_rgb().into_raw(), vec![1, 2, 3]);
         let i16 = DecodedImage::new_i16(3, 1, vec![7, 255, 4000]);

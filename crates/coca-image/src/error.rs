@@ -59,6 +59,23 @@ pub enum ImageError {
         /// Where the data ran out.
         detail: String,
     },
+    /// The image claims more pixels than the decoding budget allows
+    /// ([`crate::DecodeLimits`]); refused before its pixels are allocated.
+    #[error(
+        "{name}: image too large: {width}x{height} is {} pixels, above the limit of {limit} pixels \
+         (--max-image-pixels)",
+        width.saturating_mul(*height)
+    )]
+    TooLarge {
+        /// Path or name of the input.
+        name: String,
+        /// Claimed width.
+        width: u64,
+        /// Claimed height.
+        height: u64,
+        /// The pixel limit it exceeds.
+        limit: u64,
+    },
     /// The image declares a zero width or height.
     #[error("{name}: image has zero size ({width}x{height})")]
     ZeroSize {
@@ -91,6 +108,7 @@ impl ImageError {
             | Self::Unsupported { name, .. }
             | Self::Corrupt { name, .. }
             | Self::Truncated { name, .. }
+            | Self::TooLarge { name, .. }
             | Self::ZeroSize { name, .. } => name,
         }
     }

@@ -41,6 +41,7 @@ mod decoded;
 mod error;
 mod geometry;
 mod jpeg;
+mod limits;
 mod preprocess;
 mod region;
 mod resample;
@@ -54,27 +55,30 @@ pub use error::{ImageError, BYTES_NAME};
 /// The `image` crate this crate's API uses ([`image::RgbImage`]).
 pub use image;
 use image::RgbImage;
+pub use limits::{DecodeLimits, PIL_MAX_IMAGE_PIXELS};
 pub use preprocess::{preprocess, preprocess_decoded, resize_and_crop, to_tensor};
 pub use region::resize_region;
 
 /// Reads an image file and converts it to 8-bit RGB the way PIL's
-/// `Image.open(path).convert("RGB")` does.
+/// `Image.open(path).convert("RGB")` does, within the default
+/// [`DecodeLimits`].
 pub fn load_rgb(path: impl AsRef<Path>) -> Result<RgbImage, ImageError> {
-    DecodedImage::open(path).map(|img| img.to_rgb())
+    DecodedImage::open(path).map(DecodedImage::into_rgb)
 }
 
 /// Decodes an image held in memory and converts it to 8-bit RGB like
 /// [`load_rgb`]; `name` labels errors (pass [`BYTES_NAME`] when there is no
 /// better name).
 pub fn decode_rgb(bytes: &[u8], name: &str) -> Result<RgbImage, ImageError> {
-    DecodedImage::decode(bytes, name).map(|img| img.to_rgb())
+    DecodedImage::decode(bytes, name).map(DecodedImage::into_rgb)
 }
 
-/// Reads an image file and runs the full eval transform on it, resizing in
-/// the file's own PIL mode as open_clip does: `3 × S × S` values, CHW.
+/// Reads an image file (within `cfg.limits`) and runs the full eval
+/// transform on it, resizing in the file's own PIL mode as open_clip does:
+/// `3 × S × S` values, CHW.
 pub fn preprocess_path(
     path: impl AsRef<Path>,
     cfg: &PreprocessConfig,
 ) -> Result<Vec<f32>, ImageError> {
-    DecodedImage::open(path).map(|img| preprocess_decoded(&img, cfg))
+    DecodedImage::open_limited(path, &cfg.limits).map(|img| preprocess_decoded(&img, cfg))
 }

@@ -424,16 +424,19 @@ fn run(context: &WorkerContext, work: Work) -> Done {
         message,
     };
     let (picture, text) = match payload {
-        Payload::Image(ImageData::Bytes { name, data }) => match DecodedImage::decode(&data, &name)
-        {
-            // open_clip's WebDataset pipeline decodes shard images straight to RGB ("pilrgb").
-            Ok(img) => (Picture::Rgb(img.to_rgb()), text),
-            Err(e) => return corrupt(e.to_string()),
-        },
-        Payload::Image(ImageData::Path(path)) => match DecodedImage::open(&path) {
-            Ok(img) => (Picture::Decoded(img), text),
-            Err(e) => return corrupt(e.to_string()),
-        },
+        Payload::Image(ImageData::Bytes { name, data }) => {
+            match DecodedImage::decode_limited(&data, &name, &context.preprocess.limits) {
+                // open_clip's WebDataset pipeline decodes shard images straight to RGB ("pilrgb").
+                Ok(img) => (Picture::Rgb(img.into_rgb()), text),
+                Err(e) => return corrupt(e.to_string()),
+            }
+        }
+        Payload::Image(ImageData::Path(path)) => {
+            match DecodedImage::open_limited(&path, &context.preprocess.limits) {
+                Ok(img) => (Picture::Decoded(img), text),
+                Err(e) => return corrupt(e.to_string()),
+            }
+        }
         Payload::Index(index) => {
             let Some(get) = &context.get else {
                 return Done::Panicked("indexed item without an indexed source".into());

@@ -12,22 +12,31 @@
 
 use std::path::Path;
 
-use coca_image::DecodedImage;
+use coca_image::{DecodeLimits, DecodedImage};
 
 use super::VideoError;
 
 /// `n` sampled frames of the video file at `path`.
 #[cfg(not(feature = "ffmpeg"))]
-pub(crate) fn read(path: &Path, _n: usize) -> Result<Vec<DecodedImage>, VideoError> {
+pub(crate) fn read(
+    path: &Path,
+    _n: usize,
+    _limits: &DecodeLimits,
+) -> Result<Vec<DecodedImage>, VideoError> {
     Err(VideoError::FfmpegDisabled {
         path: path.to_path_buf(),
     })
 }
 
-/// `n` sampled frames of the video file at `path`.
+/// `n` sampled frames of the video file at `path`; a frame size above `limits` is refused before any frame
+/// buffer is allocated.
 #[cfg(feature = "ffmpeg")]
-pub(crate) fn read(path: &Path, n: usize) -> Result<Vec<DecodedImage>, VideoError> {
-    enabled::read(path, n)
+pub(crate) fn read(
+    path: &Path,
+    n: usize,
+    limits: &DecodeLimits,
+) -> Result<Vec<DecodedImage>, VideoError> {
+    enabled::read(path, n, limits)
 }
 
 /// Whether this build reads video files (the `ffmpeg` feature).
@@ -40,7 +49,7 @@ mod enabled {
     use std::process::{Command, Stdio};
 
     use coca_image::image::RgbImage;
-    use coca_image::DecodedImage;
+    use coca_image::{DecodeLimits, DecodedImage};
 
     use super::super::{sample_indices, VideoError};
 
@@ -110,8 +119,17 @@ mod enabled {
         }
     }
 
-    pub(super) fn read(path: &Path, n: usize) -> Result<Vec<DecodedImage>, VideoError> {
+    pub(super) fn read(
+        path: &Path,
+        n: usize,
+        limits: &DecodeLimits,
+    ) -> Result<Vec<DecodedImage>, VideoError> {
         let info = probe(path)?;
+        limits.check(
+            &path.display().to_string(),
+            info.width.into(),
+            info.height.into(),
+        )?;
         if info.frames == 0 {
             return Err(decode_error(path, "the video has no frames"));
         }

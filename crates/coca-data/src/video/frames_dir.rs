@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use coca_image::DecodedImage;
+use coca_image::{DecodeLimits, DecodedImage};
 
 use super::{sample_indices, VideoError};
 use crate::is_image_path;
@@ -24,8 +24,12 @@ pub fn frame_files(dir: &Path) -> Result<Vec<PathBuf>, VideoError> {
     Ok(files)
 }
 
-/// `n` sampled frames of the folder; only the sampled files are decoded.
-pub(crate) fn read(dir: &Path, n: usize) -> Result<Vec<DecodedImage>, VideoError> {
+/// `n` sampled frames of the folder; only the sampled files are decoded, each within `limits`.
+pub(crate) fn read(
+    dir: &Path,
+    n: usize,
+    limits: &DecodeLimits,
+) -> Result<Vec<DecodedImage>, VideoError> {
     let files = frame_files(dir)?;
     if files.is_empty() {
         return Err(VideoError::NoFrames {
@@ -38,7 +42,7 @@ pub(crate) fn read(dir: &Path, n: usize) -> Result<Vec<DecodedImage>, VideoError
         // Indices ascend, so a repeated frame is always the previous one: decode each file once.
         let frame = match &last {
             Some((i, img)) if *i == index => img.clone(),
-            _ => DecodedImage::open(&files[index])?,
+            _ => DecodedImage::open_limited(&files[index], limits)?,
         };
         last = Some((index, frame.clone()));
         frames.push(frame);

@@ -26,7 +26,7 @@ mod sampling;
 
 use std::path::Path;
 
-use coca_image::DecodedImage;
+use coca_image::{DecodeLimits, DecodedImage};
 
 pub use error::VideoError;
 pub use frames_dir::frame_files;
@@ -79,8 +79,20 @@ pub fn video_kind(path: &Path) -> Option<VideoKind> {
 
 /// Read `n` frames of the video at `path`, sampled by [`sample_indices`] (a video shorter than `n` frames
 /// repeats frames). Frames of a frame folder keep their decoded mode, so they preprocess exactly as the same
-/// files given as images; GIF and video-file frames are RGB.
+/// files given as images; GIF and video-file frames are RGB. Images are read within the default
+/// [`DecodeLimits`].
 pub fn read_frames(path: &Path, n: usize) -> Result<Vec<DecodedImage>, VideoError> {
+    read_frames_limited(path, n, &DecodeLimits::default())
+}
+
+/// [`read_frames`] with a caller's decoding budget: frame images, a GIF's screen and each of its frames, and
+/// a video file's frame size claiming more pixels than `limits` allow are refused before their pixels are
+/// allocated.
+pub fn read_frames_limited(
+    path: &Path,
+    n: usize,
+    limits: &DecodeLimits,
+) -> Result<Vec<DecodedImage>, VideoError> {
     if n == 0 {
         return Err(VideoError::NoFramesRequested);
     }
@@ -90,9 +102,9 @@ pub fn read_frames(path: &Path, n: usize) -> Result<Vec<DecodedImage>, VideoErro
         });
     }
     match video_kind(path) {
-        Some(VideoKind::FrameFolder) => frames_dir::read(path, n),
-        Some(VideoKind::Gif) => gif::read(path, n),
-        Some(VideoKind::File) => ffmpeg::read(path, n),
+        Some(VideoKind::FrameFolder) => frames_dir::read(path, n, limits),
+        Some(VideoKind::Gif) => gif::read(path, n, limits),
+        Some(VideoKind::File) => ffmpeg::read(path, n, limits),
         None => Err(VideoError::NotAVideo {
             path: path.to_path_buf(),
         }),

@@ -7,6 +7,7 @@
 use super::generic;
 use crate::decoded::DecodedImage;
 use crate::error::ImageError;
+use crate::limits::DecodeLimits;
 use crate::PilMode;
 
 /// The PIL mode of a BMP and, for palette images, palette entry 0.
@@ -73,8 +74,12 @@ fn layout(b: &[u8]) -> Option<BmpLayout> {
 }
 
 /// Decodes a BMP into the mode PIL opens it with.
-pub(super) fn decode(bytes: &[u8], name: &str) -> Result<DecodedImage, ImageError> {
-    let img = generic::decode_dynamic(bytes, image::ImageFormat::Bmp, name)?;
+pub(super) fn decode(
+    bytes: &[u8],
+    name: &str,
+    limits: &DecodeLimits,
+) -> Result<DecodedImage, ImageError> {
+    let img = generic::decode_dynamic(bytes, image::ImageFormat::Bmp, name, limits)?;
     let (w, h) = (img.width(), img.height());
     let Some(layout) = layout(bytes) else {
         return Ok(generic::from_dynamic(img));

@@ -3,11 +3,12 @@
 //! exactly ("RGB" or "RGBA", like libwebp's output). A palette TIFF would be
 //! "P" in PIL (nearest-neighbour resize); this mapping treats it as RGB.
 
-use image::DynamicImage;
+use image::{DynamicImage, ImageDecoder};
 
 use super::from_image_error;
 use crate::decoded::DecodedImage;
 use crate::error::ImageError;
+use crate::limits::DecodeLimits;
 use crate::PilMode;
 
 /// Decodes `bytes` as `format`.
@@ -15,17 +16,30 @@ pub(super) fn decode(
     bytes: &[u8],
     format: image::ImageFormat,
     name: &str,
+    limits: &DecodeLimits,
 ) -> Result<DecodedImage, ImageError> {
-    decode_dynamic(bytes, format, name).map(from_dynamic)
+    decode_dynamic(bytes, format, name, limits).map(from_dynamic)
 }
 
-/// Decodes `bytes` as `format` with the `image` crate.
+/// Decodes `bytes` as `format` with the `image` crate. The decoder reads
+/// only the header first; the size it claims (a WebP canvas, the first
+/// TIFF page, a BMP or PNG header) is checked against `limits` before the
+/// pixel buffer is allocated, and the decoder's own allocations are capped
+/// by the same budget.
 pub(super) fn decode_dynamic(
     bytes: &[u8],
     format: image::ImageFormat,
     name: &str,
+    limits: &DecodeLimits,
 ) -> Result<DynamicImage, ImageError> {
-    image::load_from_memory_with_format(bytes, format).map_err(|e| from_image_error(e, name))
+    let mut reader = image::ImageReader::with_format(std::io::Cursor::new(bytes), format);
+    reader.limits(limits.image_crate_limits());
+    let decoder = reader
+        .into_decoder()
+        .map_err(|e| from_image_error(e, name))?;
+    let (width, height) = decoder.dimensions();
+    limits.check(name, width.into(), height.into())?;
+    DynamicImage::from_decoder(decoder).map_err(|e| from_image_error(e, name))
 }
 
 /// Chooses the PIL mode for a decoded image; 16-bit colour keeps the high

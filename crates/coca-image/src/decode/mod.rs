@@ -15,11 +15,8 @@ use std::path::Path;
 use crate::decoded::DecodedImage;
 use crate::error::ImageError;
 use crate::jpeg::{self, JpegError, JpegImage, JpegPixels};
+use crate::limits::DecodeLimits;
 use crate::PilMode;
-
-/// PIL refuses images above twice `Image.MAX_IMAGE_PIXELS` as decompression
-/// bombs; the same limit keeps a hostile header from allocating gigabytes.
-pub(crate) const MAX_PIXELS: u64 = 2 * 89_478_485;
 
 /// Image formats recognised by their signature.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,26 +48,44 @@ fn sniff(bytes: &[u8]) -> Option<Format> {
 }
 
 impl DecodedImage {
-    /// Reads and decodes the image file at `path`.
+    /// Reads and decodes the image file at `path` within the default
+    /// [`DecodeLimits`] (PIL's pixel limit).
     pub fn open(path: impl AsRef<Path>) -> Result<Self, ImageError> {
-        let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|e| ImageError::from_io(path, e))?;
-        Self::decode(&bytes, &path.display().to_string())
+        Self::open_limited(path, &DecodeLimits::default())
     }
 
-    /// Decodes an image held in memory; `name` (a path, or
-    /// [`crate::BYTES_NAME`]) only labels errors.
+    /// Reads and decodes the image file at `path`, refusing an image that
+    /// claims more pixels than `limits` allow before allocating them.
+    pub fn open_limited(path: impl AsRef<Path>, limits: &DecodeLimits) -> Result<Self, ImageError> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path).map_err(|e| ImageError::from_io(path, e))?;
+        Self::decode_limited(&bytes, &path.display().to_string(), limits)
+    }
+
+    /// Decodes an image held in memory within the default [`DecodeLimits`];
+    /// `name` (a path, or [`crate::BYTES_NAME`]) only labels errors.
     pub fn decode(bytes: &[u8], name: &str) -> Result<Self, ImageError> {
+        Self::decode_limited(bytes, name, &DecodeLimits::default())
+    }
+
+    /// Decodes an image held in memory, refusing one that claims more
+    /// pixels than `limits` allow before allocating them; `name` only
+    /// labels errors.
+    pub fn decode_limited(
+        bytes: &[u8],
+        name: &str,
+        limits: &DecodeLimits,
+    ) -> Result<Self, ImageError> {
         if bytes.is_empty() {
             return Err(ImageError::Empty { name: name.into() });
         }
         let img = match sniff(bytes) {
-            Some(Format::Jpeg) => decode_jpeg(bytes, name)?,
-            Some(Format::Png) => png::decode(bytes, name)?,
-            Some(Format::Gif) => gif_frame::decode(bytes, name)?,
-            Some(Format::WebP) => generic::decode(bytes, image::ImageFormat::WebP, name)?,
-            Some(Format::Bmp) => bmp::decode(bytes, name)?,
-            Some(Format::Tiff) => generic::decode(bytes, image::ImageFormat::Tiff, name)?,
+            Some(Format::Jpeg) => decode_jpeg(bytes, name, limits)?,
+            Some(Format::Png) => png::decode(bytes, name, limits)?,
+            Some(Format::Gif) => gif_frame::decode(bytes, name, limits)?,
+            Some(Format::WebP) => generic::decode(bytes, image::ImageFormat::WebP, name, limits)?,
+            Some(Format::Bmp) => bmp::decode(bytes, name, limits)?,
+            Some(Format::Tiff) => generic::decode(bytes, image::ImageFormat::Tiff, name, limits)?,
             None => {
                 return Err(ImageError::Unsupported {
                     name: name.into(),
@@ -80,16 +95,9 @@ impl DecodedImage {
                 })
             }
         };
-        if u64::from(img.width()) * u64::from(img.height()) > MAX_PIXELS {
-            return Err(ImageError::Unsupported {
-                name: name.into(),
-                detail: format!(
-                    "{}x{} exceeds the {MAX_PIXELS}-pixel limit (PIL's decompression-bomb check)",
-                    img.width(),
-                    img.height()
-                ),
-            });
-        }
+        // Every decoder checks the size its header claims before allocating;
+        // this catches a decoder whose output differs from that claim.
+        limits.check(name, img.width().into(), img.height().into())?;
         if img.width() == 0 || img.height() == 0 {
             return Err(ImageError::ZeroSize {
                 name: name.into(),
@@ -104,8 +112,12 @@ impl DecodedImage {
 /// Decodes with the libjpeg-compatible decoder (the `image` crate's JPEG
 /// decoder differs from libjpeg by several levels, and supports none of the
 /// few JPEG variants this one lacks, so there is no fallback).
-fn decode_jpeg(bytes: &[u8], name: &str) -> Result<DecodedImage, ImageError> {
-    match jpeg::decode(bytes) {
+fn decode_jpeg(
+    bytes: &[u8],
+    name: &str,
+    limits: &DecodeLimits,
+) -> Result<DecodedImage, ImageError> {
+    match jpeg::decode(bytes, limits.max_pixels) {
         Ok(JpegImage {
             width,
             height,
@@ -131,6 +143,12 @@ fn decode_jpeg(bytes: &[u8], name: &str) -> Result<DecodedImage, ImageError> {
             name: name.into(),
             width,
             height,
+        }),
+        Err(JpegError::TooLarge { width, height }) => Err(ImageError::TooLarge {
+            name: name.into(),
+            width: width.into(),
+            height: height.into(),
+            limit: limits.max_pixels,
         }),
     }
 }

@@ -8,9 +8,10 @@
 
 use image::DynamicImage;
 
-use super::from_image_error;
+use super::generic;
 use crate::decoded::DecodedImage;
 use crate::error::ImageError;
+use crate::limits::DecodeLimits;
 use crate::PilMode;
 
 /// IHDR fields PIL's mode depends on.
@@ -55,7 +56,11 @@ fn palette_entry0(bytes: &[u8]) -> [u8; 3] {
 }
 
 /// Decodes a PNG into the mode PIL opens it with.
-pub(super) fn decode(bytes: &[u8], name: &str) -> Result<DecodedImage, ImageError> {
+pub(super) fn decode(
+    bytes: &[u8],
+    name: &str,
+    limits: &DecodeLimits,
+) -> Result<DecodedImage, ImageError> {
     let header = read_header(bytes).ok_or_else(|| ImageError::Corrupt {
         name: name.into(),
         detail: "PNG without an IHDR header".into(),
@@ -67,19 +72,10 @@ pub(super) fn decode(bytes: &[u8], name: &str) -> Result<DecodedImage, ImageErro
             height: header.height,
         });
     }
-    if u64::from(header.width) * u64::from(header.height) > super::MAX_PIXELS {
-        return Err(ImageError::Unsupported {
-            name: name.into(),
-            detail: format!(
-                "{}x{} exceeds the {}-pixel limit (PIL's decompression-bomb check)",
-                header.width,
-                header.height,
-                super::MAX_PIXELS
-            ),
-        });
-    }
-    let img = image::load_from_memory_with_format(bytes, image::ImageFormat::Png)
-        .map_err(|e| from_image_error(e, name))?;
+    // APNG frames must lie inside this size (the `png` crate refuses an
+    // `fcTL` that does not), so the IHDR bounds every frame.
+    limits.check(name, header.width.into(), header.height.into())?;
+    let img = generic::decode_dynamic(bytes, image::ImageFormat::Png, name, limits)?;
     let (w, h) = (img.width(), img.height());
     let high_byte = |v: &u16| (v >> 8) as u8;
     Ok(match (header.color_type, header.bit_depth) {
@@ -118,7 +114,13 @@ pub(super) fn decode(bytes: &[u8], name: &str) -> Result<DecodedImage, ImageErro
 }
 
 /// RGB bytes, dropping any alpha added from `tRNS` (the conversion keeps
-/// 8-bit samples unchanged).
+/// 8-bit samples unchanged); RGBA is compacted in its own buffer.
 fn rgb8(img: DynamicImage) -> Vec<u8> {
-    img.into_rgb8().into_raw()
+    let (w, h) = (img.width(), img.height());
+    match img {
+        DynamicImage::ImageRgba8(i) => DecodedImage::new_u8(w, h, PilMode::Rgba, i.into_raw())
+            .into_rgb()
+            .into_raw(),
+        other => other.into_rgb8().into_raw(),
+    }
 }

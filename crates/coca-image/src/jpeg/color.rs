@@ -7,15 +7,25 @@ use super::idct::idct_block;
 use super::smooth::smoothed_coefficients;
 use super::{ColorSpace, JpegError, JpegImage, JpegPixels};
 
-/// One component's samples, `width * height`, row-major.
+/// One component's samples, `width * height` inside a buffer of whole
+/// blocks (`stride` samples a row), row-major.
 struct Plane {
     width: usize,
     height: usize,
+    stride: usize,
     data: Vec<u8>,
 }
 
+impl Plane {
+    /// Sample row `y` (inside the component's grid).
+    fn row(&self, y: usize) -> &[u8] {
+        &self.data[y * self.stride..y * self.stride + self.width]
+    }
+}
+
 /// Decodes the component's blocks (`coefs`, laid out like
-/// `comp.coefs`) and keeps the samples inside its grid.
+/// `comp.coefs`) into a plane; the block padding stays in the buffer
+/// rather than being copied away.
 fn component_plane(comp: &Component, coefs: &[i16]) -> Plane {
     // A component no scan ever covered has no latched table; libjpeg then
     // dequantises with an all-zero table, which yields mid-grey.
@@ -34,43 +44,66 @@ fn component_plane(comp: &Component, coefs: &[i16]) -> Plane {
             );
         }
     }
-    let mut data = Vec::with_capacity(comp.width * comp.height);
-    for row in samples.chunks_exact(stride).take(comp.height) {
-        data.extend_from_slice(&row[..comp.width]);
-    }
     Plane {
         width: comp.width,
         height: comp.height,
-        data,
+        stride,
+        data: samples,
     }
 }
 
-/// Brings a component plane to the full image size with the method
+/// How a component plane is brought to the full image size: the method
 /// libjpeg's `jinit_upsampler` selects for its sampling ratio (fancy
 /// upsampling is libjpeg's default and PIL keeps it).
-fn upsample(plane: Plane, rh: usize, rv: usize, width: usize, height: usize) -> Plane {
-    let data = match (rh, rv) {
-        (1, 1) => return plane,
-        (2, 1) if plane.width > 2 => fancy_h2v1(&plane, width, height),
-        (1, 2) => fancy_v2(&plane, width, height, false),
-        (2, 2) if plane.width > 2 => fancy_v2(&plane, width, height, true),
-        _ => replicate(&plane, rh, rv, width, height),
-    };
-    Plane {
-        width,
-        height,
-        data,
+#[derive(Clone, Copy)]
+enum Upsampling {
+    /// Full-size component.
+    None,
+    /// Triangle filter 2:1 horizontally (h2v1).
+    FancyH2V1,
+    /// Triangle filter 2:1 vertically, and horizontally too when `true`
+    /// (h1v2 / h2v2).
+    FancyV2(bool),
+    /// Box replication by (`rh`, `rv`).
+    Replicate(usize, usize),
+}
+
+impl Upsampling {
+    fn select(plane: &Plane, rh: usize, rv: usize) -> Self {
+        match (rh, rv) {
+            (1, 1) => Self::None,
+            (2, 1) if plane.width > 2 => Self::FancyH2V1,
+            (1, 2) => Self::FancyV2(false),
+            (2, 2) if plane.width > 2 => Self::FancyV2(true),
+            _ => Self::Replicate(rh, rv),
+        }
     }
 }
 
-/// Box upsampling: each sample repeated `rh` × `rv` times.
-fn replicate(plane: &Plane, rh: usize, rv: usize, width: usize, height: usize) -> Vec<u8> {
-    let mut out = Vec::with_capacity(width * height);
-    for y in 0..height {
-        let row = &plane.data[(y / rv) * plane.width..];
-        out.extend((0..width).map(|x| row[x / rh]));
+/// Appends output row `y` (`width` samples) of `plane` upsampled with
+/// `method` to `out`; `scratch` is reused between rows. Rows are produced
+/// one at a time so no full-size upsampled plane is ever held.
+fn upsampled_row(
+    plane: &Plane,
+    method: Upsampling,
+    y: usize,
+    width: usize,
+    scratch: &mut Vec<i32>,
+    out: &mut Vec<u8>,
+) {
+    match method {
+        Upsampling::None => out.extend_from_slice(&plane.row(y)[..width]),
+        Upsampling::FancyH2V1 => {
+            scratch.clear();
+            scratch.extend(plane.row(y).iter().map(|&s| i32::from(s)));
+            triangle_row(scratch, out, width, [1, 2], 2);
+        }
+        Upsampling::FancyV2(horizontal) => fancy_v2_row(plane, y, width, horizontal, scratch, out),
+        Upsampling::Replicate(rh, rv) => {
+            let row = plane.row(y / rv);
+            out.extend((0..width).map(|x| row[x / rh]));
+        }
     }
-    out
 }
 
 /// Triangle filter 2:1 horizontally on one row: output samples sit 1/4 and
@@ -93,49 +126,40 @@ fn triangle_row(row: &[i32], out: &mut Vec<u8>, width: usize, bias: [i32; 2], sh
     }
 }
 
-/// libjpeg's h2v1 fancy upsampling.
-fn fancy_h2v1(plane: &Plane, width: usize, height: usize) -> Vec<u8> {
-    let mut out = Vec::with_capacity(width * height);
-    let mut row = vec![0i32; plane.width];
-    for y in 0..height {
-        let src = &plane.data[y * plane.width..(y + 1) * plane.width];
-        row.iter_mut()
-            .zip(src)
-            .for_each(|(d, &s)| *d = i32::from(s));
-        triangle_row(&row, &mut out, width, [1, 2], 2);
-    }
-    out
-}
-
-/// Triangle filter 2:1 vertically, and also 2:1 horizontally when
-/// `horizontal` (libjpeg's h1v2 / h2v2 fancy upsampling). Vertical
-/// neighbours beyond the first / last sample row repeat that row, as
-/// libjpeg's context-row pointers do.
-fn fancy_v2(plane: &Plane, width: usize, height: usize, horizontal: bool) -> Vec<u8> {
+/// Output row `y` of the triangle filter 2:1 vertically, and also 2:1
+/// horizontally when `horizontal` (libjpeg's h1v2 / h2v2 fancy
+/// upsampling). Vertical neighbours beyond the first / last sample row
+/// repeat that row, as libjpeg's context-row pointers do.
+fn fancy_v2_row(
+    plane: &Plane,
+    y: usize,
+    width: usize,
+    horizontal: bool,
+    colsum: &mut Vec<i32>,
+    out: &mut Vec<u8>,
+) {
     let last_row = plane.height - 1;
-    let mut out = Vec::with_capacity(width * height);
+    let r = y / 2;
+    let other = if y.is_multiple_of(2) {
+        r.saturating_sub(1)
+    } else {
+        (r + 1).min(last_row)
+    };
     // Vertically blended "column sums": 3 * nearer row + farther row.
-    let mut colsum = vec![0i32; plane.width];
-    for y in 0..height {
-        let r = y / 2;
-        let other = if y % 2 == 0 {
-            r.saturating_sub(1)
-        } else {
-            (r + 1).min(last_row)
-        };
-        let near = &plane.data[r * plane.width..(r + 1) * plane.width];
-        let far = &plane.data[other * plane.width..(other + 1) * plane.width];
-        for ((d, &n), &f) in colsum.iter_mut().zip(near).zip(far) {
-            *d = 3 * i32::from(n) + i32::from(f);
-        }
-        if horizontal {
-            triangle_row(&colsum, &mut out, width, [8, 7], 4);
-        } else {
-            let bias = if y % 2 == 0 { 1 } else { 2 };
-            out.extend(colsum[..width].iter().map(|&v| ((v + bias) >> 2) as u8));
-        }
+    colsum.clear();
+    colsum.extend(
+        plane
+            .row(r)
+            .iter()
+            .zip(plane.row(other))
+            .map(|(&n, &f)| 3 * i32::from(n) + i32::from(f)),
+    );
+    if horizontal {
+        triangle_row(colsum, out, width, [8, 7], 4);
+    } else {
+        let bias = if y.is_multiple_of(2) { 1 } else { 2 };
+        out.extend(colsum[..width].iter().map(|&v| ((v + bias) >> 2) as u8));
     }
-    out
 }
 
 /// libjpeg's fixed-point YCbCr -> RGB tables (16 fractional bits).
@@ -190,15 +214,19 @@ fn clamp8(v: i32) -> u8 {
     v.clamp(0, 255) as u8
 }
 
-/// Runs IDCT, upsampling and colour conversion for the whole frame.
+/// Runs IDCT, upsampling and colour conversion for the whole frame. Each
+/// component's coefficients are released as soon as its plane is decoded,
+/// and pixels are produced a row at a time, so the peak is the output plus
+/// the component planes rather than several full-size copies.
 pub(super) fn reconstruct(
-    frame: &Frame,
+    mut frame: Frame,
     color_space: ColorSpace,
     smoothing: bool,
 ) -> Result<JpegImage, JpegError> {
     let (width, height) = (frame.width, frame.height);
     let mut planes = Vec::with_capacity(frame.components.len());
-    for comp in &frame.components {
+    for i in 0..frame.components.len() {
+        let comp = &frame.components[i];
         // (`is_multiple_of` would need Rust 1.87; the workspace supports 1.85.)
         let divides = |max: usize, factor: usize| max / factor * factor == max;
         if !divides(frame.max_h, comp.h) || !divides(frame.max_v, comp.v) {
@@ -208,60 +236,68 @@ pub(super) fn reconstruct(
             )));
         }
         let plane = if smoothing {
-            component_plane(comp, &smoothed_coefficients(comp, frame))
+            component_plane(comp, &smoothed_coefficients(comp, &frame))
         } else {
             component_plane(comp, &comp.coefs)
         };
-        planes.push(upsample(
-            plane,
-            frame.max_h / comp.h,
-            frame.max_v / comp.v,
-            width,
-            height,
-        ));
+        let method = Upsampling::select(&plane, frame.max_h / comp.h, frame.max_v / comp.v);
+        planes.push((plane, method));
+        frame.components[i].coefs = Vec::new();
     }
-    let n = width * height;
-    let pixels = match color_space {
-        ColorSpace::Gray => JpegPixels::Gray(planes.swap_remove(0).data),
-        ColorSpace::Rgb => {
-            let mut out = Vec::with_capacity(n * 3);
-            for i in 0..n {
-                out.extend(planes.iter().map(|p| p.data[i]));
-            }
-            JpegPixels::Rgb(out)
+    let channels = match color_space {
+        ColorSpace::Gray => 1,
+        ColorSpace::Rgb | ColorSpace::YCbCr => 3,
+        ColorSpace::Cmyk | ColorSpace::Ycck => 4,
+    };
+    let t = YccTables::new();
+    let mut out = Vec::with_capacity(width * height * channels);
+    let mut rows: Vec<Vec<u8>> = vec![Vec::with_capacity(width); planes.len()];
+    let mut scratch = Vec::new();
+    for y in 0..height {
+        for ((plane, method), row) in planes.iter().zip(&mut rows) {
+            row.clear();
+            upsampled_row(plane, *method, y, width, &mut scratch, row);
         }
-        ColorSpace::YCbCr => {
-            let t = YccTables::new();
-            let mut out = Vec::with_capacity(n * 3);
-            let (y, cb, cr) = (&planes[0].data, &planes[1].data, &planes[2].data);
-            for ((&y, &cb), &cr) in y.iter().zip(cb).zip(cr) {
-                let off = t.offsets(cb, cr);
-                let y = i32::from(y);
-                out.extend_from_slice(&[
-                    clamp8(y + off[0]),
-                    clamp8(y + off[1]),
-                    clamp8(y + off[2]),
-                ]);
-            }
-            JpegPixels::Rgb(out)
-        }
-        ColorSpace::Cmyk | ColorSpace::Ycck => {
-            let t = YccTables::new();
-            let mut out = Vec::with_capacity(n * 4);
-            for i in 0..n {
-                let mut cmyk: [u8; 4] = std::array::from_fn(|c| planes[c].data[i]);
-                if color_space == ColorSpace::Ycck {
-                    let y = i32::from(cmyk[0]);
-                    let off = t.offsets(cmyk[1], cmyk[2]);
-                    for c in 0..3 {
-                        cmyk[c] = clamp8(255 - (y + off[c]));
-                    }
+        match color_space {
+            ColorSpace::Gray => out.extend_from_slice(&rows[0]),
+            ColorSpace::Rgb => {
+                for ((&r, &g), &b) in rows[0].iter().zip(&rows[1]).zip(&rows[2]) {
+                    out.extend_from_slice(&[r, g, b]);
                 }
-                // PIL reads JPEG CMYK with raw mode "CMYK;I" (inverted).
-                out.extend(cmyk.iter().map(|&v| 255 - v));
             }
-            JpegPixels::Cmyk(out)
+            ColorSpace::YCbCr => {
+                let (y, cb, cr) = (&rows[0], &rows[1], &rows[2]);
+                for ((&y, &cb), &cr) in y.iter().zip(cb).zip(cr) {
+                    let off = t.offsets(cb, cr);
+                    let y = i32::from(y);
+                    out.extend_from_slice(&[
+                        clamp8(y + off[0]),
+                        clamp8(y + off[1]),
+                        clamp8(y + off[2]),
+                    ]);
+                }
+            }
+            ColorSpace::Cmyk | ColorSpace::Ycck => {
+                let (c, m, ye, k) = (&rows[0], &rows[1], &rows[2], &rows[3]);
+                for (((&c, &m), &ye), &k) in c.iter().zip(m).zip(ye).zip(k) {
+                    let mut cmyk = [c, m, ye, k];
+                    if color_space == ColorSpace::Ycck {
+                        let y = i32::from(cmyk[0]);
+                        let off = t.offsets(cmyk[1], cmyk[2]);
+                        for c in 0..3 {
+                            cmyk[c] = clamp8(255 - (y + off[c]));
+                        }
+                    }
+                    // PIL reads JPEG CMYK with raw mode "CMYK;I" (inverted).
+                    out.extend(cmyk.iter().map(|&v| 255 - v));
+                }
+            }
         }
+    }
+    let pixels = match color_space {
+        ColorSpace::Gray => JpegPixels::Gray(out),
+        ColorSpace::Rgb | ColorSpace::YCbCr => JpegPixels::Rgb(out),
+        ColorSpace::Cmyk | ColorSpace::Ycck => JpegPixels::Cmyk(out),
     };
     Ok(JpegImage {
         width: width as u32,

@@ -3,7 +3,6 @@
 //! colour space.
 
 use super::{ColorSpace, JpegError};
-use crate::decode::MAX_PIXELS;
 
 /// Zigzag index -> natural (row-major) index, with 16 guard entries so that a
 /// corrupt run length past coefficient 63 lands on 63 as libjpeg's does.
@@ -138,6 +137,9 @@ pub(super) struct Parser<'a> {
     tables: Tables,
     /// Component ids of the frame, once its header has been read.
     frame_ids: Option<Vec<u8>>,
+    /// Most pixels a frame may have (checked before its coefficient
+    /// buffers are allocated).
+    max_pixels: u64,
     saw_jfif: bool,
     adobe_transform: Option<u8>,
 }
@@ -148,7 +150,8 @@ fn truncated(what: &str) -> JpegError {
 
 impl<'a> Parser<'a> {
     /// Checks the start-of-image marker, which must open the file.
-    pub fn new(data: &'a [u8]) -> Result<Self, JpegError> {
+    /// `max_pixels` bounds the frame size.
+    pub fn new(data: &'a [u8], max_pixels: u64) -> Result<Self, JpegError> {
         if data.len() < 2 || data[0] != 0xFF || data[1] != 0xD8 {
             return Err(JpegError::Corrupt("missing start-of-image marker".into()));
         }
@@ -157,6 +160,7 @@ impl<'a> Parser<'a> {
             pos: 2,
             tables: Tables::default(),
             frame_ids: None,
+            max_pixels,
             saw_jfif: false,
             adobe_transform: None,
         })
@@ -356,10 +360,16 @@ impl<'a> Parser<'a> {
         if !matches!(ncomp, 1 | 3 | 4) {
             return Err(JpegError::Unsupported(format!("{ncomp} components")));
         }
-        if width > 65500 || height > 65500 || (width as u64) * (height as u64) > MAX_PIXELS {
+        if width > 65500 || height > 65500 {
             return Err(JpegError::Unsupported(format!(
                 "{width}x{height} image is too large"
             )));
+        }
+        if (width as u64) * (height as u64) > self.max_pixels {
+            return Err(JpegError::TooLarge {
+                width: width as u32,
+                height: height as u32,
+            });
         }
         if comps
             .iter()

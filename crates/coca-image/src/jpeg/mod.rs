@@ -42,6 +42,8 @@ pub(crate) enum JpegError {
     Truncated(String),
     /// The frame header declares a zero width or height.
     ZeroSize { width: u32, height: u32 },
+    /// The frame header declares more pixels than the caller's limit.
+    TooLarge { width: u32, height: u32 },
 }
 
 /// Samples of a decoded JPEG, interleaved, in the layout PIL opens it with.
@@ -74,9 +76,10 @@ enum ColorSpace {
     Ycck,
 }
 
-/// Decodes a complete JPEG file held in memory.
-pub(crate) fn decode(data: &[u8]) -> Result<JpegImage, JpegError> {
-    let mut parser = Parser::new(data)?;
+/// Decodes a complete JPEG file held in memory, refusing a frame of more
+/// than `max_pixels` pixels before allocating for it.
+pub(crate) fn decode(data: &[u8], max_pixels: u64) -> Result<JpegImage, JpegError> {
+    let mut parser = Parser::new(data, max_pixels)?;
     let mut frame: Option<Frame> = None;
     let mut scans_done = 0usize;
     // libjpeg emits rows while decoding a sequential frame whose first scan
@@ -122,5 +125,5 @@ pub(crate) fn decode(data: &[u8]) -> Result<JpegImage, JpegError> {
     }
     let smoothing = frame.progressive && scan::needs_block_smoothing(&frame);
     let color_space = parser.color_space(&frame);
-    color::reconstruct(&frame, color_space, smoothing)
+    color::reconstruct(frame, color_space, smoothing)
 }

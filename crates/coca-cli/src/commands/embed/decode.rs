@@ -57,8 +57,8 @@ pub fn preprocess_samples(
 
 fn preprocess(image: &ImageData, cfg: &PreprocessConfig) -> Pixels {
     let decoded = match image {
-        ImageData::Path(path) => DecodedImage::open(path)?,
-        ImageData::Bytes { name, data } => DecodedImage::decode(data, name)?,
+        ImageData::Path(path) => DecodedImage::open_limited(path, &cfg.limits)?,
+        ImageData::Bytes { name, data } => DecodedImage::decode_limited(data, name, &cfg.limits)?,
     };
     Ok(coca_image::preprocess_decoded(&decoded, cfg))
 }

@@ -263,7 +263,7 @@ pub async fn images_tensor(
                 .decode(encoded.trim())
                 .map_err(|e| ApiError::bad_request(format!("{name}: not valid base64: {e}")))?;
             drop(encoded);
-            let decoded = DecodedImage::decode(&bytes, &name)
+            let decoded = DecodedImage::decode_limited(&bytes, &name, &engine.preprocess.limits)
                 .map_err(|e| ApiError::bad_request(e.to_string()))?;
             drop(bytes);
             Ok::<_, ApiError>(coca_image::preprocess_decoded(&decoded, &engine.preprocess))

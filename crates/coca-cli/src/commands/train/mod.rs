@@ -741,9 +741,12 @@ fn read_collection(
             continue;
         };
         let image = match &sample.image {
-            coca_data::ImageData::Path(p) => coca_image::load_rgb(p),
-            coca_data::ImageData::Bytes { name, data } => coca_image::decode_rgb(data, name),
-        };
+            coca_data::ImageData::Path(p) => coca_image::DecodedImage::open_limited(p, &pre.limits),
+            coca_data::ImageData::Bytes { name, data } => {
+                coca_image::DecodedImage::decode_limited(data, name, &pre.limits)
+            }
+        }
+        .map(coca_image::DecodedImage::into_rgb);
         match image {
             Ok(img) => {
                 pixels.extend(coca_image::preprocess(&img, pre));
