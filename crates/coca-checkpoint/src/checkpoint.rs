@@ -311,7 +311,9 @@ fn has_non_finite(bytes: &[u8], dtype: DType) -> bool {
     match dtype {
         DType::F16 => any_element(bytes, |e| u16::from_le_bytes(e) & 0x7c00 == 0x7c00),
         DType::BF16 => any_element(bytes, |e| u16::from_le_bytes(e) & 0x7f80 == 0x7f80),
-        DType::F32 => any_element(bytes, |e| u32::from_le_bytes(e) & 0x7f80_0000 == 0x7f80_0000),
+        DType::F32 => any_element(bytes, |e| {
+            u32::from_le_bytes(e) & 0x7f80_0000 == 0x7f80_0000
+        }),
         DType::F64 => any_element(bytes, |e| {
             u64::from_le_bytes(e) & 0x7ff0_0000_0000_0000 == 0x7ff0_0000_0000_0000
         }),
@@ -409,7 +411,6 @@ mod tests {
     #[test]
     fn non_finite_values_are_found_in_every_float_type() {
         let f16 = |v: f32| half::f16::from_f32(v).to_le_bytes();
-        let bf16 = |v: f32| half::bf16::from_f32(v).to_le_bytes();
         for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
             // The bad value in the second block, after many finite ones (the largest included).
             let mut f32s: Vec<f32> = vec![f32::MAX; 5000];
@@ -420,7 +421,10 @@ mod tests {
             let halves: Vec<u8> = [65504.0, -0.0, bad].iter().flat_map(|&v| f16(v)).collect();
             assert!(has_non_finite(&halves, DType::F16), "{bad}");
             assert!(!has_non_finite(&halves[..4], DType::F16));
-            let brains: Vec<u8> = [f32::MAX, 1.0, bad].iter().flat_map(|&v| bf16(v)).collect();
+            let brains: Vec<u8> = [half::bf16::MAX, half::bf16::ONE, half::bf16::from_f32(bad)]
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect();
             assert!(has_non_finite(&brains, DType::BF16), "{bad}");
             assert!(!has_non_finite(&brains[..4], DType::BF16));
             let doubles: Vec<u8> = [f64::MAX, f64::from(bad)]

@@ -144,7 +144,10 @@ impl TorchArchive {
         }
         let layout = &tensor.layout;
         let needed = layout.required_storage_len();
-        if needed.and_then(|n| n.checked_mul(elem_size)).map_or(true, |n| n > available) {
+        if needed
+            .and_then(|n| n.checked_mul(elem_size))
+            .map_or(true, |n| n > available)
+        {
             return Err(malformed(format!(
                 "its view (shape {:?}, stride {:?}, offset {}) needs {} bytes but storage '{}' holds {available}",
                 layout.shape,
@@ -157,7 +160,10 @@ impl TorchArchive {
         // An expanded (stride 0) view reads less storage than it fills: bound what reading it
         // would allocate by the file's own size.
         let view = layout.elem_count_checked();
-        if view.and_then(|n| n.checked_mul(elem_size)).map_or(true, |n| n > self.mmap.len()) {
+        if view
+            .and_then(|n| n.checked_mul(elem_size))
+            .map_or(true, |n| n > self.mmap.len())
+        {
             return Err(malformed(format!(
                 "its view (shape {:?}, stride {:?}) would expand to {} bytes, more than the whole \
                  {}-byte file",

@@ -120,7 +120,8 @@ impl Node {
             Value::Tuple(items) => format!("a tuple of {}", items.len()),
             Value::List(_) => "a list".to_string(),
             Value::Dict(_) => "a dict".to_string(),
-            Value::Reduce { callable, .. } | Value::Build {
+            Value::Reduce { callable, .. }
+            | Value::Build {
                 object: callable, ..
             } => match &callable.value {
                 Value::Global { module, name } => format!("an object built by {module}.{name}"),
@@ -457,9 +458,9 @@ impl<'a> Vm<'a> {
         if self.stack.len() <= self.open_mark() {
             return Err(self.error("an opcode pops more objects than the stack holds".to_string()));
         }
-        self.stack
-            .pop()
-            .ok_or_else(|| self.error("an opcode pops more objects than the stack holds".to_string()))
+        self.stack.pop().ok_or_else(|| {
+            self.error("an opcode pops more objects than the stack holds".to_string())
+        })
     }
 
     fn pop_mark(&mut self) -> Result<Vec<Obj>, PickleError> {
@@ -507,7 +508,14 @@ impl<'a> Vm<'a> {
                 hold(k);
                 hold(v);
             }),
-            Value::Reduce { callable: a, args: b } | Value::Build { object: a, state: b } => {
+            Value::Reduce {
+                callable: a,
+                args: b,
+            }
+            | Value::Build {
+                object: a,
+                state: b,
+            } => {
                 hold(a);
                 hold(b);
             }
@@ -758,8 +766,14 @@ pub(crate) mod tests {
         assert_eq!(int_of(&Pickle::new().int(-7).finish()), -7);
         // LONG1: little-endian two's complement of any width.
         assert_eq!(int_of(&Pickle::new().op(b"\x8a\x00").finish()), 0);
-        assert_eq!(int_of(&Pickle::new().op(b"\x8a\x02\x00\x80").finish()), -0x8000);
-        assert_eq!(int_of(&Pickle::new().op(b"\x8a\x03\x00\x80\x00").finish()), 0x8000);
+        assert_eq!(
+            int_of(&Pickle::new().op(b"\x8a\x02\x00\x80").finish()),
+            -0x8000
+        );
+        assert_eq!(
+            int_of(&Pickle::new().op(b"\x8a\x03\x00\x80\x00").finish()),
+            0x8000
+        );
         assert_eq!(int_of(&Pickle::new().op(b"\x8a\x01\xff").finish()), -1);
         let wide = Pickle::new().op(b"\x8a\x09").op(&[1; 9]).finish();
         assert!(matches!(wide.value, Value::BigInt));
@@ -797,7 +811,11 @@ pub(crate) mod tests {
         let Value::Dict(items) = &d.value else {
             panic!()
         };
-        let keys: Vec<_> = items.borrow().iter().map(|(k, _)| k.as_str().unwrap().to_string()).collect();
+        let keys: Vec<_> = items
+            .borrow()
+            .iter()
+            .map(|(k, _)| k.as_str().unwrap().to_string())
+            .collect();
         assert_eq!(keys, ["a", "b", "c"]);
         let d = Pickle::new().mark().str("k").int(9).op(b"d").finish();
         assert_eq!(int_of(&d.dict_get("k").unwrap()), 9);
@@ -808,15 +826,25 @@ pub(crate) mod tests {
 
     #[test]
     fn globals_reduce_build_and_persistent_ids() {
-        let r = Pickle::new().global("torch._utils", "_rebuild_tensor_v2").op(b")R").finish();
-        assert_eq!(r.describe(), "an object built by torch._utils._rebuild_tensor_v2");
+        let r = Pickle::new()
+            .global("torch._utils", "_rebuild_tensor_v2")
+            .op(b")R")
+            .finish();
+        assert_eq!(
+            r.describe(),
+            "an object built by torch._utils._rebuild_tensor_v2"
+        );
         let n = Pickle::new().global("torch", "Size").op(b")\x81").finish();
         assert!(matches!(n.value, Value::Reduce { .. }));
         // OrderedDict() is a dict; BUILD merges a dict state into it.
         let d = Pickle::new().global("collections", "OrderedDict").op(b")R");
         let d = d.op(b"}").str("_metadata").int(1).op(b"sb").finish();
         assert_eq!(int_of(&d.dict_get("_metadata").unwrap()), 1);
-        let b = Pickle::new().global("torch", "Tensor").op(b")R").op(b"}b").finish();
+        let b = Pickle::new()
+            .global("torch", "Tensor")
+            .op(b")R")
+            .op(b"}b")
+            .finish();
         assert!(matches!(b.value, Value::Build { .. }));
         let q = Pickle::new().str("storage").op(b"\x85Q").finish();
         assert_eq!(q.describe(), "a persistent reference");
@@ -846,7 +874,10 @@ pub(crate) mod tests {
         let root = p.op(b"h\x00j\x00\x00\x00\x00\x86").finish();
         let items = tuple_of(&root);
         assert!(Rc::ptr_eq(&items[0], &items[1]));
-        let p = Pickle::new().op(b"N").op(b"r\x05\x00\x01\x00").op(b"j\x05\x00\x01\x00\x86");
+        let p = Pickle::new()
+            .op(b"N")
+            .op(b"r\x05\x00\x01\x00")
+            .op(b"j\x05\x00\x01\x00\x86");
         assert_eq!(tuple_of(&p.finish()).len(), 2);
         assert!(reason(Pickle::new().op(b"h\x03")).contains("memo entry 3"));
     }
@@ -857,7 +888,10 @@ pub(crate) mod tests {
     fn memo_bomb_stays_small() {
         let mut p = Pickle::new().op(b"Nq\x00");
         for level in 1..=64u8 {
-            p = p.op(b"]").mark().op(&[b'h', level - 1, b'h', level - 1, b'e', b'q', level]);
+            p = p
+                .op(b"]")
+                .mark()
+                .op(&[b'h', level - 1, b'h', level - 1, b'e', b'q', level]);
         }
         let limits = Limits {
             max_objects: 200,
@@ -873,7 +907,9 @@ pub(crate) mod tests {
             max_objects: 10,
             max_depth: 100,
         };
-        let p = (0..10).fold(Pickle::new().mark(), |p, _| p.op(b"N")).op(b"t");
+        let p = (0..10)
+            .fold(Pickle::new().mark(), |p, _| p.op(b"N"))
+            .op(b"t");
         let err = p.run_with(limits).unwrap_err();
         assert!(err.reason.contains("more than 10 objects"), "{err}");
         // References to one object do not count as new objects.
@@ -894,7 +930,11 @@ pub(crate) mod tests {
             max_depth: 3,
         };
         let lists = Pickle::new().op(b"]]]").op(b"N").op(b"aaa");
-        assert!(lists.run_with(limits).unwrap_err().reason.contains("nested more than 3"));
+        assert!(lists
+            .run_with(limits)
+            .unwrap_err()
+            .reason
+            .contains("nested more than 3"));
         let ok = Pickle::new().op(b"]]").op(b"N").op(b"aa");
         assert!(ok.run_with(limits).is_ok());
     }
@@ -927,7 +967,13 @@ pub(crate) mod tests {
         assert!(reason(Pickle::new().int(1).mark().op(b"Q")).contains("pops more"));
         let err = Pickle::new().op(b"\x95").run().unwrap_err();
         assert_eq!(err.offset, 2);
-        assert!(err.reason.contains("0x95") && err.reason.contains("protocol 2"), "{err}");
-        assert!(unpickle(b"\x80\x02N", Limits::CHECKPOINT).unwrap_err().reason.contains("ends early"));
+        assert!(
+            err.reason.contains("0x95") && err.reason.contains("protocol 2"),
+            "{err}"
+        );
+        assert!(unpickle(b"\x80\x02N", Limits::CHECKPOINT)
+            .unwrap_err()
+            .reason
+            .contains("ends early"));
     }
 }

@@ -398,7 +398,10 @@ mod tests {
     #[test]
     fn special_tensor_encodings_are_errors_not_skips() {
         let p = Pickle::new().op(b"}").str("q");
-        let p = p.global("torch._utils", "_rebuild_qtensor").op(b")R").op(b"s");
+        let p = p
+            .global("torch._utils", "_rebuild_qtensor")
+            .op(b")R")
+            .op(b"s");
         let err = extract_from(p).unwrap_err();
         assert!(
             matches!(err, StateDictError::Malformed { ref name, ref reason }
