@@ -134,7 +134,7 @@ impl TorchArchive {
                 .map_or_else(|| "more than usize::MAX".to_string(), |n| n.to_string())
         };
         let claimed = tensor.storage_numel.checked_mul(elem_size);
-        if claimed.map_or(true, |c| c > available) {
+        if claimed.is_none_or(|c| c > available) {
             return Err(malformed(format!(
                 "its storage '{}' claims {} elements ({} bytes) but holds {available} bytes",
                 entry.entry_name,
@@ -146,7 +146,7 @@ impl TorchArchive {
         let needed = layout.required_storage_len();
         if needed
             .and_then(|n| n.checked_mul(elem_size))
-            .map_or(true, |n| n > available)
+            .is_none_or(|n| n > available)
         {
             return Err(malformed(format!(
                 "its view (shape {:?}, stride {:?}, offset {}) needs {} bytes but storage '{}' holds {available}",
@@ -162,7 +162,7 @@ impl TorchArchive {
         let view = layout.elem_count_checked();
         if view
             .and_then(|n| n.checked_mul(elem_size))
-            .map_or(true, |n| n > self.mmap.len())
+            .is_none_or(|n| n > self.mmap.len())
         {
             return Err(malformed(format!(
                 "its view (shape {:?}, stride {:?}) would expand to {} bytes, more than the whole \

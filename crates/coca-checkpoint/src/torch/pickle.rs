@@ -642,7 +642,7 @@ impl<'a> Vm<'a> {
 
 /// Split `[k0, v0, k1, v1, ...]` into pairs; `None` for an odd count.
 fn pairs(items: Vec<Obj>) -> Option<Vec<(Obj, Obj)>> {
-    if items.len() % 2 != 0 {
+    if !items.len().is_multiple_of(2) {
         return None;
     }
     let mut out = Vec::with_capacity(items.len() / 2);

@@ -263,6 +263,7 @@ fn summary(obj: &Node) -> String {
     match &obj.value {
         Value::Int(v) => v.to_string(),
         Value::Float(v) => v.to_string(),
+        Value::Bool(v) => if *v { "True" } else { "False" }.to_string(),
         Value::Str(s) if s.chars().count() <= MAX_CHARS => format!("'{s}'"),
         Value::Str(s) => format!("'{}...'", s.chars().take(MAX_CHARS).collect::<String>()),
         Value::Tuple(items) => {
