@@ -249,6 +249,24 @@ impl Checkpoint {
             .collect()
     }
 
+    /// The names of the floating-point tensors holding at least one NaN or infinity, sorted.
+    ///
+    /// Reads every float tensor once, straight from the file (no conversion, no copy for
+    /// row-major views), testing the exponent bits of each element.
+    pub fn non_finite_tensors(&self) -> Result<Vec<String>, CheckpointError> {
+        let mut found = Vec::new();
+        for (name, entry) in &self.tensors {
+            if !entry.info.dtype.is_float() {
+                continue;
+            }
+            let (_, bytes) = self.bytes(name)?;
+            if has_non_finite(&bytes, entry.info.dtype) {
+                found.push(name.clone());
+            }
+        }
+        Ok(found)
+    }
+
     /// Strictly compare the checkpoint with the tensors a model expects.
     ///
     /// Succeeds only if the names match exactly and every shape agrees; otherwise the
@@ -285,6 +303,34 @@ impl Checkpoint {
         };
         Ok((entry, bytes))
     }
+}
+
+/// Whether any element of `bytes` (little-endian `dtype` values) is a NaN or an infinity: those
+/// are exactly the values whose exponent bits are all ones.
+fn has_non_finite(bytes: &[u8], dtype: DType) -> bool {
+    match dtype {
+        DType::F16 => any_element(bytes, |e| u16::from_le_bytes(e) & 0x7c00 == 0x7c00),
+        DType::BF16 => any_element(bytes, |e| u16::from_le_bytes(e) & 0x7f80 == 0x7f80),
+        DType::F32 => any_element(bytes, |e| {
+            u32::from_le_bytes(e) & 0x7f80_0000 == 0x7f80_0000
+        }),
+        DType::F64 => any_element(bytes, |e| {
+            u64::from_le_bytes(e) & 0x7ff0_0000_0000_0000 == 0x7ff0_0000_0000_0000
+        }),
+        _ => false,
+    }
+}
+
+/// Whether `test` holds for any `N`-byte element of `bytes`. Each block is scanned without an
+/// early exit, which lets the compiler vectorise the scan; the first block with a hit ends it.
+fn any_element<const N: usize>(bytes: &[u8], test: impl Fn([u8; N]) -> bool) -> bool {
+    bytes.chunks(N * 4096).any(|block| {
+        block.chunks_exact(N).fold(false, |hit, e| {
+            let mut element = [0u8; N];
+            element.copy_from_slice(e);
+            hit | test(element)
+        })
+    })
 }
 
 /// Build the tensor on `device` in `dtype` from row-major little-endian bytes.
@@ -355,5 +401,40 @@ pub(crate) fn innermost_message(err: &candle_core::Error) -> String {
         candle_core::Error::WithPath { inner, .. }
         | candle_core::Error::WithBacktrace { inner, .. } => innermost_message(inner),
         other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn non_finite_values_are_found_in_every_float_type() {
+        let f16 = |v: f32| half::f16::from_f32(v).to_le_bytes();
+        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            // The bad value in the second block, after many finite ones (the largest included).
+            let mut f32s: Vec<f32> = vec![f32::MAX; 5000];
+            f32s.push(bad);
+            let bytes: Vec<u8> = f32s.iter().flat_map(|v| v.to_le_bytes()).collect();
+            assert!(has_non_finite(&bytes, DType::F32), "{bad}");
+            assert!(!has_non_finite(&bytes[..bytes.len() - 4], DType::F32));
+            let halves: Vec<u8> = [65504.0, -0.0, bad].iter().flat_map(|&v| f16(v)).collect();
+            assert!(has_non_finite(&halves, DType::F16), "{bad}");
+            assert!(!has_non_finite(&halves[..4], DType::F16));
+            let brains: Vec<u8> = [half::bf16::MAX, half::bf16::ONE, half::bf16::from_f32(bad)]
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect();
+            assert!(has_non_finite(&brains, DType::BF16), "{bad}");
+            assert!(!has_non_finite(&brains[..4], DType::BF16));
+            let doubles: Vec<u8> = [f64::MAX, f64::from(bad)]
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect();
+            assert!(has_non_finite(&doubles, DType::F64), "{bad}");
+            assert!(!has_non_finite(&doubles[..8], DType::F64));
+        }
+        // Integer buffers are never flagged, whatever their bits.
+        assert!(!has_non_finite(&[0xff; 16], DType::I64));
     }
 }

@@ -25,6 +25,12 @@ impl StridedLayout {
         self.shape.iter().product()
     }
 
+    /// Number of elements in the view, `None` if that overflows `usize` (only a corrupt file can
+    /// make it).
+    pub fn elem_count_checked(&self) -> Option<usize> {
+        self.shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d))
+    }
+
     /// How many storage elements the view needs: one past the furthest element it
     /// touches (0 for an empty view). `None` if that number overflows `usize`, which
     /// only a corrupt file can cause.
@@ -180,5 +186,9 @@ mod tests {
     fn overflowing_extents_are_reported() {
         let l = layout(&[3, 2], &[usize::MAX / 2, 1], 0);
         assert_eq!(l.required_storage_len(), None);
+        let huge = layout(&[1 << 40, 1 << 40], &[0, 0], 0);
+        assert_eq!(huge.required_storage_len(), Some(1));
+        assert_eq!(huge.elem_count_checked(), None);
+        assert_eq!(layout(&[2, 3], &[0, 1], 0).elem_count_checked(), Some(6));
     }
 }

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device};
 use clap::Args;
+use coca_checkpoint::Checkpoint;
 use coca_model::budget::{check_fits, Workload};
 use coca_model::load::{load_model, LoadOptions};
 use coca_model::{Coca, CocaConfig, ConfigSource};
@@ -26,6 +27,10 @@ pub struct ModelArgs {
     /// Device: cpu (default), or cuda:N in builds with the `cuda` feature.
     #[arg(long, default_value = "cpu", value_name = "cpu|cuda:N")]
     pub device: String,
+    /// Run a checkpoint whose weights hold NaN or infinite values (refused by default, as its outputs would be
+    /// NaN too); the affected tensors are named in a warning.
+    #[arg(long)]
+    pub allow_nonfinite_weights: bool,
 }
 
 /// Parse open_clip-style precision names (also accepting dtype spellings).
@@ -54,6 +59,46 @@ pub fn parse_device(s: &str) -> Result<Device> {
     Device::new_cuda(ordinal).with_context(|| {
         format!("cannot use device `{s}` (this binary needs the `cuda` feature and an NVIDIA GPU)")
     })
+}
+
+/// Up to ten names, then how many more.
+pub fn name_list(names: &[String]) -> String {
+    const SHOWN: usize = 10;
+    let mut out = names
+        .iter()
+        .take(SHOWN)
+        .map(|n| format!("'{n}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    if names.len() > SHOWN {
+        out.push_str(&format!(", ... and {} more", names.len() - SHOWN));
+    }
+    out
+}
+
+/// Refuse a checkpoint with NaN or infinite weights (a model built from it answers NaN), or only warn when
+/// `allow` is set; either way the message names the tensors.
+pub fn check_finite_weights(path: &std::path::Path, allow: bool) -> Result<()> {
+    let bad = Checkpoint::open(path)?.non_finite_tensors()?;
+    if bad.is_empty() {
+        return Ok(());
+    }
+    let what = format!(
+        "checkpoint '{}' has NaN or infinite weights in {} tensor{}: {}",
+        path.display(),
+        bad.len(),
+        if bad.len() == 1 { "" } else { "s" },
+        name_list(&bad)
+    );
+    if allow {
+        tracing::warn!("{what}; running anyway (--allow-nonfinite-weights)");
+        Ok(())
+    } else {
+        bail!(
+            "{what}; its outputs would be NaN. Use a healthy checkpoint, or pass --allow-nonfinite-weights to run \
+             it anyway"
+        )
+    }
 }
 
 /// Resolve `--model` into a validated config (every size within `coca_model::config::limits`).
@@ -88,6 +133,7 @@ impl ModelArgs {
         };
         check_fits(&cfg, &source, &workload)?;
         let weights = self.weights_path()?;
+        check_finite_weights(&weights, self.allow_nonfinite_weights)?;
         let started = std::time::Instant::now();
         let model = load_model(&cfg, &weights, &opts)?;
         tracing::info!(

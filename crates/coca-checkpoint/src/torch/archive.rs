@@ -13,11 +13,11 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use candle_core::pickle::Stack;
 use memmap2::Mmap;
 use zip::result::ZipError;
 use zip::{CompressionMethod, ZipArchive};
 
+use super::pickle::{self, Limits};
 use super::state_dict::{self, PickledTensor, StateDictError};
 use crate::CheckpointError;
 
@@ -77,9 +77,9 @@ impl TorchArchive {
         };
         let prefix = &pickle_name[..pickle_name.len() - "data.pkl".len()];
         check_byte_order(path, &mut zip, prefix)?;
-        let root = decode_pickle(path, &mut zip, &pickle_name)?;
+        let root = decode_pickle(path, &mut zip, &pickle_name, mmap.len())?;
         let is_torchscript = names.iter().any(|n| n == &format!("{prefix}constants.pkl"));
-        let tensors = state_dict::extract(root).map_err(|e| match e {
+        let tensors = state_dict::extract(&root).map_err(|e| match e {
             StateDictError::NoTensors(mut detail) => {
                 if is_torchscript {
                     detail.push_str(
@@ -117,31 +117,63 @@ impl TorchArchive {
         Ok((archive, tensors))
     }
 
-    /// Verify at open time that `tensor`'s view lies inside its storage, so reading it
-    /// later cannot go out of bounds.
+    /// Verify at open time that `tensor`'s storage is as large as the pickle claims and its view
+    /// lies inside it, so reading it later cannot go out of bounds nor allocate more than the file
+    /// could hold.
     fn check_bounds(&self, name: &str, tensor: &PickledTensor) -> Result<(), CheckpointError> {
         let entry = self.storage(name, tensor)?;
         let elem_size = tensor.dtype.size_in_bytes();
-        let needed = tensor
-            .layout
-            .required_storage_len()
-            .and_then(|n| n.checked_mul(elem_size));
         let available = entry.range.len();
-        match needed {
-            Some(needed) if needed <= available => Ok(()),
-            needed => Err(CheckpointError::MalformedTensor {
-                path: self.path.clone(),
-                name: name.to_string(),
-                reason: format!(
-                    "its view (shape {:?}, stride {:?}, offset {}) needs {} bytes but storage '{}' holds {available}",
-                    tensor.layout.shape,
-                    tensor.layout.strides,
-                    tensor.layout.offset,
-                    needed.map_or_else(|| "more than usize::MAX".to_string(), |n| n.to_string()),
-                    entry.entry_name,
-                ),
-            }),
+        let malformed = |reason: String| CheckpointError::MalformedTensor {
+            path: self.path.clone(),
+            name: name.to_string(),
+            reason,
+        };
+        let bytes = |n: Option<usize>| {
+            n.and_then(|n| n.checked_mul(elem_size))
+                .map_or_else(|| "more than usize::MAX".to_string(), |n| n.to_string())
+        };
+        let claimed = tensor.storage_numel.checked_mul(elem_size);
+        if claimed.is_none_or(|c| c > available) {
+            return Err(malformed(format!(
+                "its storage '{}' claims {} elements ({} bytes) but holds {available} bytes",
+                entry.entry_name,
+                tensor.storage_numel,
+                bytes(Some(tensor.storage_numel)),
+            )));
         }
+        let layout = &tensor.layout;
+        let needed = layout.required_storage_len();
+        if needed
+            .and_then(|n| n.checked_mul(elem_size))
+            .is_none_or(|n| n > available)
+        {
+            return Err(malformed(format!(
+                "its view (shape {:?}, stride {:?}, offset {}) needs {} bytes but storage '{}' holds {available}",
+                layout.shape,
+                layout.strides,
+                layout.offset,
+                bytes(needed),
+                entry.entry_name,
+            )));
+        }
+        // An expanded (stride 0) view reads less storage than it fills: bound what reading it
+        // would allocate by the file's own size.
+        let view = layout.elem_count_checked();
+        if view
+            .and_then(|n| n.checked_mul(elem_size))
+            .is_none_or(|n| n > self.mmap.len())
+        {
+            return Err(malformed(format!(
+                "its view (shape {:?}, stride {:?}) would expand to {} bytes, more than the whole \
+                 {}-byte file",
+                layout.shape,
+                layout.strides,
+                bytes(view),
+                self.mmap.len(),
+            )));
+        }
+        Ok(())
     }
 
     fn storage(
@@ -207,8 +239,10 @@ fn check_byte_order<R: Read + std::io::Seek>(
         // Archives written before torch recorded the byte order are little-endian.
         return Ok(());
     };
+    // "little" or "big"; a few bytes are enough to tell, whatever the entry claims to hold.
     let mut order = String::new();
-    entry
+    (&mut entry)
+        .take(16)
         .read_to_string(&mut order)
         .map_err(|e| CheckpointError::CorruptZip {
             path: path.to_path_buf(),
@@ -227,34 +261,45 @@ fn check_byte_order<R: Read + std::io::Seek>(
     }
 }
 
-/// Run candle's pickle VM over the pickle entry.
+/// The largest pickle read: real ones take a few hundred bytes per tensor, so a few MiB even for
+/// the largest training checkpoints.
+const MAX_PICKLE_BYTES: u64 = 64 << 20;
+
+/// Decode the pickle entry with [`pickle::unpickle`], within [`Limits::CHECKPOINT`].
 fn decode_pickle<R: Read + std::io::Seek>(
     path: &Path,
     zip: &mut ZipArchive<R>,
     entry_name: &str,
-) -> Result<candle_core::pickle::Object, CheckpointError> {
+    file_len: usize,
+) -> Result<pickle::Obj, CheckpointError> {
     let pickle_error = |reason: String| CheckpointError::Pickle {
         path: path.to_path_buf(),
         entry: entry_name.to_string(),
         reason,
     };
+    let entry = zip
+        .by_name(entry_name)
+        .map_err(|e| pickle_error(e.to_string()))?;
+    // A stored entry cannot be larger than the file; a compressed one could claim anything.
+    let cap = MAX_PICKLE_BYTES.min(u64::try_from(file_len).unwrap_or(u64::MAX));
+    if entry.size() > cap {
+        return Err(pickle_error(format!(
+            "it claims {} bytes, more than the {cap} this reader accepts (the {file_len}-byte file \
+             or {MAX_PICKLE_BYTES}, whichever is smaller)",
+            entry.size()
+        )));
+    }
     let mut bytes = Vec::new();
-    zip.by_name(entry_name)
-        .map_err(|e| pickle_error(e.to_string()))?
+    entry
+        .take(cap + 1)
         .read_to_end(&mut bytes)
         .map_err(|e| pickle_error(e.to_string()))?;
-    let mut stack = Stack::empty();
-    let mut reader = Cursor::new(&bytes[..]);
-    stack.read_loop(&mut reader).map_err(|e| {
-        let mut reason = e.to_string();
-        if reason.contains("op-code") {
-            reason.push_str(
-                " (only the pickle opcodes of torch.save's default protocol 2 are supported)",
-            );
-        }
-        pickle_error(reason)
-    })?;
-    stack.finalize().map_err(|e| pickle_error(e.to_string()))
+    if bytes.len() as u64 > cap {
+        return Err(pickle_error(format!(
+            "it holds more than the {cap} bytes this reader accepts"
+        )));
+    }
+    pickle::unpickle(&bytes, Limits::CHECKPOINT).map_err(|e| pickle_error(e.to_string()))
 }
 
 /// Map each `<prefix>data/<key>` entry to its byte range in the file.

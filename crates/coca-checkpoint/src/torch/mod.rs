@@ -1,6 +1,7 @@
 //! Reading `torch.save` zip archives (`open_clip_pytorch_model.bin`).
 
 mod archive;
+mod pickle;
 mod state_dict;
 
 pub(crate) use archive::TorchArchive;

@@ -1,19 +1,17 @@
 //! Find the state dict inside a decoded `torch.save` pickle and describe its tensors.
 //!
-//! candle's pickle VM turns `data.pkl` into an [`Object`] tree; this module interprets
-//! that tree the way open_clip's `load_state_dict` interprets what `torch.load` returns:
-//! a dict with a `state_dict` entry yields that entry (training checkpoints also carry
-//! `epoch`, `optimizer`, ... which are ignored), otherwise the dict itself is the state
-//! dict. Tensors are recognised by torch's rebuild functions; their data stays in the
-//! archive and is only described here (storage key, dtype, strided view).
-//!
-//! candle's own `Object::into_tensor_info` is not used because it silently skips
-//! tensors it cannot handle and encodes offsets in bytes inside a `Layout`; here every
-//! tensor-shaped value either parses or produces an error naming it.
+//! [`super::pickle`] turns `data.pkl` into a tree of [`Obj`]s; this module interprets that tree
+//! the way open_clip's `load_state_dict` interprets what `torch.load` returns: a dict with a
+//! `state_dict` entry yields that entry (training checkpoints also carry `epoch`, `optimizer`, ...
+//! which are ignored), otherwise the dict itself is the state dict. Tensors are recognised by
+//! torch's rebuild functions; their data stays in the archive and is only described here (storage
+//! key, dtype, strided view). Every tensor-shaped value either parses or produces an error naming
+//! it. Objects are only ever described shallowly in messages ([`Node::describe`]): the tree may
+//! share objects many times over, so printing one in full could take exponential time.
 
-use candle_core::pickle::Object;
 use candle_core::DType;
 
+use super::pickle::{Node, Obj, Value};
 use crate::strided::StridedLayout;
 
 /// A tensor as the pickle describes it; its bytes live in zip entry `data/<storage_key>`.
@@ -23,7 +21,7 @@ pub(crate) struct PickledTensor {
     pub storage_key: String,
     /// Element type of the storage.
     pub dtype: DType,
-    /// Number of elements the storage holds.
+    /// Number of elements the storage holds, as the pickle claims.
     pub storage_numel: usize,
     /// Where the tensor sits inside the storage.
     pub layout: StridedLayout,
@@ -42,42 +40,32 @@ pub(crate) enum StateDictError {
 
 /// Extract the named tensors of the state dict in `root` (see the module docs).
 /// Values that are not tensors (e.g. the `_metadata` torch attaches) are skipped.
-pub(crate) fn extract(root: Object) -> Result<Vec<(String, PickledTensor)>, StateDictError> {
-    let Object::Dict(entries) = root else {
-        return Err(StateDictError::NoTensors(format!(
-            "the pickled object is {}, not a dict of tensors",
-            describe(&root)
-        )));
+pub(crate) fn extract(root: &Obj) -> Result<Vec<(String, PickledTensor)>, StateDictError> {
+    // (the dict, what to call it when it has no tensors, what to call it when it is no dict)
+    let (dict, context, subject) = match root.dict_get("state_dict") {
+        Some(inner) => (inner, "its 'state_dict' entry", "its 'state_dict' entry"),
+        None => (Obj::clone(root), "the top-level dict", "the pickled object"),
     };
-    let state_dict_key = Object::Unicode("state_dict".to_string());
-    let (entries, context) = match entries.iter().position(|(k, _)| *k == state_dict_key) {
-        Some(i) => match entries.into_iter().nth(i).map(|(_, v)| v) {
-            Some(Object::Dict(inner)) => (inner, "its 'state_dict' entry"),
-            Some(other) => {
-                return Err(StateDictError::NoTensors(format!(
-                    "its 'state_dict' entry is {}, not a dict of tensors",
-                    describe(&other)
-                )))
-            }
-            None => unreachable!("position() found the entry"),
-        },
-        None => (entries, "the top-level dict"),
+    let Value::Dict(entries) = &dict.value else {
+        return Err(StateDictError::NoTensors(format!(
+            "{subject} is {}, not a dict of tensors",
+            dict.describe()
+        )));
     };
 
     let mut key_names = Vec::new();
     let mut tensors = Vec::new();
-    for (key, value) in entries {
-        let Object::Unicode(name) = key else {
+    for (key, value) in entries.borrow().iter() {
+        let Some(name) = key.as_str() else {
             continue;
         };
-        if let Some(tensor) = parse_tensor(&name, value)? {
-            tensors.push((name, tensor));
+        if let Some(tensor) = parse_tensor(name, value)? {
+            tensors.push((name.to_string(), tensor));
         } else {
-            key_names.push(name);
+            key_names.push(name.to_string());
         }
     }
     if tensors.is_empty() {
-        // Sorted: candle's pickle VM does not preserve insertion order within SETITEMS.
         key_names.sort();
         return Err(StateDictError::NoTensors(format!(
             "{context} has {} entries and none is a tensor (keys: {}); expected a state dict \
@@ -91,29 +79,34 @@ pub(crate) fn extract(root: Object) -> Result<Vec<(String, PickledTensor)>, Stat
 
 /// `Ok(None)` when `value` is not a tensor at all; an error when it is a tensor
 /// this crate cannot read.
-fn parse_tensor(name: &str, value: Object) -> Result<Option<PickledTensor>, StateDictError> {
-    let malformed = |reason: String| malformed(name, reason);
-    let (callable, args) = match value {
-        Object::Reduce { callable, args } => (*callable, *args),
+fn parse_tensor(name: &str, value: &Node) -> Result<Option<PickledTensor>, StateDictError> {
+    match &value.value {
+        Value::Reduce { callable, args } => parse_call(name, callable, args),
         // A tensor carrying extra Python attributes: BUILD(tensor, state).
-        Object::Build { callable, .. } => return parse_tensor(name, *callable),
-        _ => return Ok(None),
-    };
-    let Object::Class {
-        module_name,
-        class_name,
-    } = callable
+        Value::Build { object, .. } => parse_tensor(name, object),
+        _ => Ok(None),
+    }
+}
+
+/// `callable(*args)`, if it rebuilds a tensor.
+fn parse_call(
+    name: &str,
+    callable: &Node,
+    args: &Node,
+) -> Result<Option<PickledTensor>, StateDictError> {
+    let malformed = |reason: String| malformed(name, reason);
+    let Value::Global {
+        module: module_name,
+        name: class_name,
+    } = &callable.value
     else {
         return Ok(None);
     };
-    let mut args = match args {
-        Object::Tuple(args) => args,
-        other => {
-            return Err(malformed(format!(
-                "{module_name}.{class_name} called with {} instead of a tuple",
-                describe(&other)
-            )))
-        }
+    let Some(args) = args.as_tuple() else {
+        return Err(malformed(format!(
+            "{module_name}.{class_name} called with {} instead of a tuple",
+            args.describe()
+        )));
     };
     match (module_name.as_str(), class_name.as_str()) {
         ("torch._utils", "_rebuild_tensor_v2" | "_rebuild_tensor") => {
@@ -121,10 +114,10 @@ fn parse_tensor(name: &str, value: Object) -> Result<Option<PickledTensor>, Stat
         }
         // nn.Parameter(data, requires_grad, hooks[, state]): the data is a tensor.
         ("torch._utils", "_rebuild_parameter" | "_rebuild_parameter_with_state") => {
-            if args.is_empty() {
+            let Some(data) = args.first() else {
                 return Err(malformed(format!("{class_name} without arguments")));
-            }
-            match parse_tensor(name, args.swap_remove(0))? {
+            };
+            match parse_tensor(name, data)? {
                 Some(t) => Ok(Some(t)),
                 None => Err(malformed(format!("{class_name} does not wrap a tensor"))),
             }
@@ -137,12 +130,7 @@ fn parse_tensor(name: &str, value: Object) -> Result<Option<PickledTensor>, Stat
                     args.len()
                 )));
             }
-            let inner_args = args.swap_remove(2);
-            let inner = Object::Reduce {
-                callable: Box::new(args.swap_remove(0)),
-                args: Box::new(inner_args),
-            };
-            match parse_tensor(name, inner)? {
+            match parse_call(name, &args[0], &args[2])? {
                 Some(t) => Ok(Some(t)),
                 None => Err(malformed(
                     "_rebuild_from_type_v2 does not wrap a tensor".to_string(),
@@ -167,20 +155,20 @@ fn malformed(name: &str, reason: String) -> StateDictError {
 }
 
 /// `_rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad, hooks[, metadata])`.
-fn rebuild_tensor(name: &str, args: Vec<Object>) -> Result<PickledTensor, StateDictError> {
+fn rebuild_tensor(name: &str, args: &[Obj]) -> Result<PickledTensor, StateDictError> {
     let bad = |reason: String| malformed(name, reason);
-    let mut args = args.into_iter();
-    let (Some(storage), Some(offset), Some(size), Some(stride)) =
-        (args.next(), args.next(), args.next(), args.next())
-    else {
+    let [storage, offset, size, stride, ..] = args else {
         return Err(bad(
             "_rebuild_tensor_v2 needs at least 4 arguments".to_string()
         ));
     };
     let (storage_key, dtype, storage_numel) = parse_storage(name, storage)?;
-    let offset = to_usize(&offset).ok_or_else(|| bad(format!("bad storage offset {offset:?}")))?;
-    let shape = to_usize_tuple(&size).ok_or_else(|| bad(format!("bad size {size:?}")))?;
-    let strides = to_usize_tuple(&stride).ok_or_else(|| bad(format!("bad stride {stride:?}")))?;
+    let offset = offset
+        .as_usize()
+        .ok_or_else(|| bad(format!("bad storage offset: {}", summary(offset))))?;
+    let shape = to_usize_tuple(size).ok_or_else(|| bad(format!("bad size: {}", summary(size))))?;
+    let strides =
+        to_usize_tuple(stride).ok_or_else(|| bad(format!("bad stride: {}", summary(stride))))?;
     if shape.len() != strides.len() {
         return Err(bad(format!(
             "size {shape:?} and stride {strides:?} have different lengths"
@@ -200,37 +188,52 @@ fn rebuild_tensor(name: &str, args: Vec<Object>) -> Result<PickledTensor, StateD
 
 /// The persistent id torch writes for a storage:
 /// `('storage', torch.<Type>Storage, key, location, numel)`.
-fn parse_storage(name: &str, storage: Object) -> Result<(String, DType, usize), StateDictError> {
+fn parse_storage(name: &str, storage: &Node) -> Result<(String, DType, usize), StateDictError> {
     let bad = |reason: String| malformed(name, reason);
-    let Object::PersistentLoad(pid) = storage else {
+    let Value::Persistent(pid) = &storage.value else {
         return Err(bad(format!(
             "expected a storage reference, found {}",
-            describe(&storage)
+            storage.describe()
         )));
     };
-    let fields = match *pid {
-        Object::Tuple(fields) if fields.len() >= 5 => fields,
-        other => return Err(bad(format!("unrecognised storage reference {other:?}"))),
+    let fields = match pid.as_tuple() {
+        Some(fields) if fields.len() >= 5 => fields,
+        _ => {
+            return Err(bad(format!(
+                "unrecognised storage reference ({})",
+                pid.describe()
+            )))
+        }
     };
-    if fields[0] != Object::Unicode("storage".to_string()) {
+    if fields[0].as_str() != Some("storage") {
         return Err(bad(format!(
-            "unrecognised storage reference {:?}",
-            fields[0]
+            "unrecognised storage reference ({})",
+            summary(&fields[0])
         )));
     }
-    let Object::Class { class_name, .. } = &fields[1] else {
-        return Err(bad(format!("unrecognised storage type {:?}", fields[1])));
+    let Value::Global {
+        name: class_name, ..
+    } = &fields[1].value
+    else {
+        return Err(bad(format!(
+            "unrecognised storage type ({})",
+            summary(&fields[1])
+        )));
     };
     let dtype = storage_dtype(class_name).ok_or_else(|| StateDictError::UnsupportedDtype {
         name: name.to_string(),
         storage_type: class_name.clone(),
     })?;
-    let Object::Unicode(key) = &fields[2] else {
-        return Err(bad(format!("unrecognised storage key {:?}", fields[2])));
+    let Some(key) = fields[2].as_str() else {
+        return Err(bad(format!(
+            "unrecognised storage key ({})",
+            summary(&fields[2])
+        )));
     };
-    let numel =
-        to_usize(&fields[4]).ok_or_else(|| bad(format!("bad storage size {:?}", fields[4])))?;
-    Ok((key.clone(), dtype, numel))
+    let numel = fields[4]
+        .as_usize()
+        .ok_or_else(|| bad(format!("bad storage size: {}", summary(&fields[4]))))?;
+    Ok((key.to_string(), dtype, numel))
 }
 
 /// candle's dtype for a torch legacy storage class.
@@ -250,45 +253,32 @@ fn storage_dtype(class_name: &str) -> Option<DType> {
     })
 }
 
-fn to_usize(obj: &Object) -> Option<usize> {
-    match obj {
-        Object::Int(v) => usize::try_from(*v).ok(),
-        Object::Long(v) => usize::try_from(*v).ok(),
-        _ => None,
-    }
+fn to_usize_tuple(obj: &Node) -> Option<Vec<usize>> {
+    obj.as_tuple()?.iter().map(|o| o.as_usize()).collect()
 }
 
-fn to_usize_tuple(obj: &Object) -> Option<Vec<usize>> {
-    match obj {
-        Object::Tuple(items) => items.iter().map(to_usize).collect(),
-        _ => None,
-    }
-}
-
-/// A short phrase for an object's kind, for error messages ("a list", "an int").
-fn describe(obj: &Object) -> String {
-    match obj {
-        Object::Class {
-            module_name,
-            class_name,
-        } => format!("the class {module_name}.{class_name}"),
-        Object::Int(_) | Object::Long(_) => "an int".to_string(),
-        Object::Float(_) => "a float".to_string(),
-        Object::Unicode(_) => "a string".to_string(),
-        Object::Bool(_) => "a bool".to_string(),
-        Object::None => "None".to_string(),
-        Object::Tuple(_) => "a tuple".to_string(),
-        Object::List(_) => "a list".to_string(),
-        Object::Mark => "a pickle mark".to_string(),
-        Object::Dict(_) => "a dict".to_string(),
-        Object::Reduce { callable, .. } | Object::Build { callable, .. } => match &**callable {
-            Object::Class {
-                module_name,
-                class_name,
-            } => format!("an object built by {module_name}.{class_name}"),
-            _ => "an object".to_string(),
-        },
-        Object::PersistentLoad(_) => "a persistent reference".to_string(),
+/// A scalar's value, or a container's kind, for messages: bounded in length whatever the object.
+fn summary(obj: &Node) -> String {
+    const MAX_CHARS: usize = 60;
+    match &obj.value {
+        Value::Int(v) => v.to_string(),
+        Value::Float(v) => v.to_string(),
+        Value::Bool(v) => if *v { "True" } else { "False" }.to_string(),
+        Value::Str(s) if s.chars().count() <= MAX_CHARS => format!("'{s}'"),
+        Value::Str(s) => format!("'{}...'", s.chars().take(MAX_CHARS).collect::<String>()),
+        Value::Tuple(items) => {
+            let shown: Vec<String> = items
+                .iter()
+                .take(8)
+                .map(|i| match &i.value {
+                    Value::Int(v) => v.to_string(),
+                    _ => i.describe(),
+                })
+                .collect();
+            let more = if items.len() > 8 { ", ..." } else { "" };
+            format!("({}{more})", shown.join(", "))
+        }
+        _ => obj.describe(),
     }
 }
 
@@ -312,73 +302,65 @@ fn preview_list(items: &[String]) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::super::pickle::tests::Pickle;
     use super::*;
 
-    fn s(v: &str) -> Object {
-        Object::Unicode(v.to_string())
+    /// `_rebuild_tensor_v2(storage, 0, shape, stride, False, {})` as torch pickles it.
+    fn tensor(p: Pickle, storage_type: &str, key: &str, shape: &[i32], stride: &[i32]) -> Pickle {
+        let p = p.global("torch._utils", "_rebuild_tensor_v2");
+        tensor_args(p, storage_type, key, shape, stride).op(b"R")
     }
 
-    fn class(m: &str, c: &str) -> Object {
-        Object::Class {
-            module_name: m.to_string(),
-            class_name: c.to_string(),
-        }
+    /// The argument tuple of [`tensor`].
+    fn tensor_args(
+        p: Pickle,
+        storage_type: &str,
+        key: &str,
+        shape: &[i32],
+        stride: &[i32],
+    ) -> Pickle {
+        p.mark()
+            .mark()
+            .str("storage")
+            .global("torch", storage_type)
+            .str(key)
+            .str("cpu")
+            .int(shape.iter().product())
+            .op(b"t")
+            .op(b"Q")
+            .int(0)
+            .ints(shape)
+            .ints(stride)
+            .op(b"\x89}")
+            .op(b"t")
     }
 
-    fn ints(v: &[i32]) -> Object {
-        Object::Tuple(v.iter().map(|&i| Object::Int(i)).collect())
-    }
-
-    fn tensor(storage_type: &str, key: &str, shape: &[i32], stride: &[i32]) -> Object {
-        let pid = Object::Tuple(vec![
-            s("storage"),
-            class("torch", storage_type),
-            s(key),
-            s("cpu"),
-            Object::Int(shape.iter().product()),
-        ]);
-        Object::Reduce {
-            callable: Box::new(class("torch._utils", "_rebuild_tensor_v2")),
-            args: Box::new(Object::Tuple(vec![
-                Object::PersistentLoad(Box::new(pid)),
-                Object::Int(0),
-                ints(shape),
-                ints(stride),
-                Object::Bool(false),
-                Object::Dict(vec![]),
-            ])),
-        }
+    fn extract_from(p: Pickle) -> Result<Vec<(String, PickledTensor)>, StateDictError> {
+        extract(&p.finish())
     }
 
     #[test]
     fn plain_state_dict_skips_non_tensors() {
-        let root = Object::Dict(vec![
-            (s("w"), tensor("HalfStorage", "0", &[2, 3], &[3, 1])),
-            (s("_metadata"), Object::Dict(vec![])),
-        ]);
-        let got = extract(root).unwrap();
+        let p = Pickle::new().op(b"}").mark().str("w");
+        let p = tensor(p, "HalfStorage", "0", &[2, 3], &[3, 1]);
+        let p = p.str("_metadata").op(b"}").op(b"u");
+        let got = extract_from(p).unwrap();
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].0, "w");
         assert_eq!(got[0].1.dtype, DType::F16);
         assert_eq!(got[0].1.layout.shape, [2, 3]);
+        assert_eq!(got[0].1.storage_numel, 6);
     }
 
     #[test]
     fn state_dict_entry_wins_and_parameters_unwrap() {
-        let param = Object::Reduce {
-            callable: Box::new(class("torch._utils", "_rebuild_parameter")),
-            args: Box::new(Object::Tuple(vec![
-                tensor("FloatStorage", "1", &[4], &[1]),
-                Object::Bool(true),
-                Object::Dict(vec![]),
-            ])),
-        };
-        let root = Object::Dict(vec![
-            (s("epoch"), Object::Int(3)),
-            (s("state_dict"), Object::Dict(vec![(s("p"), param)])),
-            (s("other"), tensor("FloatStorage", "9", &[1], &[1])),
-        ]);
-        let got = extract(root).unwrap();
+        let p = Pickle::new().op(b"}").mark().str("epoch").int(3);
+        let p = p.str("state_dict").op(b"}").str("p");
+        let p = p.global("torch._utils", "_rebuild_parameter").mark();
+        let p = tensor(p, "FloatStorage", "1", &[4], &[1]);
+        let p = p.op(b"\x88}").op(b"t").op(b"R").op(b"s").str("other");
+        let p = tensor(p, "FloatStorage", "9", &[1], &[1]).op(b"u");
+        let got = extract_from(p).unwrap();
         assert_eq!(got.len(), 1);
         assert_eq!(
             (got[0].0.as_str(), got[0].1.storage_key.as_str()),
@@ -387,13 +369,26 @@ mod tests {
     }
 
     #[test]
+    fn subclass_and_build_wrappers_unwrap() {
+        // _rebuild_from_type_v2(_rebuild_tensor_v2, Parameter, (args...), {}) inside BUILD(.., {}).
+        let p = Pickle::new().op(b"}").str("s");
+        let p = p.global("torch._tensor", "_rebuild_from_type_v2").mark();
+        let p = p
+            .global("torch._utils", "_rebuild_tensor_v2")
+            .global("torch.nn.parameter", "Parameter");
+        let p = tensor_args(p, "FloatStorage", "2", &[3], &[1]);
+        let p = p.op(b"}").op(b"t").op(b"R").op(b"}").op(b"b").op(b"s");
+        let got = extract_from(p).unwrap();
+        assert_eq!(got[0].0, "s");
+        assert_eq!(got[0].1.storage_key, "2");
+    }
+
+    #[test]
     fn unsupported_storage_is_reported_by_name() {
-        let root = Object::Dict(vec![(
-            s("q"),
-            tensor("ComplexFloatStorage", "0", &[1], &[1]),
-        )]);
+        let p = Pickle::new().op(b"}").str("q");
+        let p = tensor(p, "ComplexFloatStorage", "0", &[1], &[1]).op(b"s");
         assert_eq!(
-            extract(root),
+            extract_from(p),
             Err(StateDictError::UnsupportedDtype {
                 name: "q".to_string(),
                 storage_type: "ComplexFloatStorage".to_string()
@@ -403,11 +398,12 @@ mod tests {
 
     #[test]
     fn special_tensor_encodings_are_errors_not_skips() {
-        let q = Object::Reduce {
-            callable: Box::new(class("torch._utils", "_rebuild_qtensor")),
-            args: Box::new(Object::Tuple(vec![])),
-        };
-        let err = extract(Object::Dict(vec![(s("q"), q)])).unwrap_err();
+        let p = Pickle::new().op(b"}").str("q");
+        let p = p
+            .global("torch._utils", "_rebuild_qtensor")
+            .op(b")R")
+            .op(b"s");
+        let err = extract_from(p).unwrap_err();
         assert!(
             matches!(err, StateDictError::Malformed { ref name, ref reason }
             if name == "q" && reason.contains("_rebuild_qtensor"))
@@ -415,18 +411,37 @@ mod tests {
     }
 
     #[test]
+    fn bad_arguments_are_described_briefly() {
+        // A size that is a list instead of a tuple of ints.
+        let p = Pickle::new().op(b"}").str("t");
+        let p = p.global("torch._utils", "_rebuild_tensor_v2").mark().mark();
+        let p = p.str("storage").global("torch", "FloatStorage").str("0");
+        let p = p.str("cpu").int(4).op(b"tQ").int(0).op(b"]").ints(&[1]);
+        let p = p.op(b"t").op(b"R").op(b"s");
+        let err = extract_from(p).unwrap_err();
+        assert!(
+            matches!(err, StateDictError::Malformed { ref reason, .. } if reason == "bad size: a list"),
+            "{err:?}"
+        );
+    }
+
+    #[test]
     fn dicts_without_tensors_list_their_keys() {
-        let root = Object::Dict(vec![
-            (s("model"), Object::Dict(vec![])),
-            (s("epoch"), Object::Int(1)),
-        ]);
-        let StateDictError::NoTensors(msg) = extract(root).unwrap_err() else {
+        let p = Pickle::new().op(b"}").mark().str("model").op(b"}");
+        let p = p.str("epoch").int(1).op(b"u");
+        let StateDictError::NoTensors(msg) = extract_from(p).unwrap_err() else {
             panic!("expected NoTensors")
         };
         assert!(msg.contains("'epoch', 'model'"), "{msg}");
-        let StateDictError::NoTensors(msg) = extract(Object::List(vec![])).unwrap_err() else {
+        let StateDictError::NoTensors(msg) = extract_from(Pickle::new().op(b"]")).unwrap_err()
+        else {
             panic!("expected NoTensors")
         };
         assert!(msg.contains("a list"), "{msg}");
+        let p = Pickle::new().op(b"}").str("state_dict").int(1).op(b"s");
+        let StateDictError::NoTensors(msg) = extract_from(p).unwrap_err() else {
+            panic!("expected NoTensors")
+        };
+        assert!(msg.contains("'state_dict' entry is an int"), "{msg}");
     }
 }

@@ -15,8 +15,24 @@ use crate::cli::EmbedArgs;
 use crate::output::write_json;
 use crate::pipeline::{load_images, preprocess_config, tokenize_texts};
 
-fn rows(t: &Tensor) -> Result<Vec<Vec<f32>>> {
-    Ok(t.to_dtype(DType::F32)?.to_vec2::<f32>()?)
+/// The rows of `t`, one per input named in `inputs`; an error naming the first input whose embedding holds a
+/// NaN or an infinity, which JSON could only write as `null`.
+fn rows(t: &Tensor, inputs: impl IntoIterator<Item = String>) -> Result<Vec<Vec<f32>>> {
+    let rows = t.to_dtype(DType::F32)?.to_vec2::<f32>()?;
+    for (row, input) in rows.iter().zip(inputs) {
+        ensure_finite(row, &input)?;
+    }
+    Ok(rows)
+}
+
+fn ensure_finite(embedding: &[f32], input: &str) -> Result<()> {
+    if embedding.iter().all(|x| x.is_finite()) {
+        return Ok(());
+    }
+    bail!(
+        "the model produced a NaN or infinite embedding for {input} (from NaN or infinite weights, or an overflow at \
+         this --precision)"
+    )
 }
 
 /// Cosine similarities of normalised rows: `a[i] · b[j]`.
@@ -78,21 +94,20 @@ pub fn run(args: EmbedArgs, quiet: bool) -> Result<()> {
     let pre = preprocess_config(&cfg)?;
     for chunk in args.images.chunks(args.batch_size) {
         let pixels = load_images(chunk, &pre, &device)?;
-        image_embeddings.extend(rows(&model.encode_image(&pixels)?.embedding)?);
+        let names = chunk.iter().map(|p| format!("image '{}'", p.display()));
+        image_embeddings.extend(rows(&model.encode_image(&pixels)?.embedding, names)?);
     }
     let mut video_embeddings = Vec::new();
     for path in &args.videos {
-        video_embeddings.push(crate::video_input::embed_video(
-            &model,
-            path,
-            args.frames,
-            &pre,
-        )?);
+        let embedding = crate::video_input::embed_video(&model, path, args.frames, &pre)?;
+        ensure_finite(&embedding, &format!("video '{}'", path.display()))?;
+        video_embeddings.push(embedding);
     }
     let mut text_embeddings = Vec::new();
     for chunk in args.texts.chunks(args.batch_size.max(1)) {
         let ids = tokenize_texts(chunk, &cfg, &device)?;
-        text_embeddings.extend(rows(&model.encode_text(&ids)?.embedding)?);
+        let names = chunk.iter().map(|t| format!("text {t:?}"));
+        text_embeddings.extend(rows(&model.encode_text(&ids)?.embedding, names)?);
     }
 
     let scale = model

@@ -10,7 +10,7 @@ use coca_model::weights::{parameter_count, parameter_specs};
 use serde_json::json;
 
 use crate::cli::InfoArgs;
-use crate::model_args::resolve_config;
+use crate::model_args::{name_list, resolve_config};
 use crate::output::write_json;
 
 /// The tower a parameter belongs to, by its open_clip name.
@@ -45,6 +45,7 @@ pub fn run(args: InfoArgs) -> Result<()> {
                     .entry(format!("{:?}", info.dtype).to_lowercase())
                     .or_default() += info.elem_count();
             }
+            let non_finite = ckpt.non_finite_tensors()?;
             let verdict = match validate_checkpoint(&cfg, &ckpt) {
                 Ok(()) => "matches the model".to_string(),
                 Err(e) => format!("does NOT match the model: {e}"),
@@ -57,6 +58,7 @@ pub fn run(args: InfoArgs) -> Result<()> {
                 "dtypes": dtypes,
                 "file_bytes": std::fs::metadata(path).map(|m| m.len()).unwrap_or(0),
                 "validation": verdict,
+                "non_finite_tensors": non_finite,
             }))
         }
         None => None,
@@ -133,6 +135,20 @@ pub fn run(args: InfoArgs) -> Result<()> {
             c["dtypes"],
             c["validation"].as_str().unwrap_or_default()
         );
+        let non_finite: Vec<String> = c["non_finite_tensors"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|n| n.as_str().map(str::to_string))
+            .collect();
+        if !non_finite.is_empty() {
+            println!(
+                "WARNING: {} tensor{} with NaN or infinite values (inference commands refuse this checkpoint): {}",
+                non_finite.len(),
+                if non_finite.len() == 1 { "" } else { "s" },
+                name_list(&non_finite)
+            );
+        }
     }
     Ok(())
 }
