@@ -336,7 +336,7 @@ fn a_rerun_with_another_worker_count_resumes_and_finalize_names_missing_partitio
     assert_eq!(c["input_items"], ITEMS);
     assert_eq!(c["partitions"].as_array().unwrap().len(), 6);
     assert_eq!(c["workers"], 3);
-    assert_eq!(c["dim"], 64);
+    assert_eq!(c["dim"], 16);
     assert_eq!(c["dtype"], "f16");
     assert_eq!(c["checkpoint_sha256"].as_str().unwrap().len(), 64);
     assert!(out.join("coca_collection.json").is_file());
@@ -616,7 +616,7 @@ fn code_block<'a>(doc: &'a str, marker: &str) -> &'a str {
 fn number_after(text: &str, key: &str) -> usize {
     let at = text.find(key).unwrap_or_else(|| panic!("{key} not found")) + key.len();
     let digits: String = text[at..]
-        .trim_start_matches(|c: char| matches!(c, ' ' | '"' | '\'' | ','))
+        .trim_start_matches([' ', '"', '\'', ','])
         .chars()
         .take_while(char::is_ascii_digit)
         .collect();

@@ -171,7 +171,7 @@ fn info_path(layout: &Layout, kind: &str) -> PathBuf {
 
 /// The faiss factory string for `--ann auto`.
 fn auto_factory(rows: usize, dim: usize) -> String {
-    if rows <= HNSW_MAX_ROWS || dim % 8 != 0 {
+    if rows <= HNSW_MAX_ROWS || !dim.is_multiple_of(8) {
         return "HNSW32".into();
     }
     // About 4·√rows lists (a power of two), as autofaiss chooses; one byte per 8 dimensions.
@@ -203,7 +203,11 @@ fn build(
         })
         .collect();
     let (index, info) = (index_path(layout, kind), info_path(layout, kind));
-    let temp = |p: &Path| p.with_extension(format!("tmp.{}", std::process::id()));
+    let temp = |p: &Path| {
+        let mut name = p.as_os_str().to_owned();
+        name.push(format!(".tmp.{}", std::process::id()));
+        PathBuf::from(name)
+    };
     let (index_tmp, info_tmp) = (temp(&index), temp(&info));
     let mut argv = vec![
         "build".to_string(),
