@@ -72,6 +72,9 @@ pub enum Command {
     Serve(crate::commands::serve::ServeArgs),
     /// Exact search of an embedding folder written by `coca embed --output-dir` with a text or an image.
     Search(crate::commands::search::SearchArgs),
+    /// Check that every partition of an embedding folder (written by one or many workers) is there, and build
+    /// a faiss index of it for `coca search`.
+    Index(crate::commands::index::IndexArgs),
     /// Train CoCa from scratch or fine-tune it (open_clip's flags); `--demo` trains a tiny model on synthetic scenes.
     Train(crate::commands::train::TrainArgs),
     /// Loss and validation curves of a training run (metrics.jsonl) as PNG and SVG.

@@ -39,6 +39,7 @@ fn main() -> ExitCode {
         Command::Classify(args) => commands::classify::run(args, cli.global.quiet),
         Command::Caption(args) => commands::caption::run(args),
         Command::Search(args) => commands::search::run(args),
+        Command::Index(args) => commands::index::run(args),
         Command::Serve(args) => commands::serve::run(args),
         Command::Plot(args) => commands::plot::run(args),
         Command::Launch(args) => commands::launch::run(args),

@@ -89,6 +89,14 @@ pub enum RetrievalError {
         /// Rows in the embedding file.
         found: usize,
     },
+    /// A folder cannot be checked as a whole collection.
+    #[error("{}: {detail}", path.display())]
+    Collection {
+        /// The output folder.
+        path: PathBuf,
+        /// What is wrong.
+        detail: String,
+    },
 }
 
 impl RetrievalError {

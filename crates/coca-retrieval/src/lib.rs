@@ -12,7 +12,8 @@
 //! Every file is written atomically and a partition's metadata is written last, so a partition is complete
 //! exactly when its metadata file exists. A run that is interrupted and started again with the same
 //! settings skips the complete partitions and recomputes the rest, giving the same files as an uninterrupted
-//! run. [`Index`] searches such a folder (or one written by clip-retrieval) exactly, partition by partition.
+//! run. Several workers may write one folder at once, each the partitions its [`Share`] owns; [`finalize`]
+//! checks that they are all there and writes `coca_collection.json`. [`Index`] searches such a folder (or one written by clip-retrieval) exactly, partition by partition.
 //!
 //! ```no_run
 //! use coca_retrieval::{Index, Modality};
@@ -24,6 +25,7 @@
 //! # Ok::<(), coca_retrieval::RetrievalError>(())
 //! ```
 
+mod collection;
 mod error;
 mod layout;
 mod metadata;
@@ -31,8 +33,14 @@ mod npy;
 mod output;
 mod search;
 
+pub use collection::{
+    finalize, Collection, Finalized, Incomplete, Missing, PartitionSummary, WorkerReport,
+};
 pub use error::RetrievalError;
-pub use layout::{Layout, IMG_DIR, MANIFEST_FILE, METADATA_DIR, PARTITION_DIGITS, TEXT_DIR};
+pub use layout::{
+    Layout, Share, ANN_DIR, COLLECTION_FILE, IMG_DIR, MANIFEST_FILE, METADATA_DIR,
+    PARTITION_DIGITS, TEXT_DIR, WORKERS_DIR,
+};
 pub use metadata::{metadata_rows, read_metadata, write_metadata, MetadataRow};
 pub use npy::{npy_shape, read_npy, write_npy, EmbeddingDtype, Matrix};
 pub use output::{EmbeddingOutput, Manifest, PartitionData, FORMAT_VERSION};

@@ -8,7 +8,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::error::RetrievalError;
-use crate::layout::{Layout, IMG_DIR, METADATA_DIR, TEXT_DIR};
+use crate::layout::{Layout, Share, IMG_DIR, METADATA_DIR, TEXT_DIR};
 use crate::metadata::{write_metadata, MetadataRow};
 use crate::npy::{write_npy, EmbeddingDtype};
 
@@ -114,6 +114,17 @@ impl EmbeddingOutput {
     /// with the same manifest is resumed (its complete partitions are kept, leftovers of an interrupted write
     /// removed); a folder with another manifest, or with partitions and no manifest, is refused.
     pub fn create_or_resume(root: &Path, manifest: Manifest) -> Result<Self, RetrievalError> {
+        Self::create_or_resume_share(root, manifest, Share::ALL)
+    }
+
+    /// [`EmbeddingOutput::create_or_resume`] for one of several workers writing the same folder at the same
+    /// time: only the leftovers of the partitions `share` owns are removed, since another worker's
+    /// temporary files may be writes in progress.
+    pub fn create_or_resume_share(
+        root: &Path,
+        manifest: Manifest,
+        share: Share,
+    ) -> Result<Self, RetrievalError> {
         let layout = Layout::new(root);
         let mut dirs = vec![root.join(METADATA_DIR)];
         if manifest.image_embeddings {
@@ -126,23 +137,30 @@ impl EmbeddingOutput {
             std::fs::create_dir_all(dir).map_err(|e| RetrievalError::io(dir, e))?;
         }
         let manifest_path = layout.manifest_path();
-        match std::fs::read(&manifest_path) {
-            Ok(bytes) => {
-                let old: Manifest =
-                    serde_json::from_slice(&bytes).map_err(|e| RetrievalError::Io {
-                        path: manifest_path.clone(),
-                        source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
-                    })?;
-                let differences = old.differences(&manifest);
-                if !differences.is_empty() {
-                    return Err(RetrievalError::SettingsChanged {
-                        path: manifest_path,
-                        differences,
-                    });
-                }
+        let check = |bytes: &[u8]| -> Result<(), RetrievalError> {
+            let old: Manifest = serde_json::from_slice(bytes).map_err(|e| RetrievalError::Io {
+                path: manifest_path.clone(),
+                source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+            })?;
+            let differences = old.differences(&manifest);
+            if differences.is_empty() {
+                Ok(())
+            } else {
+                Err(RetrievalError::SettingsChanged {
+                    path: manifest_path.clone(),
+                    differences,
+                })
             }
+        };
+        match std::fs::read(&manifest_path) {
+            Ok(bytes) => check(&bytes)?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 if !layout.partitions()?.is_empty() {
+                    // A worker started at the same time may have written the manifest and a partition since.
+                    if let Ok(bytes) = std::fs::read(&manifest_path) {
+                        check(&bytes)?;
+                        return Self::opened(layout, manifest, share);
+                    }
                     return Err(RetrievalError::ForeignOutput {
                         path: root.to_path_buf(),
                     });
@@ -156,7 +174,12 @@ impl EmbeddingOutput {
             }
             Err(e) => return Err(RetrievalError::io(manifest_path, e)),
         }
-        layout.remove_stale_temporaries()?;
+        Self::opened(layout, manifest, share)
+    }
+
+    /// The folder once its manifest is in place: leftovers removed, complete partitions found.
+    fn opened(layout: Layout, manifest: Manifest, share: Share) -> Result<Self, RetrievalError> {
+        layout.remove_stale_temporaries(share)?;
         let complete = layout
             .partitions()?
             .into_iter()

@@ -171,6 +171,12 @@ impl Index {
         self.attach_metadata(best.into_sorted())
     }
 
+    /// Hits for `(score, partition, row)` triples found elsewhere (an approximate index), with their
+    /// metadata, in the order given.
+    pub fn hits(&self, found: Vec<(f32, usize, usize)>) -> Result<Vec<Hit>, RetrievalError> {
+        self.attach_metadata(found)
+    }
+
     /// Read the metadata of the partitions that have hits.
     fn attach_metadata(&self, found: Vec<(f32, usize, usize)>) -> Result<Vec<Hit>, RetrievalError> {
         let mut tables: BTreeMap<usize, Vec<MetadataRow>> = BTreeMap::new();

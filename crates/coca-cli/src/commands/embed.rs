@@ -4,6 +4,7 @@
 mod collection;
 pub(crate) mod decode;
 mod progress;
+mod workers;
 
 pub use collection::CollectionArgs;
 

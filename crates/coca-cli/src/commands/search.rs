@@ -1,5 +1,6 @@
-//! `coca search`: the stored samples most similar to a text or an image, by exact cosine similarity over an
-//! embedding folder written by `coca embed --output-dir` (or by clip-retrieval).
+//! `coca search`: the stored samples most similar to a text or an image, by cosine similarity over an
+//! embedding folder written by `coca embed --output-dir` (or by clip-retrieval): through the faiss index
+//! `coca index` built when there is one, else (or with `--exact`) by comparing with every row.
 
 use std::path::PathBuf;
 
@@ -9,6 +10,7 @@ use clap::{Args, ValueEnum};
 use coca_retrieval::{Index, Modality};
 use serde_json::json;
 
+use crate::commands::index::AnnIndex;
 use crate::model_args::ModelArgs;
 use crate::output::write_json;
 use crate::pipeline::{load_images, preprocess_config, tokenize_texts};
@@ -25,9 +27,10 @@ pub enum Against {
 /// `coca search`.
 #[derive(Debug, Args)]
 #[command(after_help = "\
-The query is embedded with the model given (use the one that built the index) and compared with every stored
-embedding: an exact search, one partition in memory at a time. An approximate index (IVF, HNSW) would only
-pay off for collections of many millions of rows.
+The query is embedded with the model given (use the one that built the index). When `coca index OUT` has
+built a faiss index (OUT/index/image.index, text.index), it is searched, with Python's faiss-cpu, and a note
+on stderr says so with the recall measured at build time; otherwise, or with --exact, the query is compared
+with every stored embedding, one partition in memory at a time.
 
 Examples:
   coca embed --model coca_ViT-B-32 --pretrained model.safetensors --input-dir photos/ --output-dir index/
@@ -63,9 +66,15 @@ pub struct SearchArgs {
     /// Compare with the stored image embeddings (default when the index has them) or caption embeddings.
     #[arg(long, value_enum)]
     pub against: Option<Against>,
-    /// Print JSON {"query": .., "against": .., "results": [{"rank", "score", "image_path", "caption", ..}]}.
+    /// Print JSON {"query": .., "against": .., "method": .., "results": [{"rank", "score", "image_path", ..}]}.
     #[arg(long)]
     pub json: bool,
+    /// Compare with every stored row even when `coca index` built a faiss index.
+    #[arg(long)]
+    pub exact: bool,
+    /// Python interpreter with faiss-cpu and numpy, for a faiss index (default: $COCA_PYTHON, else python3).
+    #[arg(long, value_name = "PATH")]
+    pub python: Option<String>,
 }
 
 /// Run the command.
@@ -120,7 +129,35 @@ pub fn run(args: SearchArgs) -> Result<()> {
         (None, None) => bail!("give a query: --text QUERY, --image PATH or --video PATH"),
     };
     let query: Vec<f32> = query.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
-    let hits = index.search(&query, against, args.top_k)?;
+    let against_name = match against {
+        Modality::Image => "image",
+        Modality::Text => "text",
+    };
+    let ann = if args.exact {
+        None
+    } else {
+        AnnIndex::find(&args.index, against_name)?
+    };
+    let (hits, method) = match &ann {
+        Some(ann) => {
+            eprintln!(
+                "note: searching the faiss index {} ({}{}; recall@{} {:.3} against exact search when built); \
+                 --exact compares with every row",
+                ann.path.display(),
+                ann.info.factory,
+                if ann.info.index_param.is_empty() {
+                    String::new()
+                } else {
+                    format!(", {}", ann.info.index_param)
+                },
+                ann.info.recall_at,
+                ann.info.recall
+            );
+            let found = ann.search(args.python.as_deref(), &query, args.top_k)?;
+            (index.hits(found)?, "faiss")
+        }
+        None => (index.search(&query, against, args.top_k)?, "exact"),
+    };
 
     let (query_kind, query_value) = match (&args.text, &args.image) {
         (Some(t), _) => ("text", t.clone()),
@@ -132,10 +169,6 @@ pub fn run(args: SearchArgs) -> Result<()> {
                 .map(|p| p.display().to_string())
                 .unwrap_or_default(),
         ),
-    };
-    let against_name = match against {
-        Modality::Image => "image",
-        Modality::Text => "text",
     };
     if args.json {
         let results: Vec<serde_json::Value> = hits
@@ -151,6 +184,7 @@ pub fn run(args: SearchArgs) -> Result<()> {
             "index": args.index.display().to_string(),
             "query": {query_kind: query_value},
             "against": against_name,
+            "method": method,
             "results": results,
         });
         return write_json(&value, None);

@@ -26,13 +26,15 @@ use coca_data::{DataError, FolderSource, Input, Sample, Samples};
 use coca_image::PreprocessConfig;
 use coca_model::{Coca, CocaConfig};
 use coca_retrieval::{
-    EmbeddingDtype, EmbeddingOutput, Manifest, MetadataRow, PartitionData, FORMAT_VERSION,
+    EmbeddingDtype, EmbeddingOutput, Manifest, MetadataRow, PartitionData, WorkerReport,
+    FORMAT_VERSION,
 };
 use coca_text::Tokenizer;
 use serde_json::json;
 
 use super::decode::preprocess_samples;
 use super::progress::Progress;
+use super::workers;
 use crate::cli::EmbedArgs;
 use crate::model_args::resolve_config;
 use crate::output::write_json;
@@ -113,6 +115,15 @@ pub struct CollectionArgs {
     /// Threads decoding and preprocessing images (default: one per core).
     #[arg(long, value_name = "N")]
     pub workers: Option<usize>,
+    /// Processes (on this machine or others) sharing --output-dir: worker I writes the partitions P with
+    /// P % N == I. Default: from SLURM_ARRAY_TASK_COUNT, WORLD_SIZE or SLURM_NTASKS; needed with
+    /// JOB_COMPLETION_INDEX (Kubernetes indexed Jobs: the Job's completions). See docs/retrieval.md.
+    #[arg(long, value_name = "N")]
+    pub num_workers: Option<usize>,
+    /// This process's worker number, 0..N (default: SLURM_ARRAY_TASK_ID − SLURM_ARRAY_TASK_MIN,
+    /// JOB_COMPLETION_INDEX, RANK or SLURM_PROCID).
+    #[arg(long, value_name = "I")]
+    pub worker_index: Option<usize>,
 }
 
 impl CollectionArgs {
@@ -487,6 +498,12 @@ fn flat(t: &Tensor) -> Result<Vec<f32>> {
 /// What a run did, for the summary.
 #[derive(Default)]
 struct Tally {
+    /// Items of the whole input (all workers'), including unreadable ones.
+    input_items: usize,
+    /// Partitions the input is cut into.
+    partitions: usize,
+    /// Partitions of this worker.
+    partitions_owned: usize,
     embedded: usize,
     partitions_written: usize,
     partitions_reused: usize,
@@ -510,6 +527,10 @@ pub fn run(args: &EmbedArgs, quiet: bool) -> Result<()> {
     if args.frames == 0 {
         bail!("--frames must be at least 1");
     }
+    let assignment = workers::resolve(c.num_workers, c.worker_index, |name| {
+        std::env::var(name).ok()
+    })?;
+    let share = assignment.share;
     let source: Samples = match &input {
         // Video files in a folder are embedded too (coca_data::open walks images only, for training).
         Input::Folder(dir) => Box::new(
@@ -539,12 +560,22 @@ pub fn run(args: &EmbedArgs, quiet: bool) -> Result<()> {
         text_embeddings: text,
         settings: settings(args, &input),
     };
-    let mut output = EmbeddingOutput::create_or_resume(out_dir, manifest)?;
-    if !output.complete().is_empty() {
+    let mut output = EmbeddingOutput::create_or_resume_share(out_dir, manifest, share)?;
+    if share.count > 1 {
         tracing::info!(
-            "{}: resuming; {} partition(s) already complete",
-            out_dir.display(),
-            output.complete().len()
+            "worker {} of {} (from {}): writing the partitions P with P % {} == {}",
+            share.index,
+            share.count,
+            assignment.source,
+            share.count,
+            share.index
+        );
+    }
+    let owned_complete = output.complete().iter().filter(|&&p| share.owns(p)).count();
+    if owned_complete > 0 {
+        tracing::info!(
+            "{}: resuming; {owned_complete} partition(s) of this worker already complete",
+            out_dir.display()
         );
     }
 
@@ -553,15 +584,30 @@ pub fn run(args: &EmbedArgs, quiet: bool) -> Result<()> {
     let mut tally = Tally::default();
     for partition in 0.. {
         let items = source.by_ref().take(c.partition_size);
+        if !share.owns(partition) {
+            // Another worker's: only counted, never decoded.
+            let seen = items.count();
+            tally.input_items += seen;
+            if seen < c.partition_size {
+                tally.partitions = partition + usize::from(seen > 0);
+                break;
+            }
+            continue;
+        }
+        tally.partitions_owned += 1;
         if output.is_complete(partition) {
             let seen = items.count();
             progress.advance(seen);
+            tally.input_items += seen;
             if seen == 0 {
+                tally.partitions_owned -= 1;
+                tally.partitions = partition;
                 break;
             }
             tally.partitions_reused += 1;
             tally.rows_reused += output.rows_in(partition)?;
             if seen < c.partition_size {
+                tally.partitions = partition + 1;
                 break;
             }
             continue;
@@ -587,18 +633,47 @@ pub fn run(args: &EmbedArgs, quiet: bool) -> Result<()> {
             model.embed(batch, &mut data, &mut progress)?;
             progress.advance(n);
         }
+        tally.input_items += seen;
         if seen == 0 {
+            tally.partitions_owned -= 1;
+            tally.partitions = partition;
             break;
         }
         tally.embedded += data.len();
         output.write_partition(partition, &data)?;
         tally.partitions_written += 1;
         if seen < c.partition_size {
+            tally.partitions = partition + 1;
             break;
         }
     }
     progress.finish();
-    summarize(args, out_dir, &output, &tally, &progress, started)
+    WorkerReport {
+        worker: share.index,
+        workers: share.count,
+        input_items: tally.input_items,
+        partitions: tally.partitions,
+        checkpoint_sha256: checkpoint_sha256(&args.model.pretrained)?,
+    }
+    .write(output.layout())?;
+    summarize(args, out_dir, &output, &tally, share, &progress, started)
+}
+
+/// SHA-256 of the checkpoint when it is a local file, so that `coca index` can tell whether every worker
+/// used the same weights (the path may differ between machines).
+fn checkpoint_sha256(pretrained: &str) -> Result<Option<String>> {
+    use sha2::{Digest, Sha256};
+    let path = Path::new(pretrained);
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let mut file = std::fs::File::open(path)
+        .with_context(|| format!("{}: cannot read the checkpoint", path.display()))?;
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut file, &mut hasher)
+        .with_context(|| format!("{}: cannot read the checkpoint", path.display()))?;
+    let digest = hasher.finalize();
+    Ok(Some(digest.iter().map(|b| format!("{b:02x}")).collect()))
 }
 
 /// Print the summary (text or JSON) and fail if nothing at all could be embedded.
@@ -607,6 +682,7 @@ fn summarize(
     out_dir: &Path,
     output: &EmbeddingOutput,
     tally: &Tally,
+    share: coca_retrieval::Share,
     progress: &Progress,
     started: Instant,
 ) -> Result<()> {
@@ -630,6 +706,11 @@ fn summarize(
             "partitions_reused": tally.partitions_reused,
             "rows_reused": tally.rows_reused,
             "partitions": output.complete().len(),
+            "worker": share.index,
+            "num_workers": share.count,
+            "partitions_owned": tally.partitions_owned,
+            "input_partitions": tally.partitions,
+            "input_items": tally.input_items,
             "image_embeddings": m.image_embeddings,
             "text_embeddings": m.text_embeddings,
             "dim": m.dim,
@@ -650,6 +731,17 @@ fn summarize(
             "partitions: {} written, {} already complete ({} rows kept)",
             tally.partitions_written, tally.partitions_reused, tally.rows_reused
         );
+        if share.count > 1 {
+            println!(
+                "worker {} of {}: {} of the input's {} partitions are this worker's; `coca index {}` checks \
+                 them all once every worker is done",
+                share.index,
+                share.count,
+                tally.partitions_owned,
+                tally.partitions,
+                out_dir.display()
+            );
+        }
         if skipped > 0 {
             println!("skipped {skipped} unreadable (each named in a warning above)");
         } else {
