@@ -5,16 +5,19 @@
 //! - [`request`]: reading bodies within their limits, parsing, per-request caps, the image decode pool.
 //! - [`batcher`]: the model's worker thread, merging concurrent requests into shared forward passes.
 //! - [`error`]: every failure as a JSON `{"error": "..."}`.
+//! - [`index`]: `--index`: search over an embedding folder and thumbnails of the images it lists.
 //! - [`metrics`]: `/metrics` in Prometheus' text format.
 
 mod batcher;
 mod conn;
 mod error;
+mod index;
 mod metrics;
 mod request;
 mod routes;
 
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -44,6 +47,11 @@ Endpoints (JSON in and out; images are base64 file bytes: JPEG, PNG, WebP, GIF, 
                   \"top_k\": K}  (classes left out: ImageNet's 1000)
                  → {\"results\": [{\"top_k\": [{\"class\", \"index\", \"probability\"}]}]},
                  as `coca classify`, class embeddings cached as it caches them
+  POST /search   {\"text\": TEXT} or {\"image\": B64}, \"top_k\": K, \"against\": \"image\"|\"text\"
+                 (with --index) → {\"against\", \"results\": [{\"rank\", \"id\", \"score\", \"caption\",
+                 \"key\", \"thumbnail\"}]}, the exact search of `coca search`
+  GET  /thumbnail/ID  a JPEG of the image the index lists as result ID (at most --thumbnail-size
+                 pixels a side); only ids of the index, never paths
   GET  /openapi.json  this API in OpenAPI 3
 
 Concurrent requests share forward passes: one model thread merges queued work of the same
@@ -143,6 +151,19 @@ pub struct ServeArgs {
     /// Seconds one request may take in all before it is abandoned with a 503.
     #[arg(long, default_value = "120", value_name = "SECONDS", value_parser = seconds)]
     pub request_timeout: Duration,
+    /// An embedding folder written by `coca embed --output-dir` (opened once, at startup) for /search and
+    /// /thumbnail; relative image paths in it are resolved against the current directory.
+    #[arg(long, value_name = "DIR")]
+    pub index: Option<PathBuf>,
+    /// Most results one /search returns.
+    #[arg(long, default_value_t = 100, value_name = "N")]
+    pub max_results: usize,
+    /// Most searches run at once (each reads the index one partition at a time).
+    #[arg(long, default_value_t = 2, value_name = "N")]
+    pub max_searches: usize,
+    /// Longest side of a /thumbnail image, in pixels (images are only scaled down).
+    #[arg(long, default_value_t = 256, value_name = "PX")]
+    pub thumbnail_size: u32,
     /// Seconds requests in flight may take to finish after Ctrl-C or SIGTERM.
     #[arg(long, default_value = "10", value_name = "SECONDS", value_parser = seconds)]
     pub shutdown_timeout: Duration,
@@ -184,6 +205,9 @@ impl ServeArgs {
             ("--max-queue", self.max_queue as u64),
             ("--max-connections", self.max_connections as u64),
             ("--decode-memory-mb", self.decode_memory_mb),
+            ("--max-results", self.max_results as u64),
+            ("--max-searches", self.max_searches as u64),
+            ("--thumbnail-size", u64::from(self.thumbnail_size)),
         ];
         for (flag, value) in counts {
             if value == 0 {
@@ -248,6 +272,21 @@ async fn shutdown_signal() {
 pub fn run(args: ServeArgs) -> Result<()> {
     args.check()?;
     let started = Instant::now();
+    // The index first: a wrong folder is reported before the model is loaded.
+    let search = match &args.index {
+        Some(dir) => {
+            let index = index::SearchIndex::open(dir)
+                .with_context(|| format!("--index {}", dir.display()))?;
+            tracing::info!("index {}: {} rows", dir.display(), index.len());
+            Some(routes::SearchState {
+                index: Arc::new(index),
+                pool: Arc::new(Semaphore::new(args.max_searches)),
+                max_results: args.max_results,
+                thumbnail_size: args.thumbnail_size,
+            })
+        }
+        None => None,
+    };
     let tokenizer = Tokenizer::new().context("loading the CLIP tokenizer")?;
     let (model, cfg) = args.model.load()?;
     let generation = args.generation.config_for(&model, &tokenizer)?;
@@ -290,6 +329,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         metrics: metrics::Metrics::default(),
         classifier: (args.classifier.clone(), args.model.clone()),
         imagenet: tokio::sync::OnceCell::new(),
+        search,
     });
     let limits = conn::ConnLimits {
         header_timeout: args.header_timeout,
