@@ -23,11 +23,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use clap::Args;
+use clap::{Args, ValueEnum as _};
+use coca_generate::GenerationConfig;
 use coca_text::Tokenizer;
 use tokio::sync::Semaphore;
 
-use crate::commands::caption::GenerationArgs;
+use crate::commands::caption::{GenerationArgs, StrategyArg};
 use crate::commands::classify::ClassifierArgs;
 use crate::model_args::ModelArgs;
 use crate::pipeline::preprocess_config;
@@ -40,9 +41,10 @@ Endpoints (JSON in and out; images are base64 file bytes: JPEG, PNG, WebP, GIF, 
                  histograms, forward-pass sizes, queue depth, decode-pool use
   POST /embed    {\"images\": [B64, ...], \"texts\": [TEXT, ...]} (either may be left out)
                  → {\"image_embeddings\": [[..]], \"text_embeddings\": [[..]]}, as `coca embed`
-  POST /caption  {\"images\": [B64, ...]}
+  POST /caption  {\"images\": [B64, ...], \"strategy\": \"greedy\"|\"beam\"|\"top-k\"|\"top-p\"}
                  → {\"captions\": [{\"caption\", \"log_prob\", \"finished\"}, ...]}, decoded with
-                 the generation flags given to `coca serve`, as `coca caption`
+                 the generation flags given to `coca serve`, as `coca caption`; a \"strategy\"
+                 changes just the strategy (the other strategies' flags are dropped)
   POST /classify {\"images\": [B64, ...], \"classes\": [NAME, ...], \"templates\": \"openai\"|\"simple\",
                   \"top_k\": K}  (classes left out: ImageNet's 1000)
                  → {\"results\": [{\"top_k\": [{\"class\", \"index\", \"probability\"}]}]},
@@ -245,6 +247,51 @@ impl ServeArgs {
     }
 }
 
+/// The caption settings requests may choose: the server's generation flags first, then, for each strategy, those
+/// flags with the strategy changed (and the flags of other strategies dropped); with its name, a strategy's place
+/// in the list. A strategy the flags cannot be adapted to is left out, with a warning.
+fn caption_settings(
+    flags: &GenerationArgs,
+    model: &coca_model::Coca,
+    tokenizer: &Tokenizer,
+) -> Result<(Vec<GenerationConfig>, Vec<(String, usize)>)> {
+    let mut configs = vec![flags.config_for(model, tokenizer)?];
+    let mut names = Vec::new();
+    for &strategy in StrategyArg::value_variants() {
+        let Some(name) = strategy
+            .to_possible_value()
+            .map(|v| v.get_name().to_string())
+        else {
+            continue;
+        };
+        if flags.strategy.unwrap_or(StrategyArg::Beam) == strategy {
+            names.push((name, 0));
+            continue;
+        }
+        let mut changed = flags.clone();
+        changed.strategy = Some(strategy);
+        if strategy != StrategyArg::Beam {
+            changed.num_beams = None;
+            changed.num_beam_groups = None;
+            changed.beam_scoring = None;
+            changed.length_penalty = None;
+        }
+        if matches!(strategy, StrategyArg::Beam | StrategyArg::Greedy) {
+            changed.top_k = None;
+            changed.top_p = None;
+            changed.temperature = None;
+        }
+        match changed.config_for(model, tokenizer) {
+            Ok(config) => {
+                names.push((name, configs.len()));
+                configs.push(config);
+            }
+            Err(e) => tracing::warn!("captions with strategy {name} are not offered: {e:#}"),
+        }
+    }
+    Ok((configs, names))
+}
+
 /// Resolve when the process is asked to stop (Ctrl-C, or SIGTERM on Unix).
 async fn shutdown_signal() {
     let ctrl_c = async {
@@ -289,7 +336,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
     };
     let tokenizer = Tokenizer::new().context("loading the CLIP tokenizer")?;
     let (model, cfg) = args.model.load()?;
-    let generation = args.generation.config_for(&model, &tokenizer)?;
+    let (generation, strategies) = caption_settings(&args.generation, &model, &tokenizer)?;
     let preprocess = preprocess_config(&cfg)?;
     let engine = Arc::new(batcher::Engine {
         model,
@@ -297,6 +344,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         name: args.model.model.clone(),
         tokenizer,
         generation,
+        strategies,
         preprocess,
     });
     let batcher = Arc::new(batcher::Batcher::start(

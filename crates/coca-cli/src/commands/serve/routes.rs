@@ -319,6 +319,7 @@ async fn health(State(state): State<Arc<AppState>>) -> Json<Value> {
         "uptime_seconds": state.started.elapsed().as_secs_f64(),
         "forward_passes": stats.passes.load(Ordering::Relaxed),
         "items": stats.items.load(Ordering::Relaxed),
+        "caption_strategies": state.engine.strategies.iter().map(|(n, _)| n).collect::<Vec<_>>(),
         "index": state.search.as_ref().map(|s| json!({
             "rows": s.index.len(),
             "image_embeddings": s.index.has(Modality::Image),
@@ -340,6 +341,9 @@ struct EmbedRequest {
 #[serde(deny_unknown_fields)]
 struct CaptionRequest {
     images: Vec<String>,
+    /// A decoding strategy by name; the server's generation flags when left out.
+    #[serde(default)]
+    strategy: Option<String>,
 }
 
 /// Read a model request's body (after admitting it) and parse it as `T`.
@@ -412,6 +416,10 @@ async fn caption(
 ) -> Result<Response, ApiError> {
     let _admission = state.admit()?;
     let request: CaptionRequest = body(&state, request).await?;
+    let settings = state
+        .engine
+        .caption_settings(request.strategy.as_deref())
+        .map_err(ApiError::bad_request)?;
     if request.images.is_empty() {
         return Err(ApiError::bad_request(
             "\"images\" is empty: give at least one base64 image",
@@ -424,7 +432,7 @@ async fn caption(
         "--max-images",
     )?;
     let pixels = images_tensor(&state.engine, &state.decode_pool, request.images).await?;
-    let captions = state.batcher.caption(pixels).await?;
+    let captions = state.batcher.caption(pixels, settings).await?;
     Ok(Json(json!({ "captions": captions })).into_response())
 }
 
