@@ -33,10 +33,13 @@ pub struct Engine {
     /// request may name (see [`Engine::caption_settings`]).
     pub generation: Vec<GenerationConfig>,
     /// The strategies a request may name, each with its config's place in `generation`.
-    pub strategies: Vec<(String, usize)>,
+    pub strategies: StrategyNames,
     /// How images are preprocessed for this model.
     pub preprocess: PreprocessConfig,
 }
+
+/// Strategy names, each with the place of its config in [`Engine::generation`].
+pub type StrategyNames = Vec<(String, usize)>;
 
 impl Engine {
     /// The place in `generation` of the settings a caption request asks for: the server's flags when it names

@@ -254,7 +254,7 @@ fn caption_settings(
     flags: &GenerationArgs,
     model: &coca_model::Coca,
     tokenizer: &Tokenizer,
-) -> Result<(Vec<GenerationConfig>, Vec<(String, usize)>)> {
+) -> Result<(Vec<GenerationConfig>, batcher::StrategyNames)> {
     let mut configs = vec![flags.config_for(model, tokenizer)?];
     let mut names = Vec::new();
     for &strategy in StrategyArg::value_variants() {
