@@ -116,6 +116,8 @@ def main():
     def client(seed):
         rng = random.Random(seed)
         while not stop_load.is_set():
+            if terminating.is_set():
+                time.sleep(0.05)  # the server is going away: knock, do not hammer
             kind = rng.random()
             photo = rng.choice(photos)
             if kind < 0.5:
@@ -184,6 +186,11 @@ def main():
         th.join(timeout=5)
 
     warm = rss_during_load
+    # The highest RSS in each 10 s of the load: flat after warm-up when these stop growing.
+    windows = {}
+    for s, kib in samples:
+        if s <= load_seconds:
+            windows[int(s // 10)] = max(windows.get(int(s // 10), 0), kib)
     report = {
         "clients": args.clients, "slow": args.slow, "half_open": args.half_open, "seconds": round(load_seconds, 1),
         "requests": done, "requests_per_s": round(done / load_seconds, 1),
@@ -191,6 +198,7 @@ def main():
         "errors": errors, "shed_503": shed[0], "after_sigterm": after_sigterm,
         "peak_rss_mib": round(max((k for _, k in samples), default=0) / 1024, 1),
         "rss_after_warmup_mib": [round(min(warm, default=0) / 1024, 1), round(max(warm, default=0) / 1024, 1)],
+        "rss_mib_per_10s": [round(windows[k] / 1024, 1) for k in sorted(windows)],
         "shutdown_s": round(shutdown, 2), "exit": code,
     }
     print(json.dumps(report, indent=1))

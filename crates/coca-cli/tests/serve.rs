@@ -524,6 +524,27 @@ fn sigterm_completes_while_slow_clients_are_connected() {
 }
 
 #[test]
+fn sigterm_closes_connections_without_a_request_in_flight_at_once() {
+    // The shutdown deadline and the header timeout are long: only closing at once makes this quick.
+    let mut server = Server::start(&["--header-timeout", "60", "--shutdown-timeout", "30"]);
+    let mut half_sent: Vec<TcpStream> = (0..4)
+        .map(|_| {
+            let mut s = server.connect();
+            s.write_all(b"POST /embed HTTP/1.1\r\nHost: ").unwrap();
+            s
+        })
+        .collect();
+    let mut idle = server.connect();
+    std::thread::sleep(Duration::from_millis(300));
+    let (took, clean) = server.terminate(Duration::from_secs(20));
+    assert!(clean, "the server did not exit cleanly");
+    assert!(took < Duration::from_secs(3), "stopping took {took:?}");
+    for s in half_sent.iter_mut().chain([&mut idle]) {
+        assert!(closed_within(s, Duration::from_secs(1)));
+    }
+}
+
+#[test]
 fn health_answers_with_many_idle_connections_open() {
     let server = Server::start(&["--max-connections", "8", "--idle-timeout", "60"]);
     let mut idle: Vec<TcpStream> = (0..40).map(|_| server.connect()).collect();
