@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use coca_image::image::codecs::jpeg::JpegEncoder;
-use coca_image::{resize_region, DecodedImage, Interpolation};
+use coca_image::{resize_region, DecodeLimits, DecodedImage, Interpolation};
 use coca_retrieval::{read_metadata, Hit, Index, Layout, Modality};
 use serde_json::{json, Value};
 
@@ -125,8 +125,13 @@ pub enum ThumbnailError {
 }
 
 /// A JPEG of the image at `path`, scaled down (never up) to fit a `size` × `size` square, reading at most
-/// `max_bytes` of the file.
-pub fn thumbnail(path: &Path, size: u32, max_bytes: u64) -> Result<Vec<u8>, ThumbnailError> {
+/// `max_bytes` of the file and decoding it within `limits`.
+pub fn thumbnail(
+    path: &Path,
+    size: u32,
+    max_bytes: u64,
+    limits: &DecodeLimits,
+) -> Result<Vec<u8>, ThumbnailError> {
     let unreadable = |e: &dyn std::fmt::Display| ThumbnailError::Unreadable(e.to_string());
     let file = std::fs::File::open(path).map_err(|e| unreadable(&e))?;
     let mut bytes = Vec::new();
@@ -141,7 +146,8 @@ pub fn thumbnail(path: &Path, size: u32, max_bytes: u64) -> Result<Vec<u8>, Thum
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let decoded = DecodedImage::decode(&bytes, &name).map_err(|e| unreadable(&e))?;
+    let decoded =
+        DecodedImage::decode_limited(&bytes, &name, limits).map_err(|e| unreadable(&e))?;
     drop(bytes);
     let rgb = decoded.to_rgb();
     drop(decoded);
@@ -170,6 +176,7 @@ mod tests {
             &root.join("fixtures/images/sources/chelsea.png"),
             64,
             1 << 24,
+            &DecodeLimits::default(),
         )
         .expect("a thumbnail");
         let small = coca_image::decode_rgb(&jpeg, "thumbnail").expect("a JPEG");
@@ -183,11 +190,16 @@ mod tests {
         let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
         let image = root.join("fixtures/images/sources/chelsea.png");
         assert!(matches!(
-            thumbnail(&image, 64, 100),
+            thumbnail(&image, 64, 100, &DecodeLimits::default()),
             Err(ThumbnailError::TooLarge(100))
         ));
         assert!(matches!(
-            thumbnail(&root.join("Cargo.toml"), 64, 1 << 24),
+            thumbnail(
+                &root.join("Cargo.toml"),
+                64,
+                1 << 24,
+                &DecodeLimits::default()
+            ),
             Err(ThumbnailError::Unreadable(_))
         ));
     }

@@ -182,9 +182,6 @@ fn seconds(text: &str) -> Result<Duration, String> {
 /// Decoding one image holds its samples (up to 4 bytes a pixel) and a converted copy of them at once.
 const DECODE_BYTES_PER_PIXEL: u64 = 8;
 
-/// The largest image, in pixels, that image decoding accepts (PIL's decompression-bomb limit).
-const MAX_IMAGE_PIXELS: u64 = 2 * 89_478_485;
-
 /// How many images `budget_mb` lets decode at once: each may be as large as `max_pixels` allows, at least one.
 fn decode_slots(budget_mb: u64, max_pixels: u64) -> usize {
     let per_image = max_pixels.saturating_mul(DECODE_BYTES_PER_PIXEL).max(1);
@@ -352,7 +349,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         args.max_batch,
         Duration::from_millis(args.batch_wait_ms),
     )?);
-    let decode_slots = decode_slots(args.decode_memory_mb, MAX_IMAGE_PIXELS);
+    let decode_slots = decode_slots(args.decode_memory_mb, engine.preprocess.limits.max_pixels);
     let state = Arc::new(routes::AppState {
         engine,
         batcher: batcher.clone(),
@@ -423,9 +420,10 @@ mod tests {
 
     #[test]
     fn the_decode_budget_bounds_the_images_decoded_at_once() {
-        let per_image_mb = MAX_IMAGE_PIXELS * DECODE_BYTES_PER_PIXEL / (1 << 20);
-        assert_eq!(decode_slots(1, MAX_IMAGE_PIXELS), 1, "at least one");
-        assert_eq!(decode_slots(per_image_mb * 3 + 1, MAX_IMAGE_PIXELS), 3);
+        let max = coca_image::PIL_MAX_IMAGE_PIXELS;
+        let per_image_mb = max * DECODE_BYTES_PER_PIXEL / (1 << 20);
+        assert_eq!(decode_slots(1, max), 1, "at least one");
+        assert_eq!(decode_slots(per_image_mb * 3 + 1, max), 3);
         assert_eq!(decode_slots(3072, 1 << 20), 384);
     }
 

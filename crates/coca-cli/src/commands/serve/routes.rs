@@ -685,9 +685,10 @@ async fn thumbnail_of(
         .await
         .map_err(ApiError::internal)?;
     let (size, max_bytes) = (search.thumbnail_size, state.limits.max_body as u64);
+    let limits = state.engine.preprocess.limits;
     let made = tokio::task::spawn_blocking(move || {
         let _permit = permit;
-        thumbnail(&file, size, max_bytes)
+        thumbnail(&file, size, max_bytes, &limits)
     })
     .await
     .map_err(ApiError::internal)?;
