@@ -202,10 +202,10 @@ def main():
         if args.screenshots:
             os.makedirs(args.screenshots, exist_ok=True)
             top = {"script": "window.scrollTo(0, 0)", "args": []}
-            browser.s("POST", "/window/rect", {"width": 1200, "height": 1700})
+            browser.s("POST", "/window/rect", {"width": 1200, "height": 1900})
             browser.s("POST", "/execute/sync", top)
             browser.screenshot(os.path.join(args.screenshots, "serve-page.png"))
-            browser.s("POST", "/window/rect", {"width": 390, "height": 2600})
+            browser.s("POST", "/window/rect", {"width": 390, "height": 3000})
             browser.s("POST", "/execute/sync", top)
             browser.screenshot(os.path.join(args.screenshots, "serve-page-phone.png"))
             print(f"screenshots in {args.screenshots}")
