@@ -11,8 +11,8 @@ threads open connections that send half a request and wait. The server's residen
 Then SIGTERM is sent while the clients are still running, and the time until the process exits is measured.
 
 Reports requests/s, p50/p99 latency, errors by kind (503s with Retry-After are the server shedding load on
-purpose and are counted apart), the peak RSS and the RSS after warm-up, and the shutdown time. Loopback only,
-bounded in time and connections; standard library only.
+purpose and are counted apart, and so is what requests met after the SIGTERM), the peak RSS and the RSS after
+warm-up, and the shutdown time. Loopback only, bounded in time and connections; standard library only.
 """
 
 import argparse
@@ -80,7 +80,10 @@ def main():
 
     lock = threading.Lock()
     latencies, errors, shed = [], {}, [0]
+    # What requests met once SIGTERM was sent: finished (200), refused or cut (the server going away).
+    after_sigterm = {}
     stop_load = threading.Event()
+    terminating = threading.Event()
     started = time.time()
 
     def request(path, body):
@@ -92,25 +95,29 @@ def main():
             resp.read()
             took = time.time() - t
             with lock:
-                if resp.status == 200:
-                    if not stop_load.is_set():
-                        latencies.append(took)
+                if terminating.is_set():
+                    key = str(resp.status)
+                    after_sigterm[key] = after_sigterm.get(key, 0) + 1
+                elif resp.status == 200:
+                    latencies.append(took)
                 elif resp.status == 503 and resp.getheader("retry-after"):
                     shed[0] += 1
                 else:
                     errors[f"{path} {resp.status}"] = errors.get(f"{path} {resp.status}", 0) + 1
         except OSError as e:
             # After SIGTERM, refused or closed connections are the server going away, not errors.
-            if not stop_load.is_set():
-                with lock:
-                    key = f"{path} {type(e).__name__}"
-                    errors[key] = errors.get(key, 0) + 1
+            with lock:
+                key = f"{path} {type(e).__name__}"
+                table = after_sigterm if terminating.is_set() else errors
+                table[key] = table.get(key, 0) + 1
         finally:
             conn.close()
 
     def client(seed):
         rng = random.Random(seed)
         while not stop_load.is_set():
+            if terminating.is_set():
+                time.sleep(0.05)  # the server is going away: knock, do not hammer
             kind = rng.random()
             photo = rng.choice(photos)
             if kind < 0.5:
@@ -163,8 +170,9 @@ def main():
     load_seconds = time.time() - started
     with lock:
         done = len(latencies)
-    # SIGTERM while every client is still sending.
-    stop_load.set()
+        rss_during_load = [kib for s, kib in samples if args.warmup <= s]
+    # SIGTERM while every client is still sending; they stop once the server has exited.
+    terminating.set()
     t = time.time()
     server.send_signal(signal.SIGTERM)
     try:
@@ -173,17 +181,24 @@ def main():
         server.kill()
         code = "killed after 120 s"
     shutdown = time.time() - t
+    stop_load.set()
     for th in threads:
         th.join(timeout=5)
 
-    warm = [kib for s, kib in samples if s >= args.warmup]
+    warm = rss_during_load
+    # The highest RSS in each 10 s of the load: flat after warm-up when these stop growing.
+    windows = {}
+    for s, kib in samples:
+        if s <= load_seconds:
+            windows[int(s // 10)] = max(windows.get(int(s // 10), 0), kib)
     report = {
         "clients": args.clients, "slow": args.slow, "half_open": args.half_open, "seconds": round(load_seconds, 1),
         "requests": done, "requests_per_s": round(done / load_seconds, 1),
         "p50_ms": round(1000 * percentile(latencies, 50), 1), "p99_ms": round(1000 * percentile(latencies, 99), 1),
-        "errors": errors, "shed_503": shed[0],
+        "errors": errors, "shed_503": shed[0], "after_sigterm": after_sigterm,
         "peak_rss_mib": round(max((k for _, k in samples), default=0) / 1024, 1),
         "rss_after_warmup_mib": [round(min(warm, default=0) / 1024, 1), round(max(warm, default=0) / 1024, 1)],
+        "rss_mib_per_10s": [round(windows[k] / 1024, 1) for k in sorted(windows)],
         "shutdown_s": round(shutdown, 2), "exit": code,
     }
     print(json.dumps(report, indent=1))

@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
 """The page of `coca serve` in a real browser: headless Chromium driven over WebDriver (chromedriver).
 
-Starts `coca serve` on the demo model, opens its page, uploads a fixture image, waits for the caption and checks it
-equals the API's answer, types classes and checks the ranking equals /classify's, compares texts, and saves
-screenshots at desktop and phone width. Standard library only.
+Embeds the fixture collection (`coca embed --output-dir`), starts `coca serve --index` on it with the demo model,
+opens its page, uploads a fixture image, waits for the caption and checks it equals the API's answer (with the
+server's strategy and with beam search picked on the page), types classes and checks the ranking equals
+/classify's, compares texts, searches the index by text and by image and checks the results and their thumbnails,
+and saves screenshots at desktop and phone width. Standard library only.
 
 Needs Debian's `chromium` and `chromium-driver` (apt-get install -y chromium chromium-driver). Without them it
 prints that it skipped and exits 0, unless --require is given.
@@ -19,6 +21,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 
@@ -26,6 +29,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 IMAGE = os.path.join(ROOT, "fixtures/images/sources/chelsea.png")
 MODEL = ["--model", "assets/demo/coca_demo-tiny.json", "--pretrained", "assets/demo/coca_demo-tiny.safetensors"]
 CLASSES = ["a cat", "a dog", "a red square"]
+COLLECTION = "fixtures/data/folder"
+SEARCH = "a tiny photo of coffee"
 
 
 def free_port():
@@ -113,8 +118,13 @@ def main():
         sys.exit(1 if args.require else 0)
 
     port, driver_port = free_port(), free_port()
+    scratch = tempfile.TemporaryDirectory()
+    index = os.path.join(scratch.name, "index")
+    subprocess.run([args.coca, "embed", *MODEL, "--input-dir", COLLECTION, "--output-dir", index, "--json"],
+                   cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
     server = subprocess.Popen([args.coca, "serve", *MODEL, "--strategy", "greedy", "--max-length", "8",
-                               "--port", str(port), "--no-cache"], cwd=ROOT, stdout=subprocess.PIPE)
+                               "--port", str(port), "--no-cache", "--index", index], cwd=ROOT,
+                              stdout=subprocess.PIPE)
     driver = subprocess.Popen([driver_bin, f"--port={driver_port}"], stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
     browser = None
@@ -146,6 +156,15 @@ def main():
         assert got_caption == want_caption, f"page caption {got_caption!r} != API {want_caption!r}"
         print(f"caption: {got_caption!r} (equals the API's)")
 
+        want_beam = http("POST", base + "/caption", {"images": [b64], "strategy": "beam"})["captions"][0]["caption"]
+        browser.s("POST", f"/element/{browser.find('#strategy option[value=beam]')}/click", {})
+        browser.s("POST", "/execute/sync", {"script": "document.getElementById('captions').replaceChildren()",
+                                            "args": []})
+        browser.s("POST", f"/element/{browser.find('#caption-run')}/click", {})
+        got_beam = browser.text(browser.wait_for("#captions .caption")[0])
+        assert got_beam == want_beam, f"page beam caption {got_beam!r} != API {want_beam!r}"
+        print(f"caption with beam search picked on the page: {got_beam!r} (equals the API's)")
+
         browser.s("POST", f"/element/{browser.find('#classes')}/value", {"text": "\n".join(CLASSES)})
         browser.s("POST", f"/element/{browser.find('#classify-run')}/click", {})
         items = browser.wait_for("#labels li")
@@ -158,13 +177,35 @@ def main():
         assert len(browser.wait_for("#similarities li")) == 2
         print("similarities: 2 texts ranked")
 
+        want_hits = [h["caption"] for h in http("POST", base + "/search", {"text": SEARCH, "top_k": 12})["results"]]
+        browser.wait_for("#search-panel:not([hidden])")
+        browser.s("POST", f"/element/{browser.find('#search-text')}/value", {"text": SEARCH})
+        browser.s("POST", f"/element/{browser.find('#search-text-run')}/click", {})
+        items = browser.wait_for("#search-results figcaption")
+        got_hits = [browser.text(f).split(". ", 1)[1].rsplit(" (", 1)[0] for f in items]
+        assert got_hits == want_hits, f"page search {got_hits} != API {want_hits}"
+        loaded = "return Array.from(document.querySelectorAll('#search-results img')).map(i => i.naturalWidth)"
+        deadline = time.time() + 30
+        while True:
+            widths = browser.s("POST", "/execute/sync", {"script": loaded, "args": []})
+            if widths and all(w > 0 for w in widths) or time.time() > deadline:
+                break
+            time.sleep(0.1)
+        assert widths and all(0 < w <= 256 for w in widths), f"thumbnails did not load: {widths}"
+        print(f"text search: {len(got_hits)} results as the API's, {len(widths)} thumbnails shown")
+        browser.s("POST", "/execute/sync", {"script": "document.getElementById('search-results').replaceChildren()",
+                                            "args": []})
+        browser.s("POST", f"/element/{browser.find('#search-image-run')}/click", {})
+        assert len(browser.wait_for("#search-results figcaption")) == 5
+        print("image search: 5 results")
+
         if args.screenshots:
             os.makedirs(args.screenshots, exist_ok=True)
             top = {"script": "window.scrollTo(0, 0)", "args": []}
-            browser.s("POST", "/window/rect", {"width": 1200, "height": 1250})
+            browser.s("POST", "/window/rect", {"width": 1200, "height": 1900})
             browser.s("POST", "/execute/sync", top)
             browser.screenshot(os.path.join(args.screenshots, "serve-page.png"))
-            browser.s("POST", "/window/rect", {"width": 390, "height": 1700})
+            browser.s("POST", "/window/rect", {"width": 390, "height": 3000})
             browser.s("POST", "/execute/sync", top)
             browser.screenshot(os.path.join(args.screenshots, "serve-page-phone.png"))
             print(f"screenshots in {args.screenshots}")
@@ -176,6 +217,7 @@ def main():
         server.terminate()
         server.wait(timeout=30)
         driver.wait(timeout=30)
+        scratch.cleanup()
 
 
 if __name__ == "__main__":

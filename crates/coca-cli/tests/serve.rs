@@ -524,6 +524,27 @@ fn sigterm_completes_while_slow_clients_are_connected() {
 }
 
 #[test]
+fn sigterm_closes_connections_without_a_request_in_flight_at_once() {
+    // The shutdown deadline and the header timeout are long: only closing at once makes this quick.
+    let mut server = Server::start(&["--header-timeout", "60", "--shutdown-timeout", "30"]);
+    let mut half_sent: Vec<TcpStream> = (0..4)
+        .map(|_| {
+            let mut s = server.connect();
+            s.write_all(b"POST /embed HTTP/1.1\r\nHost: ").unwrap();
+            s
+        })
+        .collect();
+    let mut idle = server.connect();
+    std::thread::sleep(Duration::from_millis(300));
+    let (took, clean) = server.terminate(Duration::from_secs(20));
+    assert!(clean, "the server did not exit cleanly");
+    assert!(took < Duration::from_secs(3), "stopping took {took:?}");
+    for s in half_sent.iter_mut().chain([&mut idle]) {
+        assert!(closed_within(s, Duration::from_secs(1)));
+    }
+}
+
+#[test]
 fn health_answers_with_many_idle_connections_open() {
     let server = Server::start(&["--max-connections", "8", "--idle-timeout", "60"]);
     let mut idle: Vec<TcpStream> = (0..40).map(|_| server.connect()).collect();
@@ -875,7 +896,15 @@ fn classify_multipart_metrics_openapi_and_the_page() {
     // /openapi.json names every POST route; the page is HTML from the binary.
     let (status, openapi) = server.request("GET", "/openapi.json", b"");
     assert_eq!(status, 200);
-    for path in ["/embed", "/caption", "/classify", "/health", "/metrics"] {
+    for path in [
+        "/embed",
+        "/caption",
+        "/classify",
+        "/search",
+        "/thumbnail/{id}",
+        "/health",
+        "/metrics",
+    ] {
         assert!(openapi["paths"][path].is_object(), "openapi lacks {path}");
     }
     let mut stream = server.connect();
@@ -895,5 +924,287 @@ fn classify_multipart_metrics_openapi_and_the_page() {
     assert!(
         !page.contains("https://"),
         "the page loads nothing from elsewhere"
+    );
+}
+
+/// `coca embed --output-dir` of the fixture collection (5 images with captions), in a temporary folder.
+fn fixture_index() -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("index");
+    let out = out.to_str().unwrap().to_string();
+    let o = coca(&[
+        "embed",
+        "--model",
+        DEMO_CFG,
+        "--pretrained",
+        DEMO_WEIGHTS,
+        "--input-dir",
+        "fixtures/data/folder",
+        "--output-dir",
+        &out,
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", common::stderr(&o));
+    (dir, out)
+}
+
+impl Server {
+    /// GET `path`; the status, the header block (lowercased) and the raw body.
+    fn get_raw(&self, path: &str) -> (u16, String, Vec<u8>) {
+        let mut stream = self.connect();
+        stream
+            .write_all(
+                format!(
+                    "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+                    self.addr
+                )
+                .as_bytes(),
+            )
+            .unwrap();
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).unwrap();
+        let split = response
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("headers end");
+        let head = String::from_utf8_lossy(&response[..split]).to_ascii_lowercase();
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap();
+        (status, head, response[split + 4..].to_vec())
+    }
+}
+
+#[test]
+fn search_finds_what_coca_search_finds_and_thumbnails_go_by_index_id_only() {
+    let (_dir, index) = fixture_index();
+    let server = Server::start(&["--index", &index, "--thumbnail-size", "32"]);
+    let (status, health) = server.request("GET", "/health", b"");
+    assert_eq!(status, 200);
+    assert_eq!(health["index"]["rows"], 5, "{health}");
+
+    // Text → image: the same ranking and scores as `coca search`.
+    let query = "a tiny photo of coffee";
+    let (status, served) = server.post("/search", &json!({"text": query, "top_k": 5}));
+    assert_eq!(status, 200, "{served}");
+    assert_eq!(served["against"], "image");
+    let cli = coca(&[
+        "search",
+        "--model",
+        DEMO_CFG,
+        "--pretrained",
+        DEMO_WEIGHTS,
+        "--index",
+        &index,
+        "--text",
+        query,
+        "--top-k",
+        "5",
+        "--json",
+    ]);
+    assert!(cli.status.success(), "{}", common::stderr(&cli));
+    let cli: Value = serde_json::from_str(&stdout(&cli)).unwrap();
+    let (served, cli) = (
+        served["results"].as_array().unwrap(),
+        cli["results"].as_array().unwrap(),
+    );
+    assert_eq!(served.len(), 5);
+    for (s, c) in served.iter().zip(cli) {
+        assert_eq!(s["caption"], c["caption"]);
+        assert!((s["score"].as_f64().unwrap() - c["score"].as_f64().unwrap()).abs() < 1e-5);
+        assert!(
+            s.get("image_path").is_none(),
+            "results name ids, not server paths"
+        );
+    }
+
+    // Image → image, as JSON and as a multipart upload: the image finds itself first.
+    let coffee = std::fs::read(root().join("fixtures/data/folder/coffee.jpg")).unwrap();
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&coffee);
+    let (status, by_image) = server.post("/search", &json!({"image": b64, "top_k": 2}));
+    assert_eq!(status, 200, "{by_image}");
+    let first = &by_image["results"][0];
+    assert_eq!(first["caption"], "a tiny photo of coffee");
+    assert!(first["score"].as_f64().unwrap() > 0.999, "{first}");
+    let boundary = "SearchBoundary";
+    let mut form = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"q.jpg\"\r\n\
+         Content-Type: image/jpeg\r\n\r\n"
+    )
+    .into_bytes();
+    form.extend_from_slice(&coffee);
+    form.extend_from_slice(
+        format!(
+            "\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"top_k\"\r\n\r\n2\r\n--{boundary}--\r\n"
+        )
+        .as_bytes(),
+    );
+    let answer = server.send(
+        "POST",
+        "/search",
+        &format!("Content-Type: multipart/form-data; boundary={boundary}\r\n"),
+        &form,
+    );
+    assert_eq!(answer.status, 200, "{}", answer.json);
+    assert_eq!(answer.json["results"], by_image["results"]);
+
+    // The thumbnail of a result: a JPEG scaled down to --thumbnail-size.
+    let url = first["thumbnail"].as_str().unwrap();
+    assert_eq!(url, format!("/thumbnail/{}", first["id"]));
+    let (status, head, jpeg) = server.get_raw(url);
+    assert_eq!(status, 200, "{head}");
+    assert!(head.contains("content-type: image/jpeg"), "{head}");
+    let small = coca_image::decode_rgb(&jpeg, "thumbnail").expect("a JPEG");
+    assert!(small.width().max(small.height()) <= 32);
+
+    // Anything but an id of the index is a 404 JSON error: no path reaches the file system.
+    for path in [
+        "/thumbnail/5",
+        "/thumbnail/-1",
+        "/thumbnail/0x1",
+        "/thumbnail/99999999999999999999999",
+        "/thumbnail/..%2F..%2FCargo.toml",
+        "/thumbnail/%2e%2e",
+        "/thumbnail/fixtures%2Fdata%2Ffolder%2Fcoffee.jpg",
+    ] {
+        let (status, head, body) = server.get_raw(path);
+        assert_eq!(status, 404, "{path}: {head}");
+        let error: Value = serde_json::from_slice(&body).unwrap();
+        assert!(
+            error["error"]
+                .as_str()
+                .unwrap()
+                .contains("no image with id"),
+            "{path}: {error}"
+        );
+    }
+    let (status, _, body) = server.get_raw("/thumbnail/../../Cargo.toml");
+    assert_eq!(status, 404);
+    assert!(serde_json::from_slice::<Value>(&body).unwrap()["error"].is_string());
+
+    // Bad searches.
+    for (body, fragment) in [
+        (json!({"top_k": 3}), "give one query"),
+        (json!({"text": "a", "image": b64}), "give one query"),
+        (
+            json!({"text": "a", "top_k": 0}),
+            "\"top_k\" must be from 1 to 100",
+        ),
+        (json!({"text": "a", "top_k": 101}), "(--max-results)"),
+        (
+            json!({"text": "a", "against": "audio"}),
+            "\"against\": \"audio\" is not",
+        ),
+        (json!({"text": ""}), "text"),
+        (json!({"image": "not base64!"}), "not valid base64"),
+    ] {
+        let (status, answer) = server.post("/search", &body);
+        assert_eq!(status, 400, "{body}: {answer}");
+        assert!(
+            answer["error"].as_str().unwrap().contains(fragment),
+            "{body}: {answer}"
+        );
+    }
+    let (status, by_text) = server.post(
+        "/search",
+        &json!({"text": "a small bitmap", "against": "text", "top_k": 1}),
+    );
+    assert_eq!(status, 200, "{by_text}");
+    assert_eq!(by_text["against"], "text");
+    assert_eq!(by_text["results"][0]["caption"], "a small bitmap");
+}
+
+#[test]
+fn without_an_index_search_and_thumbnails_are_404_and_a_bad_index_is_refused() {
+    let server = Server::start(&[]);
+    let (status, answer) = server.post("/search", &json!({"text": "a cat"}));
+    assert_eq!(status, 404);
+    assert!(
+        answer["error"].as_str().unwrap().contains("--index DIR"),
+        "{answer}"
+    );
+    let (status, _, body) = server.get_raw("/thumbnail/0");
+    assert_eq!(status, 404);
+    assert!(String::from_utf8_lossy(&body).contains("--index DIR"));
+    let (_, health) = server.request("GET", "/health", b"");
+    assert!(health["index"].is_null(), "{health}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nothing-here");
+    let mut args = serve_args("0").to_vec();
+    args.extend(["--index", missing.to_str().unwrap()]);
+    common::assert_fails_with(&coca(&args), &["--index", "nothing-here"]);
+}
+
+#[test]
+fn each_caption_request_may_choose_its_strategy() {
+    let server = Server::start(&[]);
+    let (_, health) = server.request("GET", "/health", b"");
+    assert_eq!(
+        health["caption_strategies"],
+        json!(["greedy", "beam", "top-k", "top-p"])
+    );
+    let cli = |strategy: &str| {
+        let o = coca(&[
+            "caption",
+            "--model",
+            DEMO_CFG,
+            "--pretrained",
+            DEMO_WEIGHTS,
+            "--strategy",
+            strategy,
+            "--max-length",
+            "8",
+            "--json",
+            IMAGE,
+        ]);
+        assert!(o.status.success(), "{}", common::stderr(&o));
+        let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
+        v["captions"][0]["caption"].clone()
+    };
+    let (greedy, beam) = (cli("greedy"), cli("beam"));
+    assert_ne!(
+        greedy, beam,
+        "the demo model decodes differently with beams"
+    );
+    // Concurrent requests with different settings are not merged into one pass: each gets its own strategy.
+    let answers: Vec<(Option<&str>, (u16, Value))> = std::thread::scope(|s| {
+        let handles: Vec<_> = [None, Some("beam"), Some("greedy"), Some("beam")]
+            .into_iter()
+            .map(|strategy| {
+                let server = &server;
+                s.spawn(move || {
+                    let mut body = json!({"images": [image_b64()]});
+                    if let Some(name) = strategy {
+                        body["strategy"] = json!(name);
+                    }
+                    (strategy, server.post("/caption", &body))
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (strategy, (status, answer)) in answers {
+        assert_eq!(status, 200, "{answer}");
+        let want = if strategy == Some("beam") {
+            &beam
+        } else {
+            &greedy
+        };
+        assert_eq!(&answer["captions"][0]["caption"], want, "{strategy:?}");
+    }
+    let (status, answer) = server.post(
+        "/caption",
+        &json!({"images": [image_b64()], "strategy": "Beam Search"}),
+    );
+    assert_eq!(status, 400);
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .contains("\"strategy\": \"Beam Search\" is not one of greedy, beam, top-k, top-p"),
+        "{answer}"
     );
 }

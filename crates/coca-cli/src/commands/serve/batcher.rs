@@ -29,10 +29,35 @@ pub struct Engine {
     pub name: String,
     /// The CLIP tokenizer, for caption text.
     pub tokenizer: Tokenizer,
-    /// How captions are decoded (the generation flags of `coca serve`).
-    pub generation: GenerationConfig,
+    /// How captions may be decoded: first the generation flags of `coca serve`, then one config per strategy a
+    /// request may name (see [`Engine::caption_settings`]).
+    pub generation: Vec<GenerationConfig>,
+    /// The strategies a request may name, each with its config's place in `generation`.
+    pub strategies: StrategyNames,
     /// How images are preprocessed for this model.
     pub preprocess: PreprocessConfig,
+}
+
+/// Strategy names, each with the place of its config in [`Engine::generation`].
+pub type StrategyNames = Vec<(String, usize)>;
+
+impl Engine {
+    /// The place in `generation` of the settings a caption request asks for: the server's flags when it names
+    /// no strategy, else that strategy's; an unknown name is an error listing the known ones.
+    pub fn caption_settings(&self, strategy: Option<&str>) -> Result<usize, String> {
+        let Some(name) = strategy else { return Ok(0) };
+        self.strategies
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|&(_, i)| i)
+            .ok_or_else(|| {
+                let known: Vec<&str> = self.strategies.iter().map(|(n, _)| n.as_str()).collect();
+                format!(
+                    "\"strategy\": {name:?} is not one of {} (or leave it out for the server's)",
+                    known.join(", ")
+                )
+            })
+    }
 }
 
 /// One generated caption, as `coca caption --json` reports it.
@@ -51,7 +76,8 @@ pub struct CaptionRow {
 enum Task {
     EmbedImages,
     EmbedTexts,
-    Caption,
+    /// Captions decoded with `Engine::generation[i]`: only jobs with the same settings share a pass.
+    Caption(usize),
 }
 
 /// Where a job's rows go: the channel's type is the task's answer type.
@@ -183,10 +209,15 @@ impl Batcher {
         answer(rx).await
     }
 
-    /// Captions for a (n, 3, S, S) tensor, one per image.
-    pub async fn caption(&self, pixels: Tensor) -> Result<Vec<CaptionRow>, SubmitError> {
+    /// Captions for a (n, 3, S, S) tensor, one per image, decoded with the engine's settings number `settings`
+    /// (from [`Engine::caption_settings`]).
+    pub async fn caption(
+        &self,
+        pixels: Tensor,
+        settings: usize,
+    ) -> Result<Vec<CaptionRow>, SubmitError> {
         let (tx, rx) = oneshot::channel();
-        self.submit(Task::Caption, pixels, Reply::Captions(tx))?;
+        self.submit(Task::Caption(settings), pixels, Reply::Captions(tx))?;
         answer(rx).await
     }
 
@@ -250,8 +281,13 @@ fn worker(
             },
         };
         // Sampled captions follow their batch's random stream: merging would make them depend on other requests.
-        let mergeable = first.task != Task::Caption
-            || !matches!(engine.generation.strategy, Strategy::Sample(_));
+        let mergeable = match first.task {
+            Task::Caption(i) => !matches!(
+                engine.generation.get(i).map(|g| g.strategy),
+                Some(Strategy::Sample(_))
+            ),
+            _ => true,
+        };
         let mut batch = Batch {
             task: first.task,
             items: first.items(),
@@ -368,16 +404,23 @@ fn compute(engine: &Engine, task: Task, input: &Tensor) -> Result<Rows, String> 
                 .map_err(|e| e.to_string())?
                 .embedding,
         )?),
-        Task::Caption => Rows::Captions(
-            generate(model, input, &engine.generation)
-                .map_err(|e| e.to_string())?
-                .iter()
-                .map(|c| CaptionRow {
-                    caption: c.text(&engine.tokenizer),
-                    log_prob: c.log_prob,
-                    finished: c.finished,
-                })
-                .collect(),
+        Task::Caption(i) => Rows::Captions(
+            generate(
+                model,
+                input,
+                engine
+                    .generation
+                    .get(i)
+                    .ok_or("internal error: no such caption settings")?,
+            )
+            .map_err(|e| e.to_string())?
+            .iter()
+            .map(|c| CaptionRow {
+                caption: c.text(&engine.tokenizer),
+                log_prob: c.log_prob,
+                finished: c.finished,
+            })
+            .collect(),
         ),
     })
 }

@@ -260,6 +260,11 @@ async fn connection(
                 closing = true;
             }
             _ = stop.changed(), if !closing => {
+                // A connection with no request being answered (idle, or still sending headers) has nothing in
+                // flight: close it now, instead of waiting for its header timeout.
+                if conn.busy.load(Ordering::Acquire) == 0 {
+                    break;
+                }
                 http.as_mut().graceful_shutdown();
                 closing = true;
             }

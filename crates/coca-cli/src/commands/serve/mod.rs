@@ -5,26 +5,30 @@
 //! - [`request`]: reading bodies within their limits, parsing, per-request caps, the image decode pool.
 //! - [`batcher`]: the model's worker thread, merging concurrent requests into shared forward passes.
 //! - [`error`]: every failure as a JSON `{"error": "..."}`.
+//! - [`index`]: `--index`: search over an embedding folder and thumbnails of the images it lists.
 //! - [`metrics`]: `/metrics` in Prometheus' text format.
 
 mod batcher;
 mod conn;
 mod error;
+mod index;
 mod metrics;
 mod request;
 mod routes;
 
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use clap::Args;
+use clap::{Args, ValueEnum as _};
+use coca_generate::GenerationConfig;
 use coca_text::Tokenizer;
 use tokio::sync::Semaphore;
 
-use crate::commands::caption::GenerationArgs;
+use crate::commands::caption::{GenerationArgs, StrategyArg};
 use crate::commands::classify::ClassifierArgs;
 use crate::model_args::ModelArgs;
 use crate::pipeline::preprocess_config;
@@ -37,13 +41,19 @@ Endpoints (JSON in and out; images are base64 file bytes: JPEG, PNG, WebP, GIF, 
                  histograms, forward-pass sizes, queue depth, decode-pool use
   POST /embed    {\"images\": [B64, ...], \"texts\": [TEXT, ...]} (either may be left out)
                  → {\"image_embeddings\": [[..]], \"text_embeddings\": [[..]]}, as `coca embed`
-  POST /caption  {\"images\": [B64, ...]}
+  POST /caption  {\"images\": [B64, ...], \"strategy\": \"greedy\"|\"beam\"|\"top-k\"|\"top-p\"}
                  → {\"captions\": [{\"caption\", \"log_prob\", \"finished\"}, ...]}, decoded with
-                 the generation flags given to `coca serve`, as `coca caption`
+                 the generation flags given to `coca serve`, as `coca caption`; a \"strategy\"
+                 changes just the strategy (the other strategies' flags are dropped)
   POST /classify {\"images\": [B64, ...], \"classes\": [NAME, ...], \"templates\": \"openai\"|\"simple\",
                   \"top_k\": K}  (classes left out: ImageNet's 1000)
                  → {\"results\": [{\"top_k\": [{\"class\", \"index\", \"probability\"}]}]},
                  as `coca classify`, class embeddings cached as it caches them
+  POST /search   {\"text\": TEXT} or {\"image\": B64}, \"top_k\": K, \"against\": \"image\"|\"text\"
+                 (with --index) → {\"against\", \"results\": [{\"rank\", \"id\", \"score\", \"caption\",
+                 \"key\", \"thumbnail\"}]}, the exact search of `coca search`
+  GET  /thumbnail/ID  a JPEG of the image the index lists as result ID (at most --thumbnail-size
+                 pixels a side); only ids of the index, never paths
   GET  /openapi.json  this API in OpenAPI 3
 
 Concurrent requests share forward passes: one model thread merges queued work of the same
@@ -143,6 +153,19 @@ pub struct ServeArgs {
     /// Seconds one request may take in all before it is abandoned with a 503.
     #[arg(long, default_value = "120", value_name = "SECONDS", value_parser = seconds)]
     pub request_timeout: Duration,
+    /// An embedding folder written by `coca embed --output-dir` (opened once, at startup) for /search and
+    /// /thumbnail; relative image paths in it are resolved against the current directory.
+    #[arg(long, value_name = "DIR")]
+    pub index: Option<PathBuf>,
+    /// Most results one /search returns.
+    #[arg(long, default_value_t = 100, value_name = "N")]
+    pub max_results: usize,
+    /// Most searches run at once (each reads the index one partition at a time).
+    #[arg(long, default_value_t = 2, value_name = "N")]
+    pub max_searches: usize,
+    /// Longest side of a /thumbnail image, in pixels (images are only scaled down).
+    #[arg(long, default_value_t = 256, value_name = "PX")]
+    pub thumbnail_size: u32,
     /// Seconds requests in flight may take to finish after Ctrl-C or SIGTERM.
     #[arg(long, default_value = "10", value_name = "SECONDS", value_parser = seconds)]
     pub shutdown_timeout: Duration,
@@ -158,9 +181,6 @@ fn seconds(text: &str) -> Result<Duration, String> {
 
 /// Decoding one image holds its samples (up to 4 bytes a pixel) and a converted copy of them at once.
 const DECODE_BYTES_PER_PIXEL: u64 = 8;
-
-/// The largest image, in pixels, that image decoding accepts (PIL's decompression-bomb limit).
-const MAX_IMAGE_PIXELS: u64 = 2 * 89_478_485;
 
 /// How many images `budget_mb` lets decode at once: each may be as large as `max_pixels` allows, at least one.
 fn decode_slots(budget_mb: u64, max_pixels: u64) -> usize {
@@ -184,6 +204,9 @@ impl ServeArgs {
             ("--max-queue", self.max_queue as u64),
             ("--max-connections", self.max_connections as u64),
             ("--decode-memory-mb", self.decode_memory_mb),
+            ("--max-results", self.max_results as u64),
+            ("--max-searches", self.max_searches as u64),
+            ("--thumbnail-size", u64::from(self.thumbnail_size)),
         ];
         for (flag, value) in counts {
             if value == 0 {
@@ -221,6 +244,51 @@ impl ServeArgs {
     }
 }
 
+/// The caption settings requests may choose: the server's generation flags first, then, for each strategy, those
+/// flags with the strategy changed (and the flags of other strategies dropped); with its name, a strategy's place
+/// in the list. A strategy the flags cannot be adapted to is left out, with a warning.
+fn caption_settings(
+    flags: &GenerationArgs,
+    model: &coca_model::Coca,
+    tokenizer: &Tokenizer,
+) -> Result<(Vec<GenerationConfig>, batcher::StrategyNames)> {
+    let mut configs = vec![flags.config_for(model, tokenizer)?];
+    let mut names = Vec::new();
+    for &strategy in StrategyArg::value_variants() {
+        let Some(name) = strategy
+            .to_possible_value()
+            .map(|v| v.get_name().to_string())
+        else {
+            continue;
+        };
+        if flags.strategy.unwrap_or(StrategyArg::Beam) == strategy {
+            names.push((name, 0));
+            continue;
+        }
+        let mut changed = flags.clone();
+        changed.strategy = Some(strategy);
+        if strategy != StrategyArg::Beam {
+            changed.num_beams = None;
+            changed.num_beam_groups = None;
+            changed.beam_scoring = None;
+            changed.length_penalty = None;
+        }
+        if matches!(strategy, StrategyArg::Beam | StrategyArg::Greedy) {
+            changed.top_k = None;
+            changed.top_p = None;
+            changed.temperature = None;
+        }
+        match changed.config_for(model, tokenizer) {
+            Ok(config) => {
+                names.push((name, configs.len()));
+                configs.push(config);
+            }
+            Err(e) => tracing::warn!("captions with strategy {name} are not offered: {e:#}"),
+        }
+    }
+    Ok((configs, names))
+}
+
 /// Resolve when the process is asked to stop (Ctrl-C, or SIGTERM on Unix).
 async fn shutdown_signal() {
     let ctrl_c = async {
@@ -248,9 +316,24 @@ async fn shutdown_signal() {
 pub fn run(args: ServeArgs) -> Result<()> {
     args.check()?;
     let started = Instant::now();
+    // The index first: a wrong folder is reported before the model is loaded.
+    let search = match &args.index {
+        Some(dir) => {
+            let index = index::SearchIndex::open(dir)
+                .with_context(|| format!("--index {}", dir.display()))?;
+            tracing::info!("index {}: {} rows", dir.display(), index.len());
+            Some(routes::SearchState {
+                index: Arc::new(index),
+                pool: Arc::new(Semaphore::new(args.max_searches)),
+                max_results: args.max_results,
+                thumbnail_size: args.thumbnail_size,
+            })
+        }
+        None => None,
+    };
     let tokenizer = Tokenizer::new().context("loading the CLIP tokenizer")?;
     let (model, cfg) = args.model.load()?;
-    let generation = args.generation.config_for(&model, &tokenizer)?;
+    let (generation, strategies) = caption_settings(&args.generation, &model, &tokenizer)?;
     let preprocess = preprocess_config(&cfg)?;
     let engine = Arc::new(batcher::Engine {
         model,
@@ -258,6 +341,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         name: args.model.model.clone(),
         tokenizer,
         generation,
+        strategies,
         preprocess,
     });
     let batcher = Arc::new(batcher::Batcher::start(
@@ -265,7 +349,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         args.max_batch,
         Duration::from_millis(args.batch_wait_ms),
     )?);
-    let decode_slots = decode_slots(args.decode_memory_mb, MAX_IMAGE_PIXELS);
+    let decode_slots = decode_slots(args.decode_memory_mb, engine.preprocess.limits.max_pixels);
     let state = Arc::new(routes::AppState {
         engine,
         batcher: batcher.clone(),
@@ -290,6 +374,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         metrics: metrics::Metrics::default(),
         classifier: (args.classifier.clone(), args.model.clone()),
         imagenet: tokio::sync::OnceCell::new(),
+        search,
     });
     let limits = conn::ConnLimits {
         header_timeout: args.header_timeout,
@@ -335,9 +420,10 @@ mod tests {
 
     #[test]
     fn the_decode_budget_bounds_the_images_decoded_at_once() {
-        let per_image_mb = MAX_IMAGE_PIXELS * DECODE_BYTES_PER_PIXEL / (1 << 20);
-        assert_eq!(decode_slots(1, MAX_IMAGE_PIXELS), 1, "at least one");
-        assert_eq!(decode_slots(per_image_mb * 3 + 1, MAX_IMAGE_PIXELS), 3);
+        let max = coca_image::PIL_MAX_IMAGE_PIXELS;
+        let per_image_mb = max * DECODE_BYTES_PER_PIXEL / (1 << 20);
+        assert_eq!(decode_slots(1, max), 1, "at least one");
+        assert_eq!(decode_slots(per_image_mb * 3 + 1, max), 3);
         assert_eq!(decode_slots(3072, 1 << 20), 384);
     }
 

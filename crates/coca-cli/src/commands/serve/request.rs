@@ -133,8 +133,9 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiE
 }
 
 /// A `multipart/form-data` body as the JSON object the endpoint takes: parts named `images` (file bytes) become
-/// base64 strings of the `images` list, parts named `texts` or `classes` entries of those lists, and any other
-/// part a string field (`top_k` a number), so both encodings reach the same checks.
+/// base64 strings of the `images` list and a part named `image` the base64 string `image`, parts named `texts`
+/// or `classes` entries of those lists, and any other part a string field (`top_k` a number), so both encodings
+/// reach the same checks.
 pub fn multipart_json(body: &[u8], boundary: &str) -> Result<serde_json::Value, ApiError> {
     use serde_json::{Map, Value};
     let bad = |m: &str| ApiError::bad_request(format!("multipart body: {m}"));
@@ -171,7 +172,9 @@ pub fn multipart_json(body: &[u8], boundary: &str) -> Result<serde_json::Value, 
             })
             .ok_or_else(|| bad("a part has no name"))?;
         let value = match name.as_str() {
-            "images" => Value::String(base64::engine::general_purpose::STANDARD.encode(content)),
+            "images" | "image" => {
+                Value::String(base64::engine::general_purpose::STANDARD.encode(content))
+            }
             _ => {
                 let text = std::str::from_utf8(content)
                     .map_err(|_| bad(&format!("the part {name:?} is not UTF-8 text")))?;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -17,10 +17,12 @@ use tokio::sync::Semaphore;
 use tower::Service as _;
 
 use candle_core::Tensor;
+use coca_retrieval::Modality;
 use coca_zeroshot::lists;
 
 use super::batcher::{Batcher, Engine};
 use super::error::ApiError;
+use super::index::{thumbnail, SearchIndex, ThumbnailError};
 use super::metrics::{route_label, Gauges, Metrics};
 use super::request::{
     body_kind, check_count, check_texts, images_tensor, multipart_json, parse_json, read_body,
@@ -68,6 +70,20 @@ pub struct AppState {
     pub classifier: (ClassifierArgs, ModelArgs),
     /// The built-in classes' embeddings, built at their first use.
     pub imagenet: tokio::sync::OnceCell<(Arc<Vec<String>>, Tensor)>,
+    /// What `/search` and `/thumbnail` need, with `--index`.
+    pub search: Option<SearchState>,
+}
+
+/// The index `/search` searches and the limits on searches and thumbnails.
+pub struct SearchState {
+    /// The index, opened at startup.
+    pub index: Arc<SearchIndex>,
+    /// Permits for one search each (a search reads one partition at a time).
+    pub pool: Arc<Semaphore>,
+    /// Most results one search returns (`--max-results`).
+    pub max_results: usize,
+    /// Longest side of a thumbnail, in pixels.
+    pub thumbnail_size: u32,
 }
 
 /// A model request's place among the admitted ones, given back when the request ends.
@@ -96,7 +112,8 @@ impl AppState {
 
 /// The endpoints `coca serve` answers, for the 404 message.
 const ENDPOINTS: &str =
-    "GET /, GET /health, GET /metrics, GET /openapi.json, POST /embed, POST /caption, POST /classify";
+    "GET /, GET /health, GET /metrics, GET /openapi.json, POST /embed, POST /caption, \
+     POST /classify, POST /search and GET /thumbnail/ID (with --index)";
 
 /// The routes.
 pub fn router(state: Arc<AppState>) -> Router {
@@ -106,6 +123,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/embed", post(embed))
         .route("/caption", post(caption))
         .route("/classify", post(classify))
+        .route("/search", post(search))
+        .route("/thumbnail/{id}", get(thumbnail_of))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi))
         .fallback(|| async {
@@ -300,6 +319,12 @@ async fn health(State(state): State<Arc<AppState>>) -> Json<Value> {
         "uptime_seconds": state.started.elapsed().as_secs_f64(),
         "forward_passes": stats.passes.load(Ordering::Relaxed),
         "items": stats.items.load(Ordering::Relaxed),
+        "caption_strategies": state.engine.strategies.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+        "index": state.search.as_ref().map(|s| json!({
+            "rows": s.index.len(),
+            "image_embeddings": s.index.has(Modality::Image),
+            "text_embeddings": s.index.has(Modality::Text),
+        })),
     }))
 }
 
@@ -316,6 +341,9 @@ struct EmbedRequest {
 #[serde(deny_unknown_fields)]
 struct CaptionRequest {
     images: Vec<String>,
+    /// A decoding strategy by name; the server's generation flags when left out.
+    #[serde(default)]
+    strategy: Option<String>,
 }
 
 /// Read a model request's body (after admitting it) and parse it as `T`.
@@ -388,6 +416,10 @@ async fn caption(
 ) -> Result<Response, ApiError> {
     let _admission = state.admit()?;
     let request: CaptionRequest = body(&state, request).await?;
+    let settings = state
+        .engine
+        .caption_settings(request.strategy.as_deref())
+        .map_err(ApiError::bad_request)?;
     if request.images.is_empty() {
         return Err(ApiError::bad_request(
             "\"images\" is empty: give at least one base64 image",
@@ -400,7 +432,7 @@ async fn caption(
         "--max-images",
     )?;
     let pixels = images_tensor(&state.engine, &state.decode_pool, request.images).await?;
-    let captions = state.batcher.caption(pixels).await?;
+    let captions = state.batcher.caption(pixels, settings).await?;
     Ok(Json(json!({ "captions": captions })).into_response())
 }
 
@@ -517,6 +549,180 @@ async fn classify(
         .map(|preds| json!({ "top_k": predictions_json(preds, &classnames) }))
         .collect();
     Ok(Json(json!({ "results": results })).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SearchRequest {
+    /// A text query.
+    #[serde(default)]
+    text: Option<String>,
+    /// An image query (base64 file bytes).
+    #[serde(default)]
+    image: Option<String>,
+    /// "image" or "text": which stored embeddings to compare with (default: images when the index has them).
+    #[serde(default)]
+    against: Option<String>,
+    #[serde(default = "default_search_k")]
+    top_k: usize,
+}
+
+fn default_search_k() -> usize {
+    10
+}
+
+/// The search state, or 404 when the server was started without `--index`.
+fn search_state(state: &AppState) -> Result<&SearchState, ApiError> {
+    state.search.as_ref().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "this server has no index to search: start it with --index DIR (a `coca embed --output-dir` folder)",
+        )
+    })
+}
+
+async fn search(
+    State(state): State<Arc<AppState>>,
+    request: Request<Body>,
+) -> Result<Response, ApiError> {
+    let search = search_state(&state)?;
+    let _admission = state.admit()?;
+    let request: SearchRequest = body(&state, request).await?;
+    if request.top_k == 0 || request.top_k > search.max_results {
+        return Err(ApiError::bad_request(format!(
+            "\"top_k\" must be from 1 to {} (--max-results)",
+            search.max_results
+        )));
+    }
+    let against = match request.against.as_deref() {
+        None => search.index.default_against(),
+        Some("image") => Modality::Image,
+        Some("text") => Modality::Text,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "\"against\": {other:?} is not \"image\" or \"text\""
+            )))
+        }
+    };
+    if !search.index.has(against) {
+        return Err(ApiError::bad_request(format!(
+            "\"against\": the index has no {} embeddings",
+            if against == Modality::Image {
+                "image"
+            } else {
+                "text"
+            }
+        )));
+    }
+    let query = match (request.text, request.image) {
+        (Some(text), None) => {
+            check_texts("text", std::slice::from_ref(&text), &state.limits)?;
+            let ids = texts_tensor(&state.engine, vec![text]).await?;
+            state.batcher.embed_texts(ids).await?
+        }
+        (None, Some(image)) => {
+            let pixels = images_tensor(&state.engine, &state.decode_pool, vec![image]).await?;
+            state.batcher.embed_images(pixels).await?
+        }
+        _ => {
+            return Err(ApiError::bad_request(
+                "give one query: \"text\" or \"image\" (base64 file bytes)",
+            ))
+        }
+    };
+    let query = query
+        .into_iter()
+        .next()
+        .ok_or_else(|| ApiError::internal("the model returned no embedding for the query"))?;
+    let permit = search
+        .pool
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(ApiError::internal)?;
+    let index = search.index.clone();
+    let k = request.top_k;
+    let results = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        index.search(&query, against, k)
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .map_err(|e| ApiError::internal(format!("searching the index: {e:#}")))?;
+    Ok(Json(json!({
+        "against": if against == Modality::Image { "image" } else { "text" },
+        "results": results,
+    }))
+    .into_response())
+}
+
+/// A thumbnail of an image the index lists, by its id (a result's `"id"`); nothing else can be asked for.
+async fn thumbnail_of(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let search = search_state(&state)?;
+    let not_found = || {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!(
+                "no image with id {id:?} in the index (ids are numbers from 0 to {})",
+                search.index.len().saturating_sub(1)
+            ),
+        )
+    };
+    let file = id
+        .parse::<usize>()
+        .ok()
+        .and_then(|n| search.index.file(n))
+        .ok_or_else(not_found)?
+        .to_path_buf();
+    let _admission = state.admit()?;
+    let permit = state
+        .decode_pool
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(ApiError::internal)?;
+    let (size, max_bytes) = (search.thumbnail_size, state.limits.max_body as u64);
+    let limits = state.engine.preprocess.limits;
+    let made = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        thumbnail(&file, size, max_bytes, &limits)
+    })
+    .await
+    .map_err(ApiError::internal)?;
+    let jpeg = match made {
+        Ok(jpeg) => jpeg,
+        Err(ThumbnailError::TooLarge(max)) => {
+            return Err(ApiError::too_large(format!(
+                "the image of id {id} is over {max} bytes (--max-body-mb)"
+            )))
+        }
+        Err(ThumbnailError::Unreadable(e)) => {
+            // The client only named an id: the file's path stays in the server's log.
+            tracing::warn!("thumbnail of id {id}: {e}");
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("the image of id {id} cannot be read or decoded"),
+            ));
+        }
+    };
+    Ok((
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static("image/jpeg")),
+            (
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("private, max-age=3600"),
+            ),
+            (
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            ),
+        ],
+        jpeg,
+    )
+        .into_response())
 }
 
 /// The web page: every asset inside it, nothing fetched from elsewhere.
