@@ -1,5 +1,6 @@
-//! coca's raw kernels: what [`super::ops`] chooses from. Nothing here decides when it runs; each function states
-//! the operands it accepts and fails (or, for the thin product, refuses) outside them.
+//! coca's raw kernels: what [`super::ops`] chooses from. Nothing here decides when a kernel runs (beyond running
+//! the CUDA version of a kernel for CUDA tensors); each function states the operands it accepts and fails outside
+//! them.
 //!
 //! - Single-node CPU kernels with a backward pass (f32): [`linear()`], [`layer_norm()`], [`gelu_erf`],
 //!   [`scaled_masked_softmax`], [`multi_head_attention`], [`cross_entropy_rows`] and the LM head's
