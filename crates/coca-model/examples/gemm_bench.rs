@@ -1,11 +1,11 @@
 //! GFLOP/s of the training path's products: the `gemm` crate (its default AVX2/FMA kernels) against
-//! `coca_model::nn::fused::gemm512`, on 1 thread and on rayon's pool.
+//! `coca_model::nn::raw_kernels::gemm512`, on 1 thread and on rayon's pool.
 //!
 //! `cargo run --release -p coca-model --example gemm_bench [-- SECONDS_PER_CASE]`
 
 use std::time::{Duration, Instant};
 
-use coca_model::nn::fused::gemm512::{self, Parallelism};
+use coca_model::nn::raw_kernels::gemm512::{self, Parallelism};
 
 /// How an operand is stored: row-major, or the transpose of a row-major matrix (`x·Wᵀ`'s `Wᵀ`), with the
 /// leading dimension (elements between consecutive rows, or columns).

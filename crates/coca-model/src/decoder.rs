@@ -5,7 +5,7 @@ use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::config::MultimodalConfig;
-use crate::nn::layers::project;
+use crate::nn::ops::project;
 use crate::nn::{
     Activation, AttentionMask, BlockRunner, Direct, LayerNorm, ResidualAttentionBlock,
 };
@@ -80,7 +80,7 @@ impl MultimodalDecoder {
     }
 
     /// What the LM head sees: the decoder's output after `ln_final` (batch, len, width), for losses that apply
-    /// the head themselves (see [`crate::nn::fused::lm_head_cross_entropy`]). Same inputs as [`MultimodalDecoder::forward`].
+    /// the head themselves (see [`crate::nn::ops::lm_head_nll_sum`]). Same inputs as [`MultimodalDecoder::forward`].
     pub fn final_hidden(&self, image_embs: &Tensor, text_embs: &Tensor) -> Result<Tensor> {
         self.final_hidden_in(image_embs, text_embs, &Direct)
     }

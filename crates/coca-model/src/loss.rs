@@ -3,8 +3,7 @@
 use candle_core::{DType, Result, Tensor, D};
 
 use crate::coca::{CocaOutput, TrainOutput};
-use crate::nn::ops::log_softmax_last_dim;
-use crate::nn::{chunked_lm_head, fused};
+use crate::nn::ops::{self, log_softmax_last_dim};
 
 /// Loss weights and the ignored padding id.
 #[derive(Debug, Clone, Copy)]
@@ -60,26 +59,14 @@ pub fn contrastive_loss(image: &Tensor, text: &Tensor, logit_scale: &Tensor) -> 
 pub fn caption_loss(logits: &Tensor, labels: &Tensor, pad_id: u32) -> Result<Tensor> {
     let (b, l, v) = logits.dims3()?;
     let logits = logits.reshape((b * l, v))?;
-    let labels = labels.reshape((b * l, 1))?.to_dtype(DType::U32)?;
-    let keep = labels.squeeze(1)?.ne(pad_id)?.to_dtype(logits.dtype())?;
-    let count = keep.to_dtype(DType::F32)?.sum_all()?.to_scalar::<f32>()?;
+    let labels = labels.reshape(b * l)?.to_dtype(DType::U32)?;
+    let keep = labels.ne(pad_id)?.to_dtype(DType::F32)?;
+    let count = keep.sum_all()?.to_scalar::<f32>()?;
     if count == 0.0 {
         candle_core::bail!("caption loss: every label is padding");
     }
-    if fused::applies(&[&logits]) {
-        // One pass over the (tokens × vocab) logits each way instead of a composed log-softmax.
-        let host = labels
-            .flatten_all()?
-            .to_device(&candle_core::Device::Cpu)?
-            .to_vec1::<u32>()?;
-        let nll = fused::cross_entropy_rows(&logits, &host)?;
-        return (nll * keep)?.sum_all()?.affine(1.0 / count as f64, 0.0);
-    }
-    let logp = log_softmax_last_dim(&logits)?;
-    let picked = logp.gather(&labels, D::Minus1)?.squeeze(1)?;
-    (picked * keep.to_dtype(DType::F32)?)?
-        .sum_all()?
-        .affine(-1.0 / count as f64, 0.0)
+    let nll = ops::cross_entropy(&logits, &labels)?;
+    (nll * keep)?.sum_all()?.affine(1.0 / count as f64, 0.0)
 }
 
 /// open_clip's `CoCaLoss` on one process. A zero contrastive weight skips the contrastive term entirely (as
@@ -133,11 +120,7 @@ impl CaptionNll {
             return Ok(Self::default());
         }
         let (hidden, head) = (hidden.detach(), out.lm_head.detach());
-        let sum = if fused::applies(&[&hidden, &head]) {
-            fused::lm_head_cross_entropy_sum(&hidden, &head, &labels, pad_id, 1.0)?
-        } else {
-            chunked_lm_head::lm_head_nll_sum(&hidden, &head, &labels, pad_id, 1.0)?
-        };
+        let sum = ops::lm_head_nll_sum(&hidden, &head, &labels, pad_id, 1.0)?;
         let sum = sum.to_scalar::<f32>()? as f64;
         Ok(Self { sum, tokens })
     }
@@ -168,8 +151,7 @@ fn caption_rows(out: &TrainOutput) -> Result<(Tensor, Vec<u32>)> {
 }
 
 /// [`coca_loss`] from a [`TrainOutput`]: the same value and gradients (up to rounding), but the caption term never
-/// materialises the caption logits: on the CPU in f32 it runs through [`fused::lm_head_cross_entropy`], elsewhere
-/// through [`chunked_lm_head::lm_head_nll_sum`].
+/// materialises the caption logits ([`ops::lm_head_nll_sum`]).
 pub fn coca_loss_fused(out: &TrainOutput, cfg: &CocaLossConfig) -> Result<CocaLoss> {
     coca_loss_fused_with(out, CaptionNll::default(), cfg)
 }
@@ -205,25 +187,8 @@ fn fused_caption_loss(out: &TrainOutput, held: CaptionNll, pad_id: u32) -> Resul
     if tokens == 0 {
         candle_core::bail!("caption loss: every label is padding");
     }
-    let live_part = if fused::applies(&[&hidden, &out.lm_head]) {
-        fused::lm_head_cross_entropy_sum(
-            &hidden,
-            &out.lm_head,
-            &labels,
-            pad_id,
-            1.0 / tokens as f64,
-        )?
-    } else if live > 0 {
-        chunked_lm_head::lm_head_nll_sum(
-            &hidden,
-            &out.lm_head,
-            &labels,
-            pad_id,
-            1.0 / tokens as f64,
-        )?
-    } else {
-        Tensor::zeros((), DType::F32, hidden.device())?
-    };
+    let live_part =
+        ops::lm_head_nll_sum(&hidden, &out.lm_head, &labels, pad_id, 1.0 / tokens as f64)?;
     if held.tokens == 0 {
         return Ok(live_part);
     }
@@ -233,7 +198,7 @@ fn fused_caption_loss(out: &TrainOutput, held: CaptionNll, pad_id: u32) -> Resul
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::nn::fused::tests::assert_close;
+    use crate::nn::kernels::tests::assert_close;
     use crate::test_support::{batch, tiny};
     use crate::weights::TrainableCoca;
     use candle_core::Tensor;

@@ -33,18 +33,9 @@ impl AttentionalPooler {
 
     /// Pool `x` (batch, tokens, context_dim) into (batch, n_queries, d_model).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let batch = x.dim(0)?;
         let context = self.ln_k.forward(x)?;
-        // The queries do not depend on the input: normalise and project them once, then share across the batch.
+        // The queries do not depend on the input: a batch of one, which the attention shares across the batch.
         let q = self.ln_q.forward(&self.query)?.unsqueeze(0)?;
-        if self.attn.fused_applies(&q, Some(&context), None) {
-            // Projects the shared queries once, then hands one copy per batch item to the fused node.
-            return self.attn.forward(&q, Some(&context), None);
-        }
-        let q = self.attn.project_query(&q)?;
-        let (_, h, n, d) = q.dims4()?;
-        let q = q.broadcast_as((batch, h, n, d))?.contiguous()?;
-        let kv = self.attn.project_kv(&context)?;
-        self.attn.attend(&q, &kv, None)
+        self.attn.forward(&q, Some(&context), None)
     }
 }

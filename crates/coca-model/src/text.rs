@@ -5,7 +5,8 @@ use candle_core::{DType, Device, Result, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::config::TextConfig;
-use crate::nn::layers::{project, Linear};
+use crate::nn::layers::Linear;
+use crate::nn::ops::project;
 use crate::nn::{Activation, BlockRunner, Direct, LayerNorm, Transformer};
 
 /// The output of the text tower.

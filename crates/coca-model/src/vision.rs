@@ -4,7 +4,7 @@ use candle_core::{DType, Result, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::config::{CocaConfig, PaperPoolMode, VisionPooling};
-use crate::nn::layers::project;
+use crate::nn::ops::project;
 use crate::nn::{Activation, BlockRunner, Direct, LayerNorm, Transformer};
 use crate::pooler::AttentionalPooler;
 
@@ -138,7 +138,7 @@ impl VisionTower {
             .contiguous()?
             .reshape((b, gh * gw, c * ph * pw))?;
         let kernel = self.conv1.reshape((width, c * ph * pw))?;
-        crate::nn::layers::matmul_transposed(&patches, &kernel, None)
+        crate::nn::ops::linear(&patches, &kernel, None)
     }
 
     /// Encoder tokens after the transformer: (batch, 1 + patches, width).

@@ -13,7 +13,7 @@
 #![cfg(feature = "cuda")]
 
 use candle_core::{DType, Device, Tensor, Var};
-use coca_model::nn::fused;
+use coca_model::nn::raw_kernels;
 
 /// Output and gradient tolerances of f32 activations.
 const F32_OUT: f32 = 1e-5;
@@ -144,7 +144,7 @@ fn check_layer_norm(dev: &Device, dims: &[usize], dtype: DType, transpose: bool,
         Var::from_tensor(&b).unwrap(),
     );
     let want =
-        fused::layer_norm(&xs(xc.as_tensor()), wc.as_tensor(), bc.as_tensor(), 1e-5).unwrap();
+        raw_kernels::layer_norm(&xs(xc.as_tensor()), wc.as_tensor(), bc.as_tensor(), 1e-5).unwrap();
     let want_grads = grads_of(&want, &target, &[&xc, &wc, &bc]);
 
     let to_gpu = |t: &Tensor, dt: DType| {
@@ -155,7 +155,8 @@ fn check_layer_norm(dev: &Device, dims: &[usize], dtype: DType, transpose: bool,
         to_gpu(&w, DType::F32),
         to_gpu(&b, DType::F32),
     );
-    let got = fused::layer_norm(&xs(xg.as_tensor()), wg.as_tensor(), bg.as_tensor(), 1e-5).unwrap();
+    let got =
+        raw_kernels::layer_norm(&xs(xg.as_tensor()), wg.as_tensor(), bg.as_tensor(), 1e-5).unwrap();
     assert_eq!(got.dtype(), dtype, "{what}: output dtype");
     let got_grads = grads_of(&got, &target.to_device(dev).unwrap(), &[&xg, &wg, &bg]);
     assert_eq!(got_grads[0].dtype(), dtype, "{what}: dx dtype");
@@ -220,7 +221,7 @@ fn layer_norm_parameter_gradients_are_deterministic() {
     let b = Var::from_tensor(&randn(9, &[768], 0.0, 0.3).to_device(&dev).unwrap()).unwrap();
     let target = randn(10, &[2048, 768], 0.0, 1.0).to_device(&dev).unwrap();
     let run = || {
-        let y = fused::layer_norm(x.as_tensor(), w.as_tensor(), b.as_tensor(), 1e-5).unwrap();
+        let y = raw_kernels::layer_norm(x.as_tensor(), w.as_tensor(), b.as_tensor(), 1e-5).unwrap();
         grads_of(&y, &target, &[&w, &b])
             .iter()
             .map(|g| g.to_device(&Device::Cpu).unwrap().to_vec1::<f32>().unwrap())
@@ -243,11 +244,11 @@ fn check_gelu(dev: &Device, x: &Tensor, dtype: DType, transpose: bool, what: &st
     let target = as_seen(&randn(5, &out_dims, 0.0, 1.0), dtype);
 
     let xc = Var::from_tensor(&x).unwrap();
-    let want = fused::gelu_erf(&xs(xc.as_tensor())).unwrap();
+    let want = raw_kernels::gelu_erf(&xs(xc.as_tensor())).unwrap();
     let want_grad = grads_of(&want, &target, &[&xc]);
 
     let xg = Var::from_tensor(&x.to_dtype(dtype).unwrap().to_device(dev).unwrap()).unwrap();
-    let got = fused::gelu_erf(&xs(xg.as_tensor())).unwrap();
+    let got = raw_kernels::gelu_erf(&xs(xg.as_tensor())).unwrap();
     assert_eq!(got.dtype(), dtype, "{what}: output dtype");
     let got_grad = grads_of(&got, &target.to_device(dev).unwrap(), &[&xg]);
     assert_eq!(got_grad[0].dtype(), dtype, "{what}: dx dtype");
@@ -314,13 +315,14 @@ fn check_bias_gelu(dev: &Device, dims: &[usize], dtype: DType, seed: u64) {
     let target = as_seen(&randn(seed + 2, dims, 0.0, 1.0), dtype);
 
     let (xc, bc) = (Var::from_tensor(&x).unwrap(), Var::from_tensor(&b).unwrap());
-    let want = fused::gelu_erf(&xc.as_tensor().broadcast_add(bc.as_tensor()).unwrap()).unwrap();
+    let want =
+        raw_kernels::gelu_erf(&xc.as_tensor().broadcast_add(bc.as_tensor()).unwrap()).unwrap();
     let want_grads = grads_of(&want, &target, &[&xc, &bc]);
 
     let to_gpu =
         |t: &Tensor| Var::from_tensor(&t.to_dtype(dtype).unwrap().to_device(dev).unwrap()).unwrap();
     let (xg, bg) = (to_gpu(&x), to_gpu(&b));
-    let got = fused::bias_gelu_erf(xg.as_tensor(), bg.as_tensor()).unwrap();
+    let got = raw_kernels::bias_gelu_erf(xg.as_tensor(), bg.as_tensor()).unwrap();
     assert_eq!(got.dtype(), dtype, "{what}: output dtype");
     let got_grads = grads_of(&got, &target.to_device(dev).unwrap(), &[&xg, &bg]);
     assert_eq!(got_grads[0].dtype(), dtype, "{what}: dx dtype");
@@ -405,13 +407,13 @@ fn check_softmax(
     let target = as_seen(&randn(seed + 1, &out_dims, 0.0, 1.0), dtype);
 
     let xc = Var::from_tensor(&x).unwrap();
-    let want = fused::scaled_masked_softmax(&xs(xc.as_tensor()), scale, m).unwrap();
+    let want = raw_kernels::scaled_masked_softmax(&xs(xc.as_tensor()), scale, m).unwrap();
     let want_grad = grads_of(&want, &target, &[&xc]);
 
     let xg = Var::from_tensor(&x.to_dtype(dtype).unwrap().to_device(dev).unwrap()).unwrap();
     // The mask in the activations' dtype, as the attention layers hand it over (−∞ and the offsets are exact).
     let mg = m.map(|m| m.to_dtype(dtype).unwrap().to_device(dev).unwrap());
-    let got = fused::scaled_masked_softmax(&xs(xg.as_tensor()), scale, mg.as_ref()).unwrap();
+    let got = raw_kernels::scaled_masked_softmax(&xs(xg.as_tensor()), scale, mg.as_ref()).unwrap();
     assert_eq!(got.dtype(), dtype, "{what}: output dtype");
     let got_grad = grads_of(&got, &target.to_device(dev).unwrap(), &[&xg]);
     assert_eq!(got_grad[0].dtype(), dtype, "{what}: dx dtype");

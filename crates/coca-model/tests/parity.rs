@@ -61,7 +61,7 @@ fn tiny_cls_pooling_matches_open_clip() {
 /// half precision run candle's composed ops instead. Hold that path to open_clip too, outputs and gradients.
 #[test]
 fn composed_candle_ops_match_open_clip_too() {
-    coca_model::nn::fused::with_composed_ops(|| {
+    coca_model::nn::ops::with_composed_ops(|| {
         check("tiny_legacy", ParityOptions::default());
         check("tiny_parallel", ParityOptions::default());
     });

@@ -3,9 +3,8 @@
 use candle_core::{DType, Device, Result, Tensor};
 use candle_nn::VarBuilder;
 
-use super::fused::{self, Projections};
-use super::layers::{matmul_transposed, Linear};
-use super::ops;
+use super::layers::Linear;
+use super::ops::{self, Projections};
 
 /// An additive attention mask (0 = attend, −∞ = blocked), broadcastable to (batch, heads, queries, keys).
 #[derive(Debug, Clone)]
@@ -100,10 +99,7 @@ impl MultiheadAttention {
 
     /// (batch, len, E) → (batch, heads, len, head_dim), contiguous.
     fn split_heads(&self, x: &Tensor) -> Result<Tensor> {
-        let (b, l, _) = x.dims3()?;
-        x.reshape((b, l, self.heads, self.embed_dim / self.heads))?
-            .transpose(1, 2)?
-            .contiguous()
+        ops::split_heads(x, self.heads)
     }
 
     /// Project the query side: (batch, len, E) → (batch, heads, len, head_dim).
@@ -111,7 +107,7 @@ impl MultiheadAttention {
         let q = match &self.in_proj {
             InProjection::Packed { weight, bias } => {
                 let e = self.embed_dim;
-                matmul_transposed(x, &weight.narrow(0, 0, e)?, Some(&bias.narrow(0, 0, e)?))?
+                ops::linear(x, &weight.narrow(0, 0, e)?, Some(&bias.narrow(0, 0, e)?))?
             }
             InProjection::Separate { q, .. } => q.forward(x)?,
         };
@@ -123,7 +119,7 @@ impl MultiheadAttention {
         let (k, v) = match &self.in_proj {
             InProjection::Packed { weight, bias } => {
                 let e = self.embed_dim;
-                let kv = matmul_transposed(
+                let kv = ops::linear(
                     context,
                     &weight.narrow(0, e, 2 * e)?,
                     Some(&bias.narrow(0, e, 2 * e)?),
@@ -143,7 +139,7 @@ impl MultiheadAttention {
         match &self.in_proj {
             InProjection::Packed { weight, bias } => {
                 let e = self.embed_dim;
-                let qkv = matmul_transposed(x, weight, Some(bias))?;
+                let qkv = ops::linear(x, weight, Some(bias))?;
                 let q = self.split_heads(&qkv.narrow(2, 0, e)?)?;
                 let k = self.split_heads(&qkv.narrow(2, e, e)?)?;
                 let v = self.split_heads(&qkv.narrow(2, 2 * e, e)?)?;
@@ -153,41 +149,17 @@ impl MultiheadAttention {
         }
     }
 
-    /// Scaled dot-product attention of projected heads, then the output projection.
+    /// Scaled dot-product attention of projected heads ([`ops::attention_heads`]), then the output projection.
     /// `q`: (b, h, lq, d); keys/values: (b, h, lk, d); `mask` additive, broadcastable to (b, h, lq, lk).
     pub fn attend(&self, q: &Tensor, kv: &KeyValue, mask: Option<&Tensor>) -> Result<Tensor> {
-        let (b, h, lq, d) = q.dims4()?;
-        let scale = 1.0 / (d as f64).sqrt();
-        let scores = q.matmul(&kv.k.t()?)?;
-        let probs = ops::attention_softmax(&scores, scale, mask)?;
-        let out = probs.matmul(&kv.v)?; // (b, h, lq, d)
-        let out = out.transpose(1, 2)?.reshape((b, lq, h * d))?;
-        self.out_proj.forward(&out)
+        self.out_proj
+            .forward(&ops::attention_heads(q, &kv.k, &kv.v, mask)?)
     }
 
-    /// `true` when a forward over these inputs takes the fused path (training and CPU inference alike): every
-    /// tensor suits [`fused::applies`].
-    pub(crate) fn fused_applies(
-        &self,
-        query: &Tensor,
-        context: Option<&Tensor>,
-        mask: Option<&Tensor>,
-    ) -> bool {
-        let mut tensors = vec![query];
-        tensors.extend(context);
-        match &self.in_proj {
-            InProjection::Packed { weight, bias } => tensors.extend([weight, bias]),
-            InProjection::Separate { q, k, v } => {
-                for l in [q, k, v] {
-                    tensors.extend(l.parameters());
-                }
-            }
-        }
-        fused::applies(&tensors) && mask.is_none_or(|m| fused::applies(&[m]))
-    }
-
-    /// The fused path: projections, then one fused node from them to the merged heads.
-    fn forward_fused(
+    /// Attention from `query` to `context` (`None`: self-attention): the projections, [`ops::attention`] from them
+    /// to the merged heads, the output projection. A `query` of batch 1 with a larger context batch is shared by
+    /// every context item (the attentional pooler's learned queries): it is projected once, then repeated.
+    pub fn forward(
         &self,
         query: &Tensor,
         context: Option<&Tensor>,
@@ -196,48 +168,30 @@ impl MultiheadAttention {
         let e = self.embed_dim;
         let out = match (&self.in_proj, context) {
             (InProjection::Packed { weight, bias }, None) => {
-                let qkv = matmul_transposed(query, weight, Some(bias))?;
-                fused::multi_head_attention(Projections::Packed(&qkv), self.heads, mask)?
+                let qkv = ops::linear(query, weight, Some(bias))?;
+                ops::attention(Projections::Packed(&qkv), self.heads, mask)?
             }
             (InProjection::Packed { weight, bias }, Some(ctx)) => {
-                let q = matmul_transposed(
+                let q = ops::linear(
                     query,
                     &weight.narrow(0, 0, e)?,
                     Some(&bias.narrow(0, 0, e)?),
                 )?;
                 let q = share_across_batch(q, ctx.dim(0)?)?;
-                let kv = matmul_transposed(
+                let kv = ops::linear(
                     ctx,
                     &weight.narrow(0, e, 2 * e)?,
                     Some(&bias.narrow(0, e, 2 * e)?),
                 )?;
-                fused::multi_head_attention(Projections::QueryKeyValue(&q, &kv), self.heads, mask)?
+                ops::attention(Projections::QueryKeyValue(&q, &kv), self.heads, mask)?
             }
             (InProjection::Separate { q, k, v }, ctx) => {
                 let ctx = ctx.unwrap_or(query);
                 let q = share_across_batch(q.forward(query)?, ctx.dim(0)?)?;
                 let (k, v) = (k.forward(ctx)?, v.forward(ctx)?);
-                fused::multi_head_attention(Projections::Separate(&q, &k, &v), self.heads, mask)?
+                ops::attention(Projections::Separate(&q, &k, &v), self.heads, mask)?
             }
         };
         self.out_proj.forward(&out)
-    }
-
-    /// Attention from `query` to `context` (`None`: self-attention). A `query` of batch 1 with a larger context
-    /// batch is shared by every context item (the attentional pooler's learned queries); it is projected once.
-    pub fn forward(
-        &self,
-        query: &Tensor,
-        context: Option<&Tensor>,
-        mask: Option<&Tensor>,
-    ) -> Result<Tensor> {
-        if self.fused_applies(query, context, mask) {
-            return self.forward_fused(query, context, mask);
-        }
-        let (q, kv) = match context {
-            None => self.project_qkv(query)?,
-            Some(ctx) => (self.project_query(query)?, self.project_kv(ctx)?),
-        };
-        self.attend(&q, &kv, mask)
     }
 }

@@ -1,54 +1,184 @@
-//! Elementary functions shared by every tower.
+//! The ops every tower computes with, and the one place that chooses how each runs: one of coca's kernels
+//! (`nn/kernels/`, private to this crate) or candle's ops. The layers, the towers and the loss call only these
+//! functions, so a new precision or kernel changes this module and its kernels, nothing else.
 //!
-//! candle's fused `layer_norm` and `softmax_last_dim` kernels are fast but have no backward pass: a gradient
-//! flowing through them is silently dropped. Each function here therefore picks the fused kernel only when no
-//! input takes part in autograd (`track_op() == false`), and otherwise composes differentiable primitives. The
-//! gradient-parity tests against open_clip prove the training path. On the CPU in f32, training and inference use
-//! the single-node kernels of [`super::fused`] (forward and backward in one pass each) instead of both;
-//! on CUDA it does so for LayerNorm, GELU and the attention softmax in f32 and bf16 when the `cuda` feature is
-//! built and `COCA_CUDA_KERNELS=1` ([`fused::cuda_applies`]).
+//! # Paths
+//!
+//! Each op looks at its operands (device, dtype, whether a gradient is recorded, shape) and takes one of:
+//!
+//! - **coca CPU**: every operand f32 on the CPU. coca's single-node kernels, forward and backward in one pass
+//!   each, for training and inference alike. Off with `COCA_FUSED=0`, or on one thread inside
+//!   [`with_composed_ops`], so that the candle path (what CUDA and half precision run) can be measured and held to
+//!   open_clip on the CPU too.
+//! - **coca CUDA**: built with the `cuda` feature, `COCA_CUDA_KERNELS=1`, every operand f32 or bf16 on a CUDA
+//!   device. coca's CUDA kernels for LayerNorm, GELU (with the MLP's bias folded in) and the attention softmax.
+//!   Opt-in until their GPU tests (`tests/cuda_kernels.rs`) have passed on the card in use.
+//! - **candle**: everything else (CUDA by default, bf16/f16 on either device, the CPU with the switch above off):
+//!   candle's own kernels where they exist and no gradient is needed (they have no backward, which would be
+//!   dropped silently), otherwise compositions of differentiable candle primitives.
+//!
+//! Independently of these, products with at most `thin_matmul::MAX_ROWS` (8) activation rows, f32 on the CPU,
+//! without a gradient and with a contiguous weight (decoding steps) take the thin mat-vec kernel: candle's GEMM
+//! packs the weight on every call, which costs as much as the product at that shape. It is not part of the coca
+//! CPU path and so also runs inside [`with_composed_ops`].
+//!
+//! | op | coca CPU | coca CUDA | candle |
+//! |---|---|---|---|
+//! | [`linear`] | thin if it fits, else the fused linear node (bias as the GEMM's accumulator) | candle matmul + bias | thin if it fits, else candle matmul + bias |
+//! | [`project`] | thin if it fits, else candle matmul | candle matmul | thin if it fits, else candle matmul |
+//! | [`layer_norm`] | kernel | candle's kernel without a gradient and one dtype, else coca's kernel | candle's kernel without a gradient and one dtype, else composed in f32 |
+//! | [`gelu`] | kernel (vectorised; candle's erf is scalar) | coca's kernel with a gradient, else candle's | candle's `gelu_erf` |
+//! | [`linear_activation`] | [`linear`], then the activation | GELU: linear without bias, then one bias + GELU kernel | [`linear`], then the activation |
+//! | [`attention`] | one fused node from the projections to the merged heads | composed over split heads, softmax by [`attention_softmax`] | composed over split heads |
+//! | [`attention_softmax`] | kernel with a gradient, else candle's softmax | kernel with a gradient, else candle's softmax | scale, mask, [`softmax_last_dim`] |
+//! | [`softmax_last_dim`] | candle's kernel without a gradient, else composed | same | same |
+//! | [`cross_entropy`] | kernel (one pass over the logits each way) | composed log-softmax and gather | composed log-softmax and gather |
+//! | [`lm_head_nll_sum`] | kernel, logits never stored | logits in chunks of rows (`chunked_lm_head`) | logits in chunks of rows |
+//!
+//! The rest ([`log_softmax_last_dim`], [`quick_gelu`], [`l2_normalize`], [`split_heads`]) are the same candle
+//! compositions everywhere. The parity tests against open_clip run the coca CPU path and, inside
+//! [`with_composed_ops`], the candle path, both with gradients.
 
-use candle_core::{DType, Result, Tensor, D};
+use candle_core::{DType, Device, Result, Tensor, D};
 
-use super::fused;
+use super::kernels::{self, chunked_lm_head, thin_matmul};
+use super::layers::Activation;
+
+pub use super::kernels::Projections;
 
 /// open_clip's LayerNorm epsilon.
 pub const LAYER_NORM_EPS: f64 = 1e-5;
+
+/// Which family of kernels an op runs on its operands (see the module documentation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Path {
+    /// coca's CPU kernels: every operand f32 on the CPU, the switch on.
+    CocaCpu,
+    /// coca's CUDA kernels: the `cuda` feature, `COCA_CUDA_KERNELS=1`, every operand f32 or bf16 on CUDA.
+    CocaCuda,
+    /// candle's kernels and compositions.
+    Candle,
+}
+
+/// The path of an op over all of `ts`.
+fn path(ts: &[&Tensor]) -> Path {
+    let all = |f: fn(&Tensor) -> bool| ts.iter().all(|t| f(t));
+    if coca_cpu_enabled() && all(|t| t.dtype() == DType::F32 && matches!(t.device(), Device::Cpu)) {
+        Path::CocaCpu
+    } else if cfg!(feature = "cuda")
+        && coca_cuda_enabled()
+        && all(|t| t.device().is_cuda() && matches!(t.dtype(), DType::F32 | DType::BF16))
+    {
+        Path::CocaCuda
+    } else {
+        Path::Candle
+    }
+}
 
 /// `true` when any tensor records its graph, i.e. a backward pass may run through this op.
 fn any_tracks(ts: &[&Tensor]) -> bool {
     ts.iter().any(|t| t.track_op())
 }
 
+/// The coca CPU path is on: not `COCA_FUSED=0`, and not inside [`with_composed_ops`] on this thread.
+fn coca_cpu_enabled() -> bool {
+    static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    !COMPOSED_ONLY.with(std::cell::Cell::get)
+        && *ENABLED.get_or_init(|| std::env::var("COCA_FUSED").map_or(true, |v| v != "0"))
+}
+
+/// `COCA_CUDA_KERNELS=1` (read once per process).
+fn coca_cuda_enabled() -> bool {
+    static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ENABLED.get_or_init(|| std::env::var("COCA_CUDA_KERNELS").is_ok_and(|v| v == "1"))
+}
+
+thread_local! {
+    static COMPOSED_ONLY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Run `f` with the coca CPU path off on the calling thread, so that the models inside it take candle's ops: the
+/// path of CUDA (without `COCA_CUDA_KERNELS`) and of half precision. Lets the parity tests hold that path to
+/// open_clip on the CPU as well. The choice is made per op on the calling thread, so the kernels' own worker
+/// threads need no flag.
+pub fn with_composed_ops<R>(f: impl FnOnce() -> R) -> R {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            COMPOSED_ONLY.with(|c| c.set(self.0));
+        }
+    }
+    let _restore = Restore(COMPOSED_ONLY.with(|c| c.replace(true)));
+    f()
+}
+
+/// `x`'s leading dimensions folded into rows: (rows, last), and the shape of a result whose last dimension is
+/// `out`.
+fn fold_rows(x: &Tensor, out: usize) -> Result<(Tensor, Vec<usize>)> {
+    let dims = x.dims();
+    let (lead, last) = dims.split_at(dims.len() - 1);
+    let flat = x.reshape((lead.iter().product::<usize>(), last[0]))?;
+    let mut out_shape = lead.to_vec();
+    out_shape.push(out);
+    Ok((flat, out_shape))
+}
+
+/// `x·Wᵀ (+ b)` over the last dimension of `x`, `weight` (out, in) as `nn.Linear` stores it. Leading dimensions
+/// are folded so that one large GEMM runs instead of a batch of small ones.
+pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    let (flat, out_shape) = fold_rows(x, weight.dim(0)?)?;
+    let mut operands = vec![&flat, weight];
+    operands.extend(bias);
+    let y = match (thin_matmul::fits(&flat, weight, 1), path(&operands)) {
+        (true, _) => thin_matmul::thin_matmul_transposed(&flat, weight)?,
+        // The bias is the fused GEMM's initial accumulator.
+        (false, Path::CocaCpu) => return kernels::linear(&flat, weight, bias)?.reshape(out_shape),
+        (false, Path::CocaCuda | Path::Candle) => flat.matmul(&weight.t()?)?,
+    };
+    match bias {
+        Some(b) => y.broadcast_add(b)?.reshape(out_shape),
+        None => y.reshape(out_shape),
+    }
+}
+
+/// `x @ P` for open_clip's bare projection matrices stored as (in, out), over the last dimension of `x`.
+pub fn project(x: &Tensor, proj: &Tensor) -> Result<Tensor> {
+    let (flat, out_shape) = fold_rows(x, proj.dim(1)?)?;
+    let y = match thin_matmul::fits(&flat, proj, 0) {
+        true => thin_matmul::thin_matmul(&flat, proj)?,
+        false => flat.matmul(proj)?,
+    };
+    y.reshape(out_shape)
+}
+
 /// LayerNorm over the last dimension, computed in f32 whatever the input dtype (as open_clip's `LayerNormFp32`
 /// does for half-precision weights), result cast back to the input dtype.
 pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
     let dtype = x.dtype();
-    // candle's kernel accumulates in f32 whatever the storage dtype, as LayerNormFp32 does.
-    let cpu_fused = fused::applies(&[x, weight, bias]);
-    if !cpu_fused
-        && !any_tracks(&[x, weight, bias])
-        && weight.dtype() == dtype
-        && bias.dtype() == dtype
-    {
-        return candle_nn::ops::layer_norm(&x.contiguous()?, weight, bias, eps as f32);
+    // candle's kernel accumulates in f32 whatever the storage dtype, as LayerNormFp32 does, but has no backward
+    // and takes one dtype.
+    let candle_kernel =
+        !any_tracks(&[x, weight, bias]) && weight.dtype() == dtype && bias.dtype() == dtype;
+    match (path(&[x, weight, bias]), candle_kernel) {
+        (Path::CocaCpu, _) | (Path::CocaCuda, false) => kernels::layer_norm(x, weight, bias, eps),
+        (Path::CocaCuda | Path::Candle, true) => {
+            candle_nn::ops::layer_norm(&x.contiguous()?, weight, bias, eps as f32)
+        }
+        (Path::Candle, false) => {
+            let xf = x.to_dtype(DType::F32)?;
+            let mean = xf.mean_keepdim(D::Minus1)?;
+            let centered = xf.broadcast_sub(&mean)?;
+            let var = centered.sqr()?.mean_keepdim(D::Minus1)?;
+            let normed = centered.broadcast_div(&(var + eps)?.sqrt()?)?;
+            let w = weight.to_dtype(DType::F32)?;
+            let b = bias.to_dtype(DType::F32)?;
+            normed.broadcast_mul(&w)?.broadcast_add(&b)?.to_dtype(dtype)
+        }
     }
-    if cpu_fused || fused::cuda_applies(&[x, weight, bias]) {
-        return fused::layer_norm(x, weight, bias, eps);
-    }
-    let xf = x.to_dtype(DType::F32)?;
-    let mean = xf.mean_keepdim(D::Minus1)?;
-    let centered = xf.broadcast_sub(&mean)?;
-    let var = centered.sqr()?.mean_keepdim(D::Minus1)?;
-    let normed = centered.broadcast_div(&(var + eps)?.sqrt()?)?;
-    let w = weight.to_dtype(DType::F32)?;
-    let b = bias.to_dtype(DType::F32)?;
-    normed.broadcast_mul(&w)?.broadcast_add(&b)?.to_dtype(dtype)
 }
 
 /// Softmax over the last dimension (computed in f32 for half-precision inputs).
 pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
-    let dtype = x.dtype();
     if !any_tracks(&[x]) {
         return candle_nn::ops::softmax_last_dim(&x.contiguous()?);
     }
@@ -57,23 +187,82 @@ pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
     let max = xf.max_keepdim(D::Minus1)?.detach();
     let num = xf.broadcast_sub(&max)?.exp()?;
     let den = num.sum_keepdim(D::Minus1)?;
-    num.broadcast_div(&den)?.to_dtype(dtype)
+    num.broadcast_div(&den)?.to_dtype(x.dtype())
 }
 
 /// Attention probabilities `softmax(scale · scores + mask)` over the last dimension (`mask` additive,
 /// broadcastable to `scores`).
 pub fn attention_softmax(scores: &Tensor, scale: f64, mask: Option<&Tensor>) -> Result<Tensor> {
-    let tracks = any_tracks(&[scores]);
-    let cpu = fused::applies(&[scores]) && mask.is_none_or(|m| fused::applies(&[m]));
-    let cuda = fused::cuda_applies(&[scores]) && mask.is_none_or(|m| fused::cuda_applies(&[m]));
-    if tracks && (cpu || cuda) {
-        return fused::scaled_masked_softmax(scores, scale, mask);
+    let mut operands = vec![scores];
+    operands.extend(mask);
+    match (path(&operands), any_tracks(&[scores])) {
+        (Path::CocaCpu | Path::CocaCuda, true) => {
+            kernels::scaled_masked_softmax(scores, scale, mask)
+        }
+        _ => {
+            let mut scores = (scores * scale)?;
+            if let Some(mask) = mask {
+                scores = scores.broadcast_add(mask)?;
+            }
+            softmax_last_dim(&scores)
+        }
     }
-    let mut scores = (scores * scale)?;
-    if let Some(mask) = mask {
-        scores = scores.broadcast_add(mask)?;
+}
+
+/// (batch, len, E) → (batch, heads, len, E / heads), contiguous.
+pub fn split_heads(x: &Tensor, heads: usize) -> Result<Tensor> {
+    let (b, l, e) = x.dims3()?;
+    x.reshape((b, l, heads, e / heads))?
+        .transpose(1, 2)?
+        .contiguous()
+}
+
+/// Multi-head scaled dot-product attention `softmax(Q·Kᵀ/√d + mask)·V` over projected queries, keys and values,
+/// with the heads merged: (batch, queries, E). `mask` is additive (−∞ = blocked), broadcastable to
+/// (batch, heads, queries, keys) except along the keys.
+pub fn attention(projections: Projections, heads: usize, mask: Option<&Tensor>) -> Result<Tensor> {
+    let mut operands = match projections {
+        Projections::Packed(qkv) => vec![qkv],
+        Projections::QueryKeyValue(q, kv) => vec![q, kv],
+        Projections::Separate(q, k, v) => vec![q, k, v],
+    };
+    operands.extend(mask);
+    match path(&operands) {
+        Path::CocaCpu => kernels::multi_head_attention(projections, heads, mask),
+        Path::CocaCuda | Path::Candle => {
+            let (q, k, v) = match projections {
+                Projections::Packed(qkv) => {
+                    let e = qkv.dim(2)? / 3;
+                    let part = |i| qkv.narrow(2, i * e, e);
+                    (part(0)?, part(1)?, part(2)?)
+                }
+                Projections::QueryKeyValue(q, kv) => {
+                    let e = kv.dim(2)? / 2;
+                    (q.clone(), kv.narrow(2, 0, e)?, kv.narrow(2, e, e)?)
+                }
+                Projections::Separate(q, k, v) => (q.clone(), k.clone(), v.clone()),
+            };
+            let [q, k, v] = [q, k, v].map(|t| split_heads(&t, heads));
+            attention_heads(&q?, &k?, &v?, mask)
+        }
     }
-    softmax_last_dim(&scores)
+}
+
+/// [`attention`] over heads already split: `q` (batch, heads, queries, d), `k` and `v` (batch, heads, keys, d),
+/// result (batch, queries, heads·d). Composed on every path (no kernel reads this layout, which the decoding
+/// cache keeps); the softmax is [`attention_softmax`]'s choice.
+pub fn attention_heads(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    mask: Option<&Tensor>,
+) -> Result<Tensor> {
+    let (b, h, lq, d) = q.dims4()?;
+    let scale = 1.0 / (d as f64).sqrt();
+    let scores = q.matmul(&k.t()?)?;
+    let probs = attention_softmax(&scores, scale, mask)?;
+    let out = probs.matmul(v)?; // (b, h, lq, d)
+    out.transpose(1, 2)?.reshape((b, lq, h * d))
 }
 
 /// Log-softmax over the last dimension, in f32.
@@ -85,18 +274,75 @@ pub fn log_softmax_last_dim(x: &Tensor) -> Result<Tensor> {
     shifted.broadcast_sub(&lse)
 }
 
-/// Exact (erf) GELU, as `nn.GELU()`; differentiable in candle.
-pub fn gelu(x: &Tensor) -> Result<Tensor> {
-    // On the CPU coca's vectorised kernel is faster than candle's scalar erf, with or without a gradient.
-    if fused::applies(&[x]) || (any_tracks(&[x]) && fused::cuda_applies(&[x])) {
-        return fused::gelu_erf(x);
+/// The negative log-likelihood of each row's label under the softmax of that row of `logits` (rows, classes):
+/// `labels` (rows,) u32, result (rows,) in f32.
+pub fn cross_entropy(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
+    match path(&[logits]) {
+        Path::CocaCpu => {
+            let host = labels
+                .flatten_all()?
+                .to_device(&Device::Cpu)?
+                .to_vec1::<u32>()?;
+            kernels::cross_entropy_rows(logits, &host)
+        }
+        Path::CocaCuda | Path::Candle => log_softmax_last_dim(logits)?
+            .gather(&labels.reshape(((), 1))?, D::Minus1)?
+            .squeeze(1)?
+            .neg(),
     }
-    x.gelu_erf()
+}
+
+/// `scale · Σ NLL` of `labels` (on the host, one per row) under `softmax(hidden · head)`, over the rows whose
+/// label is not `pad_id`, without keeping the (rows × vocabulary) logits: `hidden` (rows, width), `head`
+/// (width, vocabulary). A scalar, differentiable in `hidden` and `head`.
+pub fn lm_head_nll_sum(
+    hidden: &Tensor,
+    head: &Tensor,
+    labels: &[u32],
+    pad_id: u32,
+    scale: f64,
+) -> Result<Tensor> {
+    match path(&[hidden, head]) {
+        Path::CocaCpu => kernels::lm_head_cross_entropy_sum(hidden, head, labels, pad_id, scale),
+        // Nothing to add: no pass over the head, and no zero gradients.
+        Path::CocaCuda | Path::Candle if labels.iter().all(|&l| l == pad_id) => {
+            Tensor::zeros((), DType::F32, hidden.device())
+        }
+        Path::CocaCuda | Path::Candle => {
+            chunked_lm_head::lm_head_nll_sum(hidden, head, labels, pad_id, scale)
+        }
+    }
+}
+
+/// Exact (erf) GELU, as `nn.GELU()`; differentiable.
+pub fn gelu(x: &Tensor) -> Result<Tensor> {
+    match (path(&[x]), any_tracks(&[x])) {
+        // On the CPU coca's vectorised kernel is faster than candle's scalar erf, with or without a gradient.
+        (Path::CocaCpu, _) | (Path::CocaCuda, true) => kernels::gelu_erf(x),
+        (Path::CocaCuda, false) | (Path::Candle, _) => x.gelu_erf(),
+    }
 }
 
 /// QuickGELU `x·σ(1.702x)`, for configs with `quick_gelu: true`.
 pub fn quick_gelu(x: &Tensor) -> Result<Tensor> {
     x.broadcast_mul(&candle_nn::ops::sigmoid(&(x * 1.702)?)?)
+}
+
+/// `act(x·Wᵀ + b)`: the first half of the MLP.
+pub fn linear_activation(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    act: Activation,
+) -> Result<Tensor> {
+    match (act, bias) {
+        // With coca's CUDA kernels the bias joins the GELU kernel instead of taking a pass of its own.
+        (Activation::Gelu, Some(b)) if path(&[x, weight, b]) == Path::CocaCuda => {
+            kernels::bias_gelu_erf(&linear(x, weight, None)?, b)
+        }
+        (Activation::Gelu, _) => gelu(&linear(x, weight, bias)?),
+        (Activation::QuickGelu, _) => quick_gelu(&linear(x, weight, bias)?),
+    }
 }
 
 /// `F.normalize(x, dim=-1)`: divide by the L2 norm, clamped below at 1e-12.
@@ -108,7 +354,7 @@ pub fn l2_normalize(x: &Tensor) -> Result<Tensor> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use candle_core::{Device, Var};
+    use candle_core::Var;
 
     /// Largest absolute elementwise difference (shared by the kernel tests of this module tree).
     pub(crate) fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
@@ -176,6 +422,114 @@ pub(crate) mod tests {
                 .unwrap()
                 > 1e-3
         );
+    }
+
+    #[test]
+    fn composed_ops_are_chosen_only_inside_the_scope_and_after_a_panic_in_it() {
+        let x = Tensor::zeros(4, DType::F32, &Device::Cpu).unwrap();
+        let default = path(&[&x]);
+        with_composed_ops(|| {
+            assert_eq!(path(&[&x]), Path::Candle);
+            // Nested scopes keep it off until the outermost ends.
+            with_composed_ops(|| assert_eq!(path(&[&x]), Path::Candle));
+            assert_eq!(path(&[&x]), Path::Candle);
+        });
+        assert_eq!(path(&[&x]), default);
+        let caught = std::panic::catch_unwind(|| with_composed_ops(|| panic!("inside")));
+        assert!(caught.is_err());
+        assert_eq!(path(&[&x]), default);
+        // Other threads are not affected.
+        with_composed_ops(|| {
+            let elsewhere = std::thread::scope(|s| s.spawn(|| path(&[&x])).join().unwrap());
+            assert_eq!(elsewhere, default);
+        });
+    }
+
+    #[test]
+    fn the_coca_cpu_path_needs_every_operand_f32_on_the_cpu() {
+        if !coca_cpu_enabled() {
+            println!("skipped: COCA_FUSED=0 turns the coca CPU path off");
+            return;
+        }
+        let f32s = Tensor::zeros(4, DType::F32, &Device::Cpu).unwrap();
+        let bf16 = f32s.to_dtype(DType::BF16).unwrap();
+        assert_eq!(path(&[&f32s, &f32s]), Path::CocaCpu);
+        assert_eq!(path(&[&f32s, &bf16]), Path::Candle);
+        assert_eq!(path(&[&bf16]), Path::Candle);
+    }
+
+    #[test]
+    fn linear_takes_the_thin_kernel_for_few_rows_and_agrees_with_the_other_paths() {
+        let dev = Device::Cpu;
+        let w = Tensor::randn(0f32, 0.1, (40, 24), &dev).unwrap();
+        let b = Tensor::randn(0f32, 0.1, 40, &dev).unwrap();
+        for rows in [1, thin_matmul::MAX_ROWS, thin_matmul::MAX_ROWS + 1] {
+            let x = Tensor::randn(0f32, 1.0, (2, rows, 24), &dev).unwrap();
+            let flat = x.reshape((2 * rows, 24)).unwrap();
+            assert_eq!(
+                thin_matmul::fits(&flat, &w, 1),
+                2 * rows <= thin_matmul::MAX_ROWS
+            );
+            let reference = x
+                .broadcast_matmul(&w.t().unwrap())
+                .unwrap()
+                .broadcast_add(&b)
+                .unwrap();
+            let got = linear(&x, &w, Some(&b)).unwrap();
+            assert_eq!(got.dims(), &[2, rows, 40]);
+            assert!(max_abs_diff(&got, &reference) < 1e-5, "{rows} rows");
+            let composed = with_composed_ops(|| linear(&x, &w, Some(&b)).unwrap());
+            assert!(
+                max_abs_diff(&composed, &reference) < 1e-5,
+                "{rows} rows, composed"
+            );
+        }
+        // A recorded gradient never takes the thin kernel, whose result is outside the graph.
+        let wv = Var::from_tensor(&w).unwrap();
+        let x = Tensor::randn(0f32, 1.0, (1, 24), &dev).unwrap();
+        assert!(!thin_matmul::fits(&x, wv.as_tensor(), 1));
+        let y = linear(&x, wv.as_tensor(), None).unwrap();
+        let grads = y.sum_all().unwrap().backward().unwrap();
+        assert!(grads.get(wv.as_tensor()).is_some());
+    }
+
+    #[test]
+    fn attention_paths_agree_for_every_projection_layout() {
+        let dev = Device::Cpu;
+        let (b, lq, lk, e, heads) = (2, 3, 5, 8, 2);
+        let qkv = Tensor::randn(0f32, 1.0, (b, lq, 3 * e), &dev).unwrap();
+        let q = Tensor::randn(0f32, 1.0, (b, lq, e), &dev).unwrap();
+        let kv = Tensor::randn(0f32, 1.0, (b, lk, 2 * e), &dev).unwrap();
+        let (k, v) = (kv.narrow(2, 0, e).unwrap(), kv.narrow(2, e, e).unwrap());
+        let mask = crate::nn::AttentionMask::causal(lq, &dev).unwrap().0;
+        let cases = [
+            (Projections::Packed(&qkv), Some(&mask)),
+            (Projections::QueryKeyValue(&q, &kv), None),
+            (Projections::Separate(&q, &k, &v), None),
+        ];
+        for (projections, mask) in cases {
+            let fused = attention(projections, heads, mask).unwrap();
+            let composed = with_composed_ops(|| attention(projections, heads, mask).unwrap());
+            assert!(max_abs_diff(&fused, &composed) < 1e-5, "{projections:?}");
+        }
+    }
+
+    #[test]
+    fn lm_head_loss_paths_agree_and_all_padding_adds_nothing() {
+        let dev = Device::Cpu;
+        let h = Tensor::randn(0f32, 1.0, (6, 8), &dev).unwrap();
+        let w = Tensor::randn(0f32, 0.5, (8, 11), &dev).unwrap();
+        let labels = [3, 0, 10, 1, 0, 7];
+        let fused = lm_head_nll_sum(&h, &w, &labels, 0, 0.5).unwrap();
+        let chunked = with_composed_ops(|| lm_head_nll_sum(&h, &w, &labels, 0, 0.5).unwrap());
+        assert!(max_abs_diff(&fused, &chunked) < 1e-5);
+        let pads = [0; 6];
+        for sum in [
+            lm_head_nll_sum(&h, &w, &pads, 0, 0.5).unwrap(),
+            with_composed_ops(|| lm_head_nll_sum(&h, &w, &pads, 0, 0.5).unwrap()),
+        ] {
+            assert_eq!(sum.to_scalar::<f32>().unwrap(), 0.0);
+        }
     }
 
     #[test]

@@ -487,7 +487,7 @@ impl CustomOp3 for MultiHeadAttention {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::nn::fused::tests::{assert_close, composed_softmax, grads_of};
+    use crate::nn::kernels::tests::{assert_close, composed_softmax, grads_of};
     use candle_core::{Device, Var};
 
     /// (b, l, E) → (b, heads, l, E/heads).

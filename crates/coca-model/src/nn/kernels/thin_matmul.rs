@@ -20,9 +20,8 @@ type RowsKernel = fn(&[f32], usize, usize, &[f32], &mut [f32]);
 /// `(x, rows, k, p starting at the block's first column, row stride n, acc (rows × width))`.
 type AxpyKernel = fn(&[f32], usize, usize, &[f32], usize, &mut [f32]);
 
-/// `x · Wᵀ` for `x` (rows ≤ [`MAX_ROWS`], k) and `W` (n, k) row-major, when both are f32 on the CPU and no
-/// gradient is recorded; `None` when the general path must run instead.
-pub fn thin_matmul_transposed(x: &Tensor, weight: &Tensor) -> Result<Option<Tensor>> {
+/// `x · Wᵀ` for `x` (rows ≤ [`MAX_ROWS`], k) and `W` (n, k) row-major; the operands must pass [`fits`].
+pub fn thin_matmul_transposed(x: &Tensor, weight: &Tensor) -> Result<Tensor> {
     with_thin_operands(x, weight, 1, |xs, rows, k, w| {
         let n = w.len() / k;
         let kernel = kernel();
@@ -42,46 +41,60 @@ pub fn thin_matmul_transposed(x: &Tensor, weight: &Tensor) -> Result<Option<Tens
     })
 }
 
-/// Run `compute(x rows, rows, k, weight data)` when the thin path applies: `x` is (rows ≤ [`MAX_ROWS`], k), the
-/// weight is 2-D with `k` along `k_axis`, both f32 on the CPU, contiguous, and no gradient is recorded. The weight
-/// is read in place from its storage. `compute` returns the (rows × n) result and `n`.
+/// Whether the thin kernels take `x` (rows, k) times a 2-D `weight` with `k` along `k_axis` (1: `W` (n, k) of
+/// [`thin_matmul_transposed`], 0: `P` (k, n) of [`thin_matmul`]): at most [`MAX_ROWS`] rows, `k > 0`, both f32 on
+/// the CPU, the weight contiguous (it is read in place from its storage), and no gradient recorded (the result is
+/// a plain tensor outside the autograd graph).
+pub fn fits(x: &Tensor, weight: &Tensor, k_axis: usize) -> bool {
+    let (Ok((rows, k)), Ok(w_dims)) = (x.dims2(), weight.dims2()) else {
+        return false;
+    };
+    let w_k = if k_axis == 0 { w_dims.0 } else { w_dims.1 };
+    rows <= MAX_ROWS
+        && k > 0
+        && w_k == k
+        && matches!(x.device(), Device::Cpu)
+        && matches!(weight.device(), Device::Cpu)
+        && x.dtype() == DType::F32
+        && weight.dtype() == DType::F32
+        && weight.is_contiguous()
+        && !x.track_op()
+        && !weight.track_op()
+}
+
+/// Run `compute(x rows, rows, k, weight data)` on operands that pass [`fits`] (an error otherwise), reading the
+/// weight in place from its storage. `compute` returns the (rows × n) result and `n`.
 fn with_thin_operands(
     x: &Tensor,
     weight: &Tensor,
     k_axis: usize,
     compute: impl FnOnce(&[f32], usize, usize, &[f32]) -> Result<(Vec<f32>, usize)>,
-) -> Result<Option<Tensor>> {
-    let (Ok((rows, k)), Ok(w_dims)) = (x.dims2(), weight.dims2()) else {
-        return Ok(None);
-    };
-    let w_k = if k_axis == 0 { w_dims.0 } else { w_dims.1 };
-    let eligible = rows <= MAX_ROWS
-        && k > 0
-        && w_k == k
-        && matches!(x.device(), Device::Cpu)
-        && x.dtype() == DType::F32
-        && weight.dtype() == DType::F32
-        && !x.track_op()
-        && !weight.track_op();
-    if !eligible {
-        return Ok(None);
+) -> Result<Tensor> {
+    if !fits(x, weight, k_axis) {
+        candle_core::bail!(
+            "thin matmul: operands {:?} and {:?} ({:?}, {:?}) do not fit the kernel",
+            x.dims(),
+            weight.dims(),
+            x.dtype(),
+            weight.dtype()
+        );
     }
+    let (rows, k) = x.dims2()?;
     let (storage, layout) = weight.storage_and_layout();
-    let Some((start, end)) = layout.contiguous_offsets() else {
-        return Ok(None);
-    };
-    let Storage::Cpu(CpuStorage::F32(data)) = &*storage else {
-        return Ok(None);
+    let (Some((start, end)), Storage::Cpu(CpuStorage::F32(data))) =
+        (layout.contiguous_offsets(), &*storage)
+    else {
+        candle_core::bail!("thin matmul: the weight must be a contiguous f32 CPU tensor");
     };
     let xs = x.flatten_all()?.to_vec1::<f32>()?;
     let (out, n) = compute(&xs, rows, k, &data[start..end])?;
     drop(storage);
-    Ok(Some(Tensor::from_vec(out, (rows, n), x.device())?))
+    Tensor::from_vec(out, (rows, n), x.device())
 }
 
 /// `x · P` for `x` (rows ≤ [`MAX_ROWS`], k) and `P` (k, n) row-major (open_clip's bare projection matrices such
-/// as the LM head); `None` when the general path must run instead.
-pub fn thin_matmul(x: &Tensor, proj: &Tensor) -> Result<Option<Tensor>> {
+/// as the LM head); the operands must pass [`fits`].
+pub fn thin_matmul(x: &Tensor, proj: &Tensor) -> Result<Tensor> {
     with_thin_operands(x, proj, 0, |xs, rows, k, p| {
         let n = p.len() / k;
         // Each task owns a block of output columns and streams the matching slice of every row of P.
@@ -257,9 +270,7 @@ mod tests {
         for (rows, k, n) in [(1, 512, 1536), (3, 77, 130), (8, 33, 7), (2, 16, 64)] {
             let x = Tensor::randn(0f32, 1.0, (rows, k), &dev).unwrap();
             let w = Tensor::randn(0f32, 0.1, (n, k), &dev).unwrap();
-            let fast = thin_matmul_transposed(&x, &w)
-                .unwrap()
-                .expect("thin path taken");
+            let fast = thin_matmul_transposed(&x, &w).unwrap();
             let reference = x.matmul(&w.t().unwrap()).unwrap();
             let diff = max_abs_diff(&fast, &reference);
             assert!(diff < 1e-4, "rows {rows} k {k} n {n}: {diff}");
@@ -272,7 +283,7 @@ mod tests {
         for (rows, k, n) in [(1, 64, 3000), (5, 17, 1025), (8, 32, 16)] {
             let x = Tensor::randn(0f32, 1.0, (rows, k), &dev).unwrap();
             let p = Tensor::randn(0f32, 0.1, (k, n), &dev).unwrap();
-            let fast = thin_matmul(&x, &p).unwrap().expect("thin path taken");
+            let fast = thin_matmul(&x, &p).unwrap();
             let reference = x.matmul(&p).unwrap();
             let diff = max_abs_diff(&fast, &reference);
             assert!(diff < 1e-4, "rows {rows} k {k} n {n}: {diff}");
@@ -285,7 +296,7 @@ mod tests {
         let x = Tensor::randn(0f32, 1.0, (2, 24), &dev).unwrap();
         let w = Tensor::randn(0f32, 1.0, (30, 24), &dev).unwrap();
         let part = w.narrow(0, 10, 12).unwrap();
-        let fast = thin_matmul_transposed(&x, &part).unwrap().unwrap();
+        let fast = thin_matmul_transposed(&x, &part).unwrap();
         let reference = x.matmul(&part.t().unwrap()).unwrap();
         let diff = (fast - reference)
             .unwrap()
@@ -297,15 +308,25 @@ mod tests {
     }
 
     #[test]
-    fn falls_back_when_gradients_are_recorded_or_rows_are_many() {
+    fn refuses_operands_outside_its_contract() {
         let dev = Device::Cpu;
         let w = Var::from_tensor(&Tensor::randn(0f32, 1.0, (4, 8), &dev).unwrap()).unwrap();
         let x = Tensor::randn(0f32, 1.0, (1, 8), &dev).unwrap();
-        assert!(thin_matmul_transposed(&x, w.as_tensor()).unwrap().is_none());
-        let many = Tensor::randn(0f32, 1.0, (MAX_ROWS + 1, 8), &dev).unwrap();
         let plain = Tensor::randn(0f32, 1.0, (4, 8), &dev).unwrap();
-        assert!(thin_matmul_transposed(&many, &plain).unwrap().is_none());
+        let many = Tensor::randn(0f32, 1.0, (MAX_ROWS + 1, 8), &dev).unwrap();
         let transposed = Tensor::randn(0f32, 1.0, (8, 4), &dev).unwrap().t().unwrap();
-        assert!(thin_matmul_transposed(&x, &transposed).unwrap().is_none());
+        let half = plain.to_dtype(DType::BF16).unwrap();
+        for (x, w, why) in [
+            (&x, w.as_tensor(), "gradient recorded"),
+            (&many, &plain, "too many rows"),
+            (&x, &transposed, "weight not contiguous"),
+            (&x, &half, "bf16 weight"),
+        ] {
+            assert!(!fits(x, w, 1), "{why}");
+            let err = thin_matmul_transposed(x, w).unwrap_err().to_string();
+            assert!(err.contains("do not fit the kernel"), "{why}: {err}");
+        }
+        assert!(fits(&x, &plain, 1));
+        assert!(!fits(&x, &plain, 0), "k along the wrong axis");
     }
 }

@@ -7,8 +7,8 @@ use rayon::prelude::*;
 use super::{f32_slice, rows_per_task};
 
 /// `(x − mean) / sqrt(var + eps) · weight + bias` over the last dimension of `x`; `weight`, `bias`: (width,).
-/// f32 on the CPU (see [`super::applies`]); on CUDA with the `cuda` feature, `x` f32 or bf16 and the result in
-/// `x`'s dtype, the statistics and the parameters in f32 (see [`super::cuda_applies`]). `x` may have any layout.
+/// f32 on the CPU; on CUDA with the `cuda` feature, `x` f32 or bf16 and the result in `x`'s dtype, the statistics
+/// and the parameters in f32. `x` may have any layout.
 pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
     let width = x.dim(candle_core::D::Minus1)?;
     if weight.dims() != [width] || bias.dims() != [width] {
@@ -191,7 +191,7 @@ impl CustomOp3 for LayerNormBackward {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::nn::fused::tests::{assert_close, composed_layer_norm, grads_of, values};
+    use crate::nn::kernels::tests::{assert_close, composed_layer_norm, grads_of, values};
     use candle_core::{Device, Var};
 
     #[test]

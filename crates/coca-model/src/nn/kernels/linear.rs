@@ -245,7 +245,7 @@ impl CustomOp2 for Linear {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::nn::fused::tests::{assert_close, grads_of};
+    use crate::nn::kernels::tests::{assert_close, grads_of};
     use candle_core::{Device, Var};
 
     #[test]

@@ -36,7 +36,9 @@ const CHUNK_ROWS: usize = 128;
 /// Mean cross-entropy of `labels` under `softmax(hidden · lm_head)` over the rows whose label is not `pad_id`:
 /// `hidden` (rows, width), `lm_head` (width, vocab), one label per row. A scalar, differentiable with respect to
 /// both `hidden` and `lm_head`. Equals `caption_loss(hidden.matmul(lm_head), labels, pad_id)` without the logits
-/// tensor. Fails when every label is padding. f32 on the CPU only (see [`super::applies`]).
+/// tensor. Fails when every label is padding. f32 on the CPU only. The form the tests hold to the caption loss over
+/// materialised logits; the model calls [`lm_head_cross_entropy_sum`] (through `ops::lm_head_nll_sum`).
+#[cfg(test)]
 pub fn lm_head_cross_entropy(
     hidden: &Tensor,
     lm_head: &Tensor,
@@ -51,7 +53,7 @@ pub fn lm_head_cross_entropy(
 }
 
 /// `scale · Σ_r NLL_r` over the rows whose label is not `pad_id` (0 when there are none), with the shapes of
-/// [`lm_head_cross_entropy`]. For losses whose normaliser spans more rows than `hidden` holds (the other
+/// `lm_head_cross_entropy`. For losses whose normaliser spans more rows than `hidden` holds (the other
 /// micro-batches of an accumulated step).
 pub fn lm_head_cross_entropy_sum(
     hidden: &Tensor,
@@ -368,7 +370,7 @@ fn matmul(dst: &mut [f32], accumulate: bool, lhs: View, rhs: View, parallelism: 
 mod tests {
     use super::*;
     use crate::loss::caption_loss;
-    use crate::nn::fused::tests::assert_close;
+    use crate::nn::kernels::tests::assert_close;
     use candle_core::{DType, Var};
 
     /// The composed reference: materialised logits and the existing caption loss.

@@ -13,7 +13,10 @@ const FORWARD: &str = "coca-gelu-erf (cuda)";
 const BACKWARD: &str = "coca-gelu-erf-backward (cuda)";
 
 /// `x · Φ(x)` elementwise; `x` contiguous, f32 or bf16; the result has `x`'s dtype.
-pub(in crate::nn::fused) fn forward(x: &CudaStorage, lx: &Layout) -> Result<(CudaStorage, Shape)> {
+pub(in crate::nn::kernels) fn forward(
+    x: &CudaStorage,
+    lx: &Layout,
+) -> Result<(CudaStorage, Shape)> {
     by_activation_dtype!(x, FORWARD, forward_as(x, lx))
 }
 
@@ -42,7 +45,7 @@ fn forward_as<T: CudaDType + DeviceRepr>(
 }
 
 /// `dy · (Φ(x) + x·φ(x))`; `x` and `dy` contiguous, of one dtype (f32 or bf16).
-pub(in crate::nn::fused) fn backward(
+pub(in crate::nn::kernels) fn backward(
     x: &CudaStorage,
     lx: &Layout,
     g: &CudaStorage,
@@ -90,7 +93,7 @@ const BIAS_BACKWARD: &str = "coca-bias-gelu-erf-backward (cuda)";
 
 /// `gelu(x + bias)` on CUDA, `bias` (width,) broadcast over the last dimension of `x` (f32 or bf16); the result
 /// has `x`'s dtype. The bias is added in f32 inside the kernel (cast here; autograd casts its gradient back).
-pub(in crate::nn::fused) fn bias_gelu_erf(x: &Tensor, bias: &Tensor) -> Result<Tensor> {
+pub(in crate::nn::kernels) fn bias_gelu_erf(x: &Tensor, bias: &Tensor) -> Result<Tensor> {
     let width = x.dim(D::Minus1)?;
     if bias.dims() != [width] {
         candle_core::bail!(

@@ -1,6 +1,6 @@
 //! The caption loss's LM head + cross-entropy on any device, without the (tokens × vocabulary) logits.
 //!
-//! The CPU has a single-node kernel for this ([`super::fused::lm_head_cross_entropy_sum`]). Elsewhere (CUDA) the
+//! The CPU has a single-node kernel for this ([`super::lm_head_cross_entropy_sum`]). Elsewhere (CUDA) the
 //! same result comes from tensor ops run on chunks of rows outside the autograd graph: each chunk's logits, its
 //! NLL and its gradient `softmax − onehot` exist only while that chunk is processed, and the gradients of the
 //! hidden states and of the head are accumulated as they go. They enter the graph through a surrogate
@@ -119,7 +119,7 @@ mod tests {
 
     use super::*;
     use crate::loss::caption_loss;
-    use crate::nn::fused::tests::assert_close;
+    use crate::nn::kernels::tests::assert_close;
 
     /// Value and gradients equal the composed `caption_loss` (a full log-softmax under autograd), over several
     /// chunks, with padding rows and a whole padding chunk.

@@ -115,7 +115,7 @@ impl CustomOp2 for CrossEntropyBackward {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::nn::fused::tests::{assert_close, grads_of};
+    use crate::nn::kernels::tests::{assert_close, grads_of};
     use crate::nn::ops::log_softmax_last_dim;
     use candle_core::{Device, Var, D};
 

@@ -27,7 +27,7 @@ const PARAM_ROWS: usize = 8;
 const PARAM_TARGET_BLOCKS: usize = 1024;
 
 /// `(x − mean) · rstd · w + b` over rows of `w.len()`; `x` f32 or bf16, `w` and `b` f32, all contiguous.
-pub(in crate::nn::fused) fn forward(
+pub(in crate::nn::kernels) fn forward(
     eps: f32,
     x: &CudaStorage,
     lx: &Layout,
@@ -93,7 +93,7 @@ fn rows_and_width(lx: &Layout, lw: &Layout, op: &str) -> Result<(usize, usize)> 
 }
 
 /// The three gradients of LayerNorm on CUDA: `dx` (the activations' dtype), `dweight` and `dbias` (f32).
-pub(in crate::nn::fused) fn backward(
+pub(in crate::nn::kernels) fn backward(
     x: &Tensor,
     weight: &Tensor,
     grad: &Tensor,

@@ -31,7 +31,7 @@ struct Lead {
 /// `softmax(scale · scores + mask)` over the last dimension of CUDA `scores` (f32 or bf16, any layout); `mask`
 /// additive, any float dtype, broadcastable to `scores` except along the last dimension. The result has the
 /// scores' dtype.
-pub(in crate::nn::fused) fn scaled_masked_softmax(
+pub(in crate::nn::kernels) fn scaled_masked_softmax(
     scores: &Tensor,
     scale: f64,
     mask: Option<&Tensor>,
@@ -188,7 +188,7 @@ fn forward_as<T: CudaDType + DeviceRepr>(
 }
 
 /// `scale · y ∘ (dy − Σ dy ∘ y)` row by row; `y` and `dy` contiguous, of one dtype (f32 or bf16).
-pub(in crate::nn::fused) fn backward(
+pub(in crate::nn::kernels) fn backward(
     scale: f32,
     y: &CudaStorage,
     ly: &Layout,

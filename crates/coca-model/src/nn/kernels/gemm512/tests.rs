@@ -6,7 +6,7 @@ use super::driver::{self, Dst, Problem};
 use super::kernel::transpose16;
 use super::pack::Src;
 use super::Parallelism;
-use crate::nn::fused::tests::values;
+use crate::nn::kernels::tests::values;
 
 /// How a matrix sits in its buffer.
 #[derive(Clone, Copy, Debug)]

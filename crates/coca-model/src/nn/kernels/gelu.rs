@@ -10,8 +10,8 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::thin_matmul::madd;
 use super::{f32_slice, vexp, ELEMS_PER_TASK};
-use crate::nn::thin_matmul::madd;
 
 /// `x · Φ(x)` elementwise, Φ the standard normal CDF (PyTorch's `nn.GELU()`). f32 on the CPU; f32 or bf16 on
 /// CUDA with the `cuda` feature.
@@ -219,7 +219,7 @@ impl CustomOp2 for GeluErfBackward {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::nn::fused::tests::{assert_close, grads_of};
+    use crate::nn::kernels::tests::{assert_close, grads_of};
     use candle_core::{Device, Var};
 
     #[test]

@@ -197,7 +197,7 @@ impl CustomOp2 for SoftmaxBackward {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::nn::fused::tests::{assert_close, composed_softmax, grads_of};
+    use crate::nn::kernels::tests::{assert_close, composed_softmax, grads_of};
     use candle_core::{Device, Var};
 
     fn check(shape: &[usize], mask: Option<Tensor>, transpose: bool) {
