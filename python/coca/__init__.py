@@ -263,15 +263,17 @@ def list_pretrained() -> List[Tuple[str, str]]:
 def tokenize(
     texts: Union[str, Sequence[str]], context_length: Optional[int] = None, model: Optional[str] = None
 ) -> np.ndarray:
-    """open_clip's tokenizer: int64 ``(N, context_length)`` ids (77 by default, or ``model``'s context
-    length), zero-padded, overlong texts truncated with the end token last."""
+    """open_clip's tokenizer: int64 ``(N, context_length)`` ids (76 by default, CoCa's, as
+    ``open_clip.get_tokenizer("coca_ViT-B-32")``; or ``model``'s context length), zero-padded, overlong texts
+    truncated with the end token last."""
     if isinstance(texts, str):
         texts = [texts]
     return _coca.tokenize(list(texts), context_length, model)
 
 
 def decode(ids: Any, caption: bool = False) -> str:
-    """Token ids back to text (special tokens dropped); ``caption=True`` stops at the end token."""
+    """Token ids back to text as open_clip's ``decode`` (special ids spelled out, padding as ``!``);
+    ``caption=True`` keeps only the caption: the text between the start and the end token."""
     return _coca.decode([int(i) for i in np.asarray(ids).ravel()], caption)
 
 

@@ -23,7 +23,7 @@ def test_listing() -> None:
 
 def test_tokenize_and_decode() -> None:
     ids = coca.tokenize("a photo of a cat")
-    assert ids.shape == (1, 77) and ids.dtype == np.int64
+    assert ids.shape == (1, 76) and ids.dtype == np.int64
     assert coca.tokenize(["a", "b"], model="coca_ViT-B-32").shape == (2, 76)
     assert coca.tokenize(["a"], context_length=5).shape == (1, 5)
     assert coca.decode(ids[0], caption=True) == "a photo of a cat"

@@ -53,14 +53,19 @@ def test_greedy_and_beam_captions_match_open_clip(name: str) -> None:
     assert checked > 0
 
 
+# The long s (U+017F): open_clip's regex lower-cases differently; the same list as crates/coca-text/tests/parity.rs.
+KNOWN_DIVERGENCES = {"it'\u017f a long s", "<\u017ftart_of_text> long s special"}
+
+
 def test_tokens_match_open_clip() -> None:
     cases = json.loads((REPO / "fixtures" / "tokenizer" / "tricky.json").read_text())
     ids = coca.tokenize([c["text"] for c in cases])
-    assert ids.dtype == np.int64 and ids.shape == (len(cases), 77)
+    # The references are open_clip's CoCa tokenizer (context 76, overlong texts cut with the end token last).
+    assert ids.dtype == np.int64 and ids.shape == (len(cases), 76)
     for row, case in zip(ids, cases):
-        ref = case["ids"][:77]
-        assert list(row[: len(ref)]) == ref, case["text"]
-        assert not row[len(ref) :].any()
+        ref = case["ids"]
+        same = list(row[: len(ref)]) == ref and not row[len(ref) :].any()
+        assert same != (case["text"] in KNOWN_DIVERGENCES), case["text"]
 
 
 def test_preprocess_matches_open_clips_transform(demo: coca.Model) -> None:

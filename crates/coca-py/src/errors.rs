@@ -108,6 +108,11 @@ fn is_missing_file(cause: &(dyn std::error::Error + 'static)) -> bool {
     {
         return reason == "no such file";
     }
+    if let Some(coca_zeroshot::ZeroShotError::Io { reason, .. }) =
+        cause.downcast_ref::<coca_zeroshot::ZeroShotError>()
+    {
+        return reason == "no such file";
+    }
     if let Some(e) = cause.downcast_ref::<std::io::Error>() {
         return e.kind() == std::io::ErrorKind::NotFound;
     }

@@ -19,13 +19,13 @@ pub(crate) fn matrix<'py, T: numpy::Element>(
     flat: Vec<T>,
     rows: usize,
 ) -> PyResult<Bound<'py, PyArray2<T>>> {
-    let cols = if rows == 0 { 0 } else { flat.len() / rows };
+    let cols = flat.len().checked_div(rows).unwrap_or(0);
     PyArray1::from_vec(py, flat).reshape([rows, cols])
 }
 
-/// open_clip's `tokenize`: int64 ids `(len(texts), context_length)` padded with zeros, overlong texts truncated
-/// with the end token last. `model` (a name or config path) sets the context length; 77 otherwise, as
-/// open_clip.
+/// open_clip's tokenizer: int64 ids `(len(texts), context_length)` padded with zeros, overlong texts truncated
+/// with the end token last. `model` (a name or config path) sets the context length; otherwise 76, CoCa's (what
+/// `open_clip.get_tokenizer("coca_ViT-B-32")` uses).
 #[pyfunction]
 #[pyo3(signature = (texts, context_length=None, model=None))]
 fn tokenize<'py>(
@@ -47,7 +47,7 @@ fn tokenize<'py>(
                 .text_cfg
                 .context_length
         }
-        (None, None) => 77,
+        (None, None) => coca_text::DEFAULT_CONTEXT_LENGTH,
     };
     let ids = errors::without_gil(py, || {
         let tokenizer = coca_text::Tokenizer::new()?;
@@ -61,8 +61,8 @@ fn tokenize<'py>(
     matrix(py, ids, texts.len())
 }
 
-/// Decode token ids to text as open_clip's `decode` does (special tokens dropped); `caption=True` cuts at the
-/// end token and strips the start token as captions are shown.
+/// Decode token ids to text as open_clip's `decode` does (`<start_of_text>`, `<end_of_text>`, padding as `!`);
+/// `caption=True` keeps the text between the start and the end token, as captions are shown.
 #[pyfunction]
 #[pyo3(signature = (ids, caption=false))]
 fn decode(ids: Vec<u32>, caption: bool) -> PyResult<String> {
@@ -85,7 +85,11 @@ fn class_probabilities<'py>(
     let tensor = |a: &PyReadonlyArray2<'py, f32>| -> Result<candle_core::Tensor> {
         let shape = (a.shape()[0], a.shape()[1]);
         let flat: Vec<f32> = a.as_array().iter().copied().collect();
-        Ok(candle_core::Tensor::from_vec(flat, shape, &candle_core::Device::Cpu)?)
+        Ok(candle_core::Tensor::from_vec(
+            flat,
+            shape,
+            &candle_core::Device::Cpu,
+        )?)
     };
     let (n, classes) = (image_embeddings.shape()[0], classifier.shape()[0]);
     let images = tensor(&image_embeddings)?;

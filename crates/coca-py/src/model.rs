@@ -7,7 +7,10 @@ use coca_generate::{GenerationOptions, OptionNames, StrategyChoice};
 use coca_image::{DecodedImage, PreprocessConfig};
 use coca_model::{Coca, CocaConfig};
 use coca_text::Tokenizer;
-use numpy::{PyArray1, PyArray2, PyArray4, PyArrayMethods, PyReadonlyArray2, PyReadonlyArray3, PyReadonlyArray4, PyUntypedArrayMethods};
+use numpy::{
+    PyArray1, PyArray2, PyArray4, PyArrayMethods, PyReadonlyArray2, PyReadonlyArray3,
+    PyReadonlyArray4, PyUntypedArrayMethods,
+};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
@@ -156,7 +159,11 @@ impl Model {
                 "preprocessed images contain NaN or infinite values",
             ));
         }
-        Ok(Tensor::from_vec(flat, (shape[0], 3, s, s), self.model.device())?)
+        Ok(Tensor::from_vec(
+            flat,
+            (shape[0], 3, s, s),
+            self.model.device(),
+        )?)
     }
 }
 
@@ -509,7 +516,8 @@ impl Model {
         }
         for chunk in classnames.chunks(per_call) {
             let part = without_gil(py, || {
-                let w = coca_zeroshot::build_classifier(&self.model, chunk, &templates, batch_size)?;
+                let w =
+                    coca_zeroshot::build_classifier(&self.model, chunk, &templates, batch_size)?;
                 flat_f32(&w.t()?.contiguous()?)
             })?;
             flat.extend(part);
