@@ -212,3 +212,28 @@ def test_threads_give_the_serial_results(demo: coca.Model) -> None:
     assert not errors
     for img, txt, cap in results:
         assert np.array_equal(img, serial_img) and np.array_equal(txt, serial_txt) and cap == serial_cap
+
+
+def test_ctrl_c_interrupts_a_long_call(demo: coca.Model) -> None:
+    """SIGINT during a many-batch call raises KeyboardInterrupt between batches instead of running to the end."""
+    import math
+    import os
+    import signal
+    import time
+
+    pixels = demo.preprocess([CAT])
+    long_caption = dict(generation_type="greedy", seq_len=60, min_seq_len=59)
+    started = time.monotonic()
+    demo.generate(pixels, batch_size=1, **long_caption)
+    one = max(time.monotonic() - started, 1e-3)
+    n = max(8, math.ceil(4.0 / one))  # at least 4 seconds of work, one image per batch
+    batch = np.repeat(pixels, n, axis=0)
+    timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
+    started = time.monotonic()
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            demo.generate(batch, batch_size=1, **long_caption)
+    finally:
+        timer.cancel()
+    assert time.monotonic() - started < n * one / 2
