@@ -4,9 +4,8 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Args;
-pub use coca_pipeline::{name_list, parse_device, parse_precision, resolve_config};
 use coca_model::{Coca, CocaConfig};
-
+pub use coca_pipeline::{name_list, parse_device, parse_precision, resolve_config};
 
 /// Which model to run and where.
 #[derive(Debug, Clone, Args)]
@@ -30,7 +29,6 @@ pub struct ModelArgs {
     #[arg(long)]
     pub allow_nonfinite_weights: bool,
 }
-
 
 impl ModelArgs {
     /// The checkpoint file: `--pretrained` itself when it is a file, else the tag's file from the Hugging Face
