@@ -29,6 +29,7 @@ pub mod caption;
 pub mod config;
 pub mod error;
 pub mod logits;
+pub mod options;
 mod sampling;
 pub mod session;
 
@@ -40,6 +41,7 @@ pub use config::{
     BeamConfig, BeamScoring, GenerationConfig, SamplingConfig, SpecialTokens, Strategy,
 };
 pub use error::{GenerateError, Result};
+pub use options::{GenerationOptions, OptionNames, StrategyChoice};
 pub use session::DecodeSession;
 
 /// Caption preprocessed images (batch, 3, H, W): one [`Caption`] per image, in order.

@@ -6,7 +6,8 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use coca_generate::{
-    generate, BeamConfig, BeamScoring, Caption, GenerationConfig, SamplingConfig, Strategy,
+    generate, BeamScoring, Caption, GenerationConfig, GenerationOptions, OptionNames,
+    StrategyChoice,
 };
 use coca_model::Coca;
 use coca_text::Tokenizer;
@@ -153,115 +154,45 @@ impl GenerationArgs {
     /// The generation config for `model`: the preset changed by the flags, open_clip's default length capped
     /// to a shorter context, and validated.
     pub fn config_for(&self, model: &Coca, tokenizer: &Tokenizer) -> Result<GenerationConfig> {
-        let mut cfg = build_config(self, model.text().vocab_size(), tokenizer)?;
         let context = model
             .text()
             .context_length()
             .min(model.text_decoder().context_length());
-        if self.max_length.is_none() {
-            // open_clip's default seq_len (30) assumes a 76-token model; a shorter context caps it.
-            cfg.max_tokens = cfg.max_tokens.min(context);
-            cfg.min_tokens_before_eos = cfg.min_tokens_before_eos.min(cfg.max_tokens);
-        }
-        cfg.validate(model.text().vocab_size(), context)
-            .map_err(|e| anyhow::anyhow!("{e} (check the length, beam and sampling flags)"))?;
-        Ok(cfg)
+        Ok(self.options().config(
+            model.text().vocab_size(),
+            context,
+            tokenizer,
+            OptionNames::Flags,
+        )?)
     }
-}
 
-/// The config for the batch whose first image is `first_index` of the run: distinct, reproducible random
-/// streams per batch (the same seed and batch size give the same captions).
-pub fn batch_config(cfg: &GenerationConfig, first_index: usize) -> GenerationConfig {
-    let mut batch = cfg.clone();
-    batch.seed = cfg.seed.wrapping_add(first_index as u64);
-    batch
-}
-
-/// Build the generation config from the preset and the flags.
-fn build_config(
-    args: &GenerationArgs,
-    vocab: usize,
-    tokenizer: &Tokenizer,
-) -> Result<GenerationConfig> {
-    let mut cfg = match args.preset {
-        PresetArg::OpenClip => GenerationConfig::open_clip(vocab),
-    };
-    let preset_beam = match cfg.strategy {
-        Strategy::Beam(b) => b,
-        _ => BeamConfig {
-            num_beams: 6,
-            num_beam_groups: 3,
-            length_penalty: 1.0,
-            scoring: BeamScoring::RawLogits,
-        },
-    };
-    let beam_flags = args.num_beams.is_some()
-        || args.num_beam_groups.is_some()
-        || args.beam_scoring.is_some()
-        || args.length_penalty.is_some();
-    let sampling_flags = args.top_k.is_some() || args.top_p.is_some() || args.temperature.is_some();
-    let strategy = args.strategy.unwrap_or(StrategyArg::Beam);
-    match strategy {
-        StrategyArg::Beam => {
-            if sampling_flags {
-                bail!("--top-k/--top-p/--temperature apply to --strategy top-k or top-p, not beam search");
-            }
-            let num_beams = args.num_beams.unwrap_or(preset_beam.num_beams);
-            let groups = args.num_beam_groups.unwrap_or(if args.num_beams.is_some() {
-                1
-            } else {
-                preset_beam.num_beam_groups
-            });
-            cfg.strategy = Strategy::Beam(BeamConfig {
-                num_beams,
-                num_beam_groups: groups,
-                length_penalty: args.length_penalty.unwrap_or(preset_beam.length_penalty),
-                scoring: match args.beam_scoring {
-                    Some(ScoringArg::LogProbs) => BeamScoring::LogProbs,
-                    Some(ScoringArg::Logits) => BeamScoring::RawLogits,
-                    None => preset_beam.scoring,
-                },
-            });
-        }
-        StrategyArg::Greedy | StrategyArg::TopK | StrategyArg::TopP => {
-            if beam_flags {
-                bail!("--num-beams/--num-beam-groups/--beam-scoring/--length-penalty apply to --strategy beam");
-            }
-            cfg.strategy = match strategy {
-                StrategyArg::Greedy if sampling_flags => {
-                    bail!("greedy decoding takes no --top-k/--top-p/--temperature; use --strategy top-k or top-p")
-                }
-                StrategyArg::Greedy => Strategy::Greedy,
-                StrategyArg::TopK => Strategy::Sample(SamplingConfig {
-                    top_k: Some(args.top_k.unwrap_or(1)),
-                    top_p: args.top_p,
-                    temperature: args.temperature.unwrap_or(1.0),
-                }),
-                _ => Strategy::Sample(SamplingConfig {
-                    top_k: args.top_k,
-                    top_p: Some(args.top_p.unwrap_or(0.1)),
-                    temperature: args.temperature.unwrap_or(1.0),
-                }),
-            };
+    /// The flags as library options (open_clip's preset is the only one, so it changes nothing).
+    fn options(&self) -> GenerationOptions {
+        let PresetArg::OpenClip = self.preset;
+        GenerationOptions {
+            strategy: self.strategy.map(|s| match s {
+                StrategyArg::Greedy => StrategyChoice::Greedy,
+                StrategyArg::Beam => StrategyChoice::Beam,
+                StrategyArg::TopK => StrategyChoice::TopK,
+                StrategyArg::TopP => StrategyChoice::TopP,
+            }),
+            num_beams: self.num_beams,
+            num_beam_groups: self.num_beam_groups,
+            beam_scoring: self.beam_scoring.map(|s| match s {
+                ScoringArg::Logits => BeamScoring::RawLogits,
+                ScoringArg::LogProbs => BeamScoring::LogProbs,
+            }),
+            length_penalty: self.length_penalty,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            temperature: self.temperature,
+            repetition_penalty: self.repetition_penalty,
+            min_length: self.min_length,
+            max_length: self.max_length,
+            prompt: self.prompt.clone(),
+            seed: self.seed,
         }
     }
-    if let Some(r) = args.repetition_penalty {
-        cfg.repetition_penalty = r;
-    }
-    if let Some(n) = args.max_length {
-        cfg.max_tokens = n;
-    }
-    if let Some(n) = args.min_length {
-        cfg.min_tokens_before_eos = n;
-    }
-    if let Some(prompt) = &args.prompt {
-        cfg.prompt = tokenizer.encode(prompt);
-        if cfg.prompt.is_empty() {
-            bail!("--prompt {prompt:?} has no tokens; give some words or leave it out");
-        }
-    }
-    cfg.seed = args.seed;
-    Ok(cfg)
 }
 
 /// One image's output.
@@ -312,7 +243,7 @@ pub fn run(args: CaptionArgs) -> Result<()> {
         let mut out = Vec::with_capacity(args.images.len());
         for (b, chunk) in args.images.chunks(args.batch_size).enumerate() {
             let pixels = load_images(chunk, &pre, &device)?;
-            let cfg = batch_config(&gen_cfg, b * args.batch_size);
+            let cfg = gen_cfg.for_batch(b * args.batch_size);
             out.extend(generate(&model, &pixels, &cfg)?);
             if first.is_none() {
                 *first = Some(started.elapsed().as_secs_f64());

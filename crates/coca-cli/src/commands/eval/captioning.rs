@@ -14,7 +14,7 @@ use serde_json::{json, Map, Value};
 
 use super::references::{id_string, kind, Reference, ReferenceArgs};
 use super::{load_samples, progress_bar, report, result_json, OutputArgs};
-use crate::commands::caption::{batch_config, GenerationArgs};
+use crate::commands::caption::GenerationArgs;
 use crate::model_args::ModelArgs;
 use crate::output::write_json;
 use crate::pipeline::preprocess_config;
@@ -195,7 +195,7 @@ fn generate_captions(
                  out: &mut Vec<Captioned>|
      -> Result<()> {
         let pixels = load_samples(batch, &pre, model.device())?;
-        let captions = generate(&model, &pixels, &batch_config(&gen_cfg, out.len()))?;
+        let captions = generate(&model, &pixels, &gen_cfg.for_batch(out.len()))?;
         for ((sample, (id, references)), c) in batch.drain(..).zip(pending.drain(..)).zip(captions)
         {
             out.push(Captioned {
