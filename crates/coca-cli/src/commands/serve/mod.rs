@@ -421,7 +421,7 @@ mod tests {
     #[test]
     fn the_decode_budget_bounds_the_images_decoded_at_once() {
         let max = coca_image::PIL_MAX_IMAGE_PIXELS;
-        let per_image_mb = max * DECODE_BYTES_PER_PIXEL / (1 << 20);
+        let per_image_mb = (max * DECODE_BYTES_PER_PIXEL).div_ceil(1 << 20);
         assert_eq!(decode_slots(1, max), 1, "at least one");
         assert_eq!(decode_slots(per_image_mb * 3 + 1, max), 3);
         assert_eq!(decode_slots(3072, 1 << 20), 384);
