@@ -41,6 +41,9 @@ pub enum BodyKind {
     Multipart(String),
 }
 
+/// Longest multipart boundary RFC 2046 allows.
+const MAX_BOUNDARY_LEN: usize = 70;
+
 /// The body's encoding from its `Content-Type`: JSON or multipart form data, else 415.
 pub fn body_kind(headers: &HeaderMap) -> Result<BodyKind, ApiError> {
     let value = headers
@@ -58,6 +61,14 @@ pub fn body_kind(headers: &HeaderMap) -> Result<BodyKind, ApiError> {
                 .eq_ignore_ascii_case("boundary")
                 .then(|| v.trim().trim_matches('"').to_string())
         }) {
+            // RFC 2046 caps a boundary at 70 characters; a longer one would let a client make the part search
+            // cost body length × boundary length.
+            if boundary.is_empty() || boundary.len() > MAX_BOUNDARY_LEN {
+                return Err(ApiError::bad_request(format!(
+                    "multipart boundary of {} characters; it must have 1 to {MAX_BOUNDARY_LEN} (RFC 2046)",
+                    boundary.len()
+                )));
+            }
             return Ok(BodyKind::Multipart(boundary));
         }
         return Err(ApiError::bad_request(
@@ -278,4 +289,30 @@ pub async fn images_tensor(
     Tensor::from_vec(pixels, (count, 3, size, size), engine.model.device())
         .and_then(|t| t.to_dtype(engine.model.dtype()))
         .map_err(ApiError::internal)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kind_of(content_type: &str) -> Result<BodyKind, ApiError> {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONTENT_TYPE, content_type.parse().unwrap());
+        body_kind(&headers)
+    }
+
+    #[test]
+    fn multipart_boundaries_are_held_to_rfc_2046_length() {
+        let ok = format!("multipart/form-data; boundary={}", "b".repeat(70));
+        assert!(matches!(kind_of(&ok), Ok(BodyKind::Multipart(b)) if b.len() == 70));
+        for boundary in ["\"\"".to_string(), "b".repeat(71)] {
+            let err = kind_of(&format!("multipart/form-data; boundary={boundary}")).unwrap_err();
+            assert_eq!(err.status, StatusCode::BAD_REQUEST);
+            assert!(
+                err.message.contains("1 to 70 (RFC 2046)"),
+                "{}",
+                err.message
+            );
+        }
+    }
 }
