@@ -196,7 +196,17 @@ impl CheckpointError {
     }
 }
 
-/// Lets closures passed to [`crate::write_atomic`] that work in `std::io::Result`
+/// A failed all-or-nothing write, as this crate reports it.
+impl From<coca_fs::WriteError> for CheckpointError {
+    fn from(err: coca_fs::WriteError) -> Self {
+        Self::Write {
+            path: err.path,
+            source: err.source,
+        }
+    }
+}
+
+/// Lets closures passed to [`coca_fs::write_atomic`] that work in `std::io::Result`
 /// use `?` on this crate's functions (e.g. to stream a checkpoint into the writer).
 impl From<CheckpointError> for std::io::Error {
     fn from(err: CheckpointError) -> Self {

@@ -8,7 +8,7 @@
 //!   integer buffers) are supported, including non-contiguous views saved by torch.
 //! * [`Checkpoint::validate`] checks the names and shapes a model expects, reporting every
 //!   difference in one error.
-//! * [`save_safetensors`] and [`write_atomic`] write files all-or-nothing.
+//! * [`save_safetensors`] writes a file all-or-nothing (with [`coca_fs::write_atomic`]).
 //! * A `Checkpoint` is also a `candle_nn` [`SimpleBackend`](candle_nn::var_builder::SimpleBackend).
 //!
 //! ```no_run
@@ -23,7 +23,6 @@
 
 #![warn(missing_docs)]
 
-mod atomic;
 mod checkpoint;
 mod detect;
 mod error;
@@ -34,7 +33,6 @@ mod torch;
 mod validate;
 mod var_builder;
 
-pub use atomic::write_atomic;
 pub use checkpoint::{Checkpoint, TensorInfo};
 pub use detect::Format;
 pub use error::CheckpointError;

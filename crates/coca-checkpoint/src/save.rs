@@ -13,9 +13,10 @@ use std::path::Path;
 use candle_core::{DType, Tensor};
 use serde_json::{json, Map, Value};
 
-use crate::{write_atomic, CheckpointError};
+use crate::CheckpointError;
+use coca_fs::write_atomic;
 
-/// Save named tensors as a safetensors file at `path`, atomically (see [`write_atomic`]).
+/// Save named tensors as a safetensors file at `path`, atomically (see [`coca_fs::write_atomic`]).
 ///
 /// When `float_dtype` is given, floating-point tensors are converted to it; integer
 /// tensors keep their type. `metadata` becomes the header's `__metadata__` map

@@ -9,7 +9,7 @@ use anyhow::Result;
 pub fn write_json(value: &serde_json::Value, path: Option<&Path>) -> Result<()> {
     match path {
         Some(path) => {
-            coca_checkpoint::write_atomic(path, |w| -> Result<()> {
+            coca_fs::write_atomic(path, |w| -> Result<()> {
                 serde_json::to_writer(&mut *w, value)?;
                 w.write_all(b"\n")?;
                 Ok(())

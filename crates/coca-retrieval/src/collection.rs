@@ -339,7 +339,7 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, Retrieval
 }
 
 fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), RetrievalError> {
-    coca_checkpoint::write_atomic(path, |w| -> Result<(), RetrievalError> {
+    coca_fs::write_atomic(path, |w| -> Result<(), RetrievalError> {
         serde_json::to_writer_pretty(&mut *w, value)
             .map_err(|e| RetrievalError::io(path, e.into()))?;
         w.write_all(b"\n").map_err(|e| RetrievalError::io(path, e))

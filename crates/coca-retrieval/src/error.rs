@@ -108,14 +108,11 @@ impl RetrievalError {
     }
 }
 
-impl From<coca_checkpoint::CheckpointError> for RetrievalError {
-    fn from(err: coca_checkpoint::CheckpointError) -> Self {
-        match err {
-            coca_checkpoint::CheckpointError::Write { path, source } => Self::Io { path, source },
-            other => Self::Io {
-                path: PathBuf::new(),
-                source: std::io::Error::other(other.to_string()),
-            },
+impl From<coca_fs::WriteError> for RetrievalError {
+    fn from(err: coca_fs::WriteError) -> Self {
+        Self::Io {
+            path: err.path,
+            source: err.source,
         }
     }
 }

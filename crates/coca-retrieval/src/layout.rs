@@ -102,7 +102,7 @@ impl Layout {
     }
 
     /// Delete temporary files that an interrupted run left behind (`.img_emb_00003.npy.tmp.<pid>.<n>`, as
-    /// written by `coca_checkpoint::write_atomic`) for the partitions `share` owns, and the manifest's when
+    /// written by `coca_fs::write_atomic`) for the partitions `share` owns, and the manifest's when
     /// `share` is the only writer: another worker's temporary may be a write in progress. Returns how many
     /// were removed.
     pub fn remove_stale_temporaries(&self, share: Share) -> Result<usize, RetrievalError> {

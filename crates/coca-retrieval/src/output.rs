@@ -165,7 +165,7 @@ impl EmbeddingOutput {
                         path: root.to_path_buf(),
                     });
                 }
-                coca_checkpoint::write_atomic(&manifest_path, |w| -> Result<(), RetrievalError> {
+                coca_fs::write_atomic(&manifest_path, |w| -> Result<(), RetrievalError> {
                     serde_json::to_writer_pretty(&mut *w, &manifest)
                         .map_err(|e| RetrievalError::io(&manifest_path, e.into()))?;
                     w.write_all(b"\n")
@@ -233,7 +233,7 @@ impl EmbeddingOutput {
         assert_eq!(data.image.len(), expect(m.image_embeddings), "image rows");
         assert_eq!(data.text.len(), expect(m.text_embeddings), "text rows");
         let write = |path: &Path, values: &[f32]| {
-            coca_checkpoint::write_atomic(path, |w| -> Result<(), RetrievalError> {
+            coca_fs::write_atomic(path, |w| -> Result<(), RetrievalError> {
                 write_npy(w, values, n, m.dim, m.dtype).map_err(|e| RetrievalError::io(path, e))
             })
         };
@@ -244,7 +244,7 @@ impl EmbeddingOutput {
             write(&self.layout.text_path(partition), &data.text)?;
         }
         let meta = self.layout.metadata_path(partition);
-        coca_checkpoint::write_atomic(&meta, |w| write_metadata(w, &data.rows, &meta))?;
+        coca_fs::write_atomic(&meta, |w| write_metadata(w, &data.rows, &meta))?;
         self.complete.insert(partition);
         Ok(())
     }

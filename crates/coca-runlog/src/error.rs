@@ -110,5 +110,12 @@ impl RunlogError {
     }
 }
 
+/// A failed all-or-nothing write of a log file or plot.
+impl From<coca_fs::WriteError> for RunlogError {
+    fn from(err: coca_fs::WriteError) -> Self {
+        Self::io(err.path, "cannot write", err.source)
+    }
+}
+
 /// The crate's result type.
 pub type Result<T, E = RunlogError> = std::result::Result<T, E>;

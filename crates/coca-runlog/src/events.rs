@@ -5,7 +5,6 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use crate::atomic::write_atomic;
 use crate::error::{Result, RunlogError};
 use crate::metrics::{unix_now, Record};
 use crate::proto::Event;
@@ -198,7 +197,7 @@ fn trim_after(path: &Path, last_step: u64) -> Result<()> {
         }
     }
     if kept.len() != bytes.len() {
-        write_atomic(path, &kept)?;
+        coca_fs::write_bytes_atomic(path, &kept)?;
     }
     Ok(())
 }

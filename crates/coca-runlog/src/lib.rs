@@ -22,7 +22,6 @@
 //! # Ok::<(), coca_runlog::RunlogError>(())
 //! ```
 
-mod atomic;
 mod error;
 mod events;
 mod metrics;

@@ -15,7 +15,6 @@ use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::atomic::write_atomic;
 use crate::error::{Result, RunlogError};
 
 /// File name of the metrics log inside a run directory.
@@ -281,7 +280,7 @@ impl MetricsWriter {
                     }
                 }
                 if kept.len() != bytes.len() {
-                    write_atomic(&path, &kept)?;
+                    coca_fs::write_bytes_atomic(&path, &kept)?;
                 }
                 dropped
             }

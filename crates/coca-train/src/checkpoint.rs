@@ -153,7 +153,7 @@ pub fn write_state(dir: &Path, state: &TrainState) -> Result<(), TrainError> {
         path: path.clone(),
         reason: e.to_string(),
     })?;
-    coca_checkpoint::write_atomic(&path, |w| -> Result<(), TrainError> {
+    coca_fs::write_atomic(&path, |w| -> Result<(), TrainError> {
         std::io::Write::write_all(w, &json).map_err(|e| TrainError::io(&path, e))
     })
 }

@@ -71,3 +71,10 @@ impl TrainError {
         }
     }
 }
+
+/// A failed all-or-nothing write is reported as the checkpoint files' errors are.
+impl From<coca_fs::WriteError> for TrainError {
+    fn from(err: coca_fs::WriteError) -> Self {
+        Self::File(err.into())
+    }
+}

@@ -43,7 +43,7 @@ fn write_file(
     path: &Path,
     write: impl FnOnce(&mut std::io::BufWriter<std::fs::File>) -> std::io::Result<()>,
 ) -> Result<(), DataError> {
-    coca_checkpoint::write_atomic(path, write).map_err(|source| DataError::Write {
+    coca_fs::write_atomic(path, write).map_err(|source| DataError::Write {
         path: path.to_path_buf(),
         source,
     })

@@ -12,7 +12,6 @@ use plotters::style::text_anchor;
 
 use super::font::{self, FAMILY};
 use super::render::encode_png;
-use crate::atomic::write_atomic;
 use crate::error::{Result, RunlogError};
 
 /// Most classes drawn with their names on the axes; beyond this, the axes show class indices.
@@ -73,7 +72,7 @@ pub fn plot_confusion(
         heat.draw(&root)
             .map_err(|reason| plot_error(&svg_path, reason))?;
     }
-    write_atomic(&svg_path, svg.as_bytes())?;
+    coca_fs::write_bytes_atomic(&svg_path, svg.as_bytes())?;
 
     let png_path = with_suffix(&base, "png");
     let mut pixels = vec![0u8; w as usize * h as usize * 3];
@@ -83,7 +82,7 @@ pub fn plot_confusion(
             .map_err(|reason| plot_error(&png_path, reason))?;
     }
     let png = encode_png(&pixels, w, h).map_err(|reason| plot_error(&png_path, reason))?;
-    write_atomic(&png_path, &png)?;
+    coca_fs::write_bytes_atomic(&png_path, &png)?;
     Ok(vec![png_path, svg_path])
 }
 

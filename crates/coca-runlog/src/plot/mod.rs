@@ -14,7 +14,6 @@ use std::path::{Path, PathBuf};
 
 use plotters::chart::SeriesLabelPosition;
 
-use crate::atomic::write_atomic;
 use crate::error::{Result, RunlogError};
 use crate::metrics::{read_metrics, Split, METRICS_FILE};
 pub use confusion::plot_confusion;
@@ -113,10 +112,10 @@ pub fn plot_run(run_dir: impl AsRef<Path>, options: &PlotOptions) -> Result<Vec<
     for chart in &charts {
         let svg_path = dir.join(format!("{prefix}{}.svg", chart.stem));
         let svg = render::svg(chart, &style).map_err(|reason| plot_error(&svg_path, reason))?;
-        write_atomic(&svg_path, svg.as_bytes())?;
+        coca_fs::write_bytes_atomic(&svg_path, svg.as_bytes())?;
         let png_path = dir.join(format!("{prefix}{}.png", chart.stem));
         let png = render::png(chart, &style).map_err(|reason| plot_error(&png_path, reason))?;
-        write_atomic(&png_path, &png)?;
+        coca_fs::write_bytes_atomic(&png_path, &png)?;
         written.extend([png_path, svg_path]);
     }
     Ok(written)

@@ -158,7 +158,7 @@ impl TrainHooks for RunHooks {
             &json!({"step": step, "metrics": eval.metrics, "captions": samples}),
         )
         .map_err(|e| TrainError::Config(e.to_string()))?;
-        coca_checkpoint::write_atomic(&path, |w| -> Result<(), TrainError> {
+        coca_fs::write_atomic(&path, |w| -> Result<(), TrainError> {
             std::io::Write::write_all(w, &text).map_err(|e| TrainError::io(&path, e))
         })?;
         let metrics = eval.metrics.clone();

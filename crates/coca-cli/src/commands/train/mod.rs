@@ -632,7 +632,7 @@ fn train_options(args: &TrainArgs, steps: u64) -> TrainOptions {
 fn write_model_config(run_dir: &Path, cfg: &CocaConfig) -> Result<()> {
     let path = run_dir.join("model_config.json");
     let text = serde_json::to_vec_pretty(cfg)?;
-    coca_checkpoint::write_atomic(&path, |w| -> Result<()> {
+    coca_fs::write_atomic(&path, |w| -> Result<()> {
         std::io::Write::write_all(w, &text)?;
         Ok(())
     })

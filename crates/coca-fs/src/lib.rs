@@ -1,5 +1,6 @@
-//! All-or-nothing file writes: a reader sees the old file or the complete new one,
-//! never a half-written file, even if the writer fails, panics or the machine crashes.
+//! All-or-nothing file writes, the one way coca replaces a file: a reader sees the old
+//! file or the complete new one, never a half-written file, even if the writer fails,
+//! panics or the machine crashes.
 //!
 //! The data goes to a temporary file in the destination's directory (a rename is only
 //! atomic within one filesystem), is flushed and fsynced, and then renamed over the
@@ -10,7 +11,24 @@ use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::CheckpointError;
+/// Writing a file failed; the destination was left untouched.
+#[derive(Debug, thiserror::Error)]
+#[error("failed to write '{}' (the file was left untouched): {source}", path.display())]
+pub struct WriteError {
+    /// The destination file.
+    pub path: PathBuf,
+    /// The underlying I/O error.
+    #[source]
+    pub source: io::Error,
+}
+
+/// Lets closures that work in `std::io::Result` be passed to [`write_atomic`]; the message, which names
+/// the file, and the error kind (e.g. `StorageFull`) are kept.
+impl From<WriteError> for io::Error {
+    fn from(err: WriteError) -> Self {
+        io::Error::new(err.source.kind(), err)
+    }
+}
 
 /// Write `path` atomically: `write` fills a buffered writer on a temporary file,
 /// which replaces `path` only if `write` succeeds and the data reached the disk.
@@ -18,12 +36,12 @@ use crate::CheckpointError;
 /// If `write` returns an error (or panics), or flushing/syncing/renaming fails, the
 /// temporary file is deleted and `path` keeps its old content (or stays absent).
 /// Permissions of an existing destination are kept. The closure's error type only
-/// needs `From<CheckpointError>`, so it can be `CheckpointError`, `std::io::Error`
-/// or `anyhow::Error`.
+/// needs `From<WriteError>`, so it can be `std::io::Error`, `anyhow::Error` or a
+/// crate's own error type.
 ///
 /// ```no_run
 /// use std::io::Write;
-/// coca_checkpoint::write_atomic("out/config.json", |w| -> std::io::Result<()> {
+/// coca_fs::write_atomic("out/config.json", |w| -> std::io::Result<()> {
 ///     w.write_all(b"{}")
 /// })?;
 /// # Ok::<(), std::io::Error>(())
@@ -31,10 +49,10 @@ use crate::CheckpointError;
 pub fn write_atomic<T, E, F>(path: impl AsRef<Path>, write: F) -> Result<T, E>
 where
     F: FnOnce(&mut BufWriter<File>) -> Result<T, E>,
-    E: From<CheckpointError>,
+    E: From<WriteError>,
 {
     let path = path.as_ref();
-    let failed = |source: io::Error| CheckpointError::Write {
+    let failed = |source: io::Error| WriteError {
         path: path.to_path_buf(),
         source,
     };
@@ -42,6 +60,17 @@ where
     let value = write(&mut temp.writer)?;
     temp.commit(path).map_err(failed)?;
     Ok(value)
+}
+
+/// Replace `path` with `bytes`, all or nothing (see [`write_atomic`]).
+pub fn write_bytes_atomic(path: impl AsRef<Path>, bytes: &[u8]) -> Result<(), WriteError> {
+    let path = path.as_ref();
+    write_atomic(path, |w| {
+        w.write_all(bytes).map_err(|source| WriteError {
+            path: path.to_path_buf(),
+            source,
+        })
+    })
 }
 
 /// A temporary file that deletes itself unless committed.
@@ -190,9 +219,10 @@ mod tests {
     fn missing_directory_is_reported_with_the_path() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("no/such/dir/out.bin");
-        let err = write_atomic(&path, |_| -> Result<(), CheckpointError> { Ok(()) }).unwrap_err();
-        assert!(matches!(err, CheckpointError::Write { .. }));
+        let err = write_atomic(&path, |_| -> Result<(), WriteError> { Ok(()) }).unwrap_err();
+        assert_eq!(err.path, path);
         assert!(err.to_string().contains("no/such/dir/out.bin"), "{err}");
+        assert_eq!(io::Error::from(err).kind(), io::ErrorKind::NotFound);
     }
 
     #[cfg(unix)]
