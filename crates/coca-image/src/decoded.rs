@@ -216,17 +216,26 @@ pub(crate) fn samples_to_rgb(mode: PilMode, samples: &[u8]) -> Vec<u8> {
     }
 }
 
-/// [`samples_to_rgb`] reusing the samples' buffer where the RGB image fits
-/// in it, so converting a large image does not hold two full copies.
+/// [`samples_to_rgb`] reusing the samples' buffer (grown in place for
+/// images of fewer than 3 channels), so converting a large image does not
+/// hold two full copies.
 fn samples_into_rgb(mode: PilMode, mut samples: Vec<u8>) -> Vec<u8> {
     let channels = mode.channels();
     if channels == 3 {
         return samples;
     }
-    if channels < 3 {
-        return samples_to_rgb(mode, &samples);
-    }
     let n = samples.len() / channels;
+    if channels < 3 {
+        // Grow the buffer and widen from the last pixel back: pixel i moves
+        // from `channels * i` to 3i, never over a pixel not yet read.
+        samples.reserve_exact(n * 3 - samples.len());
+        samples.resize(n * 3, 0);
+        for i in (0..n).rev() {
+            let rgb = pixel_to_rgb(mode, &samples[i * channels..(i + 1) * channels]);
+            samples[i * 3..i * 3 + 3].copy_from_slice(&rgb);
+        }
+        return samples;
+    }
     // Pixel i moves from 4i to 3i: forward order never overwrites a pixel
     // before it is read.
     for i in 0..n {

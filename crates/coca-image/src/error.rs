@@ -76,6 +76,26 @@ pub enum ImageError {
         /// The pixel limit it exceeds.
         limit: u64,
     },
+    /// The image is within the pixel limit, but decoding it must hold more
+    /// working memory than the limit allows (1.5 times the RGB size of the
+    /// limit's pixels): a progressive JPEG keeps all its coefficients.
+    #[error(
+        "{name}: image too large: decoding the {width}x{height} image keeps all its coefficients, \
+         as much memory as {pixels} pixels may use, above the limit of {limit} pixels \
+         (--max-image-pixels)"
+    )]
+    TooMuchMemory {
+        /// Path or name of the input.
+        name: String,
+        /// Claimed width.
+        width: u64,
+        /// Claimed height.
+        height: u64,
+        /// The pixels whose decoding budget its working memory uses up.
+        pixels: u64,
+        /// The pixel limit it exceeds.
+        limit: u64,
+    },
     /// The image declares a zero width or height.
     #[error("{name}: image has zero size ({width}x{height})")]
     ZeroSize {
@@ -109,6 +129,7 @@ impl ImageError {
             | Self::Corrupt { name, .. }
             | Self::Truncated { name, .. }
             | Self::TooLarge { name, .. }
+            | Self::TooMuchMemory { name, .. }
             | Self::ZeroSize { name, .. } => name,
         }
     }

@@ -52,6 +52,14 @@ impl DecodeLimits {
     }
 }
 
+/// Decoding an image may hold 1.5 times its RGB size (3 bytes a pixel) at
+/// once; an image that must hold more (a progressive JPEG keeps all its
+/// coefficients) is charged the pixels whose budget its working memory
+/// uses up: `bytes / 4.5`, rounded up.
+pub(crate) fn pixels_for_working_memory(bytes: u64) -> u64 {
+    bytes.saturating_mul(2).div_ceil(9)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -68,5 +76,11 @@ mod tests {
         // Products that overflow still count as too large.
         assert!(limits.check("b", u64::MAX, 2).is_err());
         assert_eq!(DecodeLimits::default().max_pixels, 89_478_485);
+    }
+
+    #[test]
+    fn working_memory_is_charged_at_one_and_a_half_rgb_pixels() {
+        assert_eq!(pixels_for_working_memory(9), 2);
+        assert_eq!(pixels_for_working_memory(10), 3);
     }
 }

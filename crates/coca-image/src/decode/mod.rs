@@ -139,6 +139,17 @@ fn decode_jpeg(
             name: name.into(),
             detail: format!("JPEG: {detail}"),
         }),
+        Err(JpegError::TooMuchMemory {
+            width,
+            height,
+            pixels,
+        }) => Err(ImageError::TooMuchMemory {
+            name: name.into(),
+            width: width.into(),
+            height: height.into(),
+            pixels,
+            limit: limits.max_pixels,
+        }),
         Err(JpegError::ZeroSize { width, height }) => Err(ImageError::ZeroSize {
             name: name.into(),
             width,

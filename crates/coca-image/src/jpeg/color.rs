@@ -1,54 +1,74 @@
 //! From coefficients to pixels: IDCT into per-component sample planes,
 //! libjpeg's chroma upsampling (jdsample.c) and colour conversion
-//! (jdcolor.c).
+//! (jdcolor.c), an iMCU row at a time, so that only a few rows of each
+//! component's samples are ever held besides the output.
 
 use super::header::{Component, Frame};
 use super::idct::idct_block;
-use super::smooth::smoothed_coefficients;
 use super::{ColorSpace, JpegError, JpegImage, JpegPixels};
 
-/// One component's samples, `width * height` inside a buffer of whole
-/// blocks (`stride` samples a row), row-major.
+/// Sample rows `first..` of one component (`width` samples of `height`
+/// rows in all), in a buffer of whole blocks (`stride` samples a row). Only
+/// the rows the next output rows need are held: the iMCU rows being
+/// converted and their neighbours.
 struct Plane {
     width: usize,
     height: usize,
     stride: usize,
+    first: usize,
     data: Vec<u8>,
 }
 
 impl Plane {
-    /// Sample row `y` (inside the component's grid).
-    fn row(&self, y: usize) -> &[u8] {
-        &self.data[y * self.stride..y * self.stride + self.width]
-    }
-}
-
-/// Decodes the component's blocks (`coefs`, laid out like
-/// `comp.coefs`) into a plane; the block padding stays in the buffer
-/// rather than being copied away.
-fn component_plane(comp: &Component, coefs: &[i16]) -> Plane {
-    // A component no scan ever covered has no latched table; libjpeg then
-    // dequantises with an all-zero table, which yields mid-grey.
-    let quant = comp.quant.unwrap_or([0; 64]);
-    let stride = comp.blocks_w * 8;
-    let mut samples = vec![0u8; stride * comp.blocks_h * 8];
-    for by in 0..comp.blocks_h {
-        for bx in 0..comp.blocks_w {
-            let block = (by * comp.stride_blocks + bx) * 64;
-            let offset = by * 8 * stride + bx * 8;
-            idct_block(
-                &coefs[block..block + 64],
-                &quant,
-                &mut samples[offset..],
-                stride,
-            );
+    fn new(comp: &Component) -> Self {
+        Self {
+            width: comp.width,
+            height: comp.height,
+            stride: comp.blocks_w * 8,
+            first: 0,
+            data: Vec::new(),
         }
     }
-    Plane {
-        width: comp.width,
-        height: comp.height,
-        stride,
-        data: samples,
+
+    /// Sample row `y` (inside the component's grid, and held).
+    fn row(&self, y: usize) -> &[u8] {
+        let start = (y - self.first) * self.stride;
+        &self.data[start..start + self.width]
+    }
+
+    /// Appends the samples of iMCU row `m`, decoded from its coefficient
+    /// chunk `coefs`; blocks past the component's grid are padding and are
+    /// not decoded.
+    fn push_imcu_row(&mut self, comp: &Component, m: usize, coefs: &[i16]) {
+        // A component no scan ever covered has no latched table; libjpeg then
+        // dequantises with an all-zero table, which yields mid-grey.
+        let quant = comp.quant.unwrap_or([0; 64]);
+        let block_rows = comp.blocks_h.saturating_sub(m * comp.v).min(comp.v);
+        let start = self.data.len();
+        self.data.resize(start + block_rows * 8 * self.stride, 0);
+        for by in 0..block_rows {
+            for bx in 0..comp.blocks_w {
+                let block = (by * comp.stride_blocks + bx) * 64;
+                let offset = start + by * 8 * self.stride + bx * 8;
+                idct_block(
+                    &coefs[block..block + 64],
+                    &quant,
+                    &mut self.data[offset..],
+                    self.stride,
+                );
+            }
+        }
+    }
+
+    /// Drops the rows above row `y`.
+    fn forget_rows_before(&mut self, y: usize) {
+        let n = y
+            .saturating_sub(self.first)
+            .min(self.data.len() / self.stride.max(1));
+        if n > 0 {
+            self.data.drain(..n * self.stride);
+            self.first += n;
+        }
     }
 }
 
@@ -214,51 +234,137 @@ fn clamp8(v: i32) -> u8 {
     v.clamp(0, 255) as u8
 }
 
-/// Runs IDCT, upsampling and colour conversion for the whole frame. Each
-/// component's coefficients are released as soon as its plane is decoded,
-/// and pixels are produced a row at a time, so the peak is the output plus
-/// the component planes rather than several full-size copies.
-pub(super) fn reconstruct(
-    mut frame: Frame,
+/// Turns iMCU rows of coefficients into pixels as they come: IDCT into
+/// each component's [`Plane`], then upsampling and colour conversion of
+/// every output row whose samples (and their vertical neighbours, for fancy
+/// upsampling) are all held.
+pub(super) struct Reconstruction {
+    width: usize,
+    height: usize,
+    /// Output rows per iMCU row.
+    imcu_height: usize,
     color_space: ColorSpace,
-    smoothing: bool,
-) -> Result<JpegImage, JpegError> {
-    let (width, height) = (frame.width, frame.height);
-    let mut planes = Vec::with_capacity(frame.components.len());
-    for i in 0..frame.components.len() {
-        let comp = &frame.components[i];
+    planes: Vec<(Plane, Upsampling, usize)>,
+    tables: YccTables,
+    out: Vec<u8>,
+    /// Whether `out` grows with the rows instead of being allocated whole.
+    grow: bool,
+    /// iMCU rows pushed so far.
+    imcu_rows: usize,
+    rows: Vec<Vec<u8>>,
+    scratch: Vec<i32>,
+}
+
+/// A buffered image's output grows in this many steps, so that it takes
+/// memory as its coefficient chunks give it back.
+pub(super) const OUTPUT_GROWTH_STEPS: usize = 16;
+
+impl Reconstruction {
+    /// Sets up the upsampling of each component (refusing sampling ratios
+    /// libjpeg does not support, as its `jinit_upsampler` does before any
+    /// data is read). The output is allocated whole unless `grow`.
+    pub fn new(frame: &Frame, color_space: ColorSpace, grow: bool) -> Result<Self, JpegError> {
         // (`is_multiple_of` would need Rust 1.87; the workspace supports 1.85.)
         let divides = |max: usize, factor: usize| max / factor * factor == max;
-        if !divides(frame.max_h, comp.h) || !divides(frame.max_v, comp.v) {
-            return Err(JpegError::Unsupported(format!(
-                "fractional sampling ratio {}x{} : {}x{}",
-                frame.max_h, frame.max_v, comp.h, comp.v
-            )));
+        let mut planes = Vec::with_capacity(frame.components.len());
+        for comp in &frame.components {
+            if !divides(frame.max_h, comp.h) || !divides(frame.max_v, comp.v) {
+                return Err(JpegError::Unsupported(format!(
+                    "fractional sampling ratio {}x{} : {}x{}",
+                    frame.max_h, frame.max_v, comp.h, comp.v
+                )));
+            }
+            let plane = Plane::new(comp);
+            let rv = frame.max_v / comp.v;
+            let method = Upsampling::select(&plane, frame.max_h / comp.h, rv);
+            planes.push((plane, method, rv));
         }
-        let plane = if smoothing {
-            component_plane(comp, &smoothed_coefficients(comp, &frame))
-        } else {
-            component_plane(comp, &comp.coefs)
-        };
-        let method = Upsampling::select(&plane, frame.max_h / comp.h, frame.max_v / comp.v);
-        planes.push((plane, method));
-        frame.components[i].coefs = Vec::new();
+        let total = frame.width * frame.height * channels(color_space);
+        Ok(Self {
+            width: frame.width,
+            height: frame.height,
+            imcu_height: 8 * frame.max_v,
+            color_space,
+            rows: vec![Vec::with_capacity(frame.width); planes.len()],
+            planes,
+            tables: YccTables::new(),
+            out: if grow {
+                Vec::new()
+            } else {
+                Vec::with_capacity(total)
+            },
+            grow,
+            imcu_rows: 0,
+            scratch: Vec::new(),
+        })
     }
-    let channels = match color_space {
-        ColorSpace::Gray => 1,
-        ColorSpace::Rgb | ColorSpace::YCbCr => 3,
-        ColorSpace::Cmyk | ColorSpace::Ycck => 4,
-    };
-    let t = YccTables::new();
-    let mut out = Vec::with_capacity(width * height * channels);
-    let mut rows: Vec<Vec<u8>> = vec![Vec::with_capacity(width); planes.len()];
-    let mut scratch = Vec::new();
-    for y in 0..height {
-        for ((plane, method), row) in planes.iter().zip(&mut rows) {
-            row.clear();
-            upsampled_row(plane, *method, y, width, &mut scratch, row);
+
+    /// Adds iMCU row `m` (the next one) of component `index` from its
+    /// coefficient chunk.
+    pub fn push(&mut self, index: usize, comp: &Component, m: usize, coefs: &[i16]) {
+        self.planes[index].0.push_imcu_row(comp, m, coefs);
+    }
+
+    /// Notes that every component's next iMCU row has been pushed, and
+    /// converts the output rows before it, whose neighbours below are now
+    /// known.
+    pub fn imcu_row_done(&mut self) {
+        self.imcu_rows += 1;
+        let ready = ((self.imcu_rows - 1) * self.imcu_height).min(self.height);
+        self.convert_rows(ready);
+    }
+
+    /// Converts the remaining rows and returns the image.
+    pub fn finish(mut self) -> JpegImage {
+        self.convert_rows(self.height);
+        let out = self.out;
+        let pixels = match self.color_space {
+            ColorSpace::Gray => JpegPixels::Gray(out),
+            ColorSpace::Rgb | ColorSpace::YCbCr => JpegPixels::Rgb(out),
+            ColorSpace::Cmyk | ColorSpace::Ycck => JpegPixels::Cmyk(out),
+        };
+        JpegImage {
+            width: self.width as u32,
+            height: self.height as u32,
+            pixels,
         }
-        match color_space {
+    }
+
+    /// Converts output rows up to (not including) `end`.
+    fn convert_rows(&mut self, end: usize) {
+        let row_bytes = self.width * channels(self.color_space);
+        let done = self.out.len() / row_bytes.max(1);
+        if end <= done {
+            return;
+        }
+        for (plane, _, rv) in &mut self.planes {
+            // Fancy upsampling reads one sample row above.
+            plane.forget_rows_before((done / *rv).saturating_sub(1));
+        }
+        if self.grow {
+            let total = row_bytes * self.height;
+            let needed = self.out.len() + (end - done) * row_bytes;
+            if needed > self.out.capacity() {
+                let target = needed
+                    .max(self.out.capacity() + total.div_ceil(OUTPUT_GROWTH_STEPS))
+                    .min(total);
+                self.out.reserve_exact(target - self.out.len());
+            }
+        }
+        for y in done..end {
+            self.convert_row(y);
+        }
+    }
+
+    /// Upsamples and converts output row `y`, appending it to the output.
+    fn convert_row(&mut self, y: usize) {
+        let width = self.width;
+        for ((plane, method, _), row) in self.planes.iter().zip(&mut self.rows) {
+            row.clear();
+            upsampled_row(plane, *method, y, width, &mut self.scratch, row);
+        }
+        let (rows, out, t) = (&self.rows, &mut self.out, &self.tables);
+        match self.color_space {
             ColorSpace::Gray => out.extend_from_slice(&rows[0]),
             ColorSpace::Rgb => {
                 for ((&r, &g), &b) in rows[0].iter().zip(&rows[1]).zip(&rows[2]) {
@@ -281,7 +387,7 @@ pub(super) fn reconstruct(
                 let (c, m, ye, k) = (&rows[0], &rows[1], &rows[2], &rows[3]);
                 for (((&c, &m), &ye), &k) in c.iter().zip(m).zip(ye).zip(k) {
                     let mut cmyk = [c, m, ye, k];
-                    if color_space == ColorSpace::Ycck {
+                    if self.color_space == ColorSpace::Ycck {
                         let y = i32::from(cmyk[0]);
                         let off = t.offsets(cmyk[1], cmyk[2]);
                         for c in 0..3 {
@@ -294,14 +400,13 @@ pub(super) fn reconstruct(
             }
         }
     }
-    let pixels = match color_space {
-        ColorSpace::Gray => JpegPixels::Gray(out),
-        ColorSpace::Rgb | ColorSpace::YCbCr => JpegPixels::Rgb(out),
-        ColorSpace::Cmyk | ColorSpace::Ycck => JpegPixels::Cmyk(out),
-    };
-    Ok(JpegImage {
-        width: width as u32,
-        height: height as u32,
-        pixels,
-    })
+}
+
+/// Output samples per pixel.
+pub(super) fn channels(color_space: ColorSpace) -> usize {
+    match color_space {
+        ColorSpace::Gray => 1,
+        ColorSpace::Rgb | ColorSpace::YCbCr => 3,
+        ColorSpace::Cmyk | ColorSpace::Ycck => 4,
+    }
 }

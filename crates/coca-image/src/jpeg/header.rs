@@ -32,9 +32,12 @@ pub(super) struct Component {
     /// Blocks per row in whole MCUs; interleaved scans also code the
     /// padding blocks.
     pub stride_blocks: usize,
-    /// `stride_blocks * rows_blocks` blocks of 64 coefficients in natural
-    /// order.
-    pub coefs: Vec<i16>,
+    /// Coefficients (64 a block, natural order) in chunks of one iMCU row
+    /// (`stride_blocks * v` blocks each): one chunk per iMCU row when the
+    /// whole image is buffered, or a single chunk reused for every row
+    /// when a single-scan image is decoded row by row. Empty until the
+    /// first scan decides which ([`Frame::allocate_coefficients`]).
+    pub coefs: Vec<Vec<i16>>,
     /// Quantisation table latched at the first scan that includes this
     /// component (libjpeg ignores later redefinitions for it).
     pub quant: Option<[u16; 64]>,
@@ -63,6 +66,53 @@ pub(super) struct Frame {
     /// `last_good_iMCU_row`), which selects the progression state that
     /// block smoothing uses.
     pub last_good_imcu_row: usize,
+}
+
+impl Component {
+    /// Coefficients in one iMCU row chunk.
+    fn chunk_len(&self) -> usize {
+        self.stride_blocks * self.v * 64
+    }
+
+    /// Index of block (`row`, `col`) (in the component's block grid) in its
+    /// chunk, and that chunk's number.
+    fn locate(&self, row: usize, col: usize) -> (usize, usize) {
+        let chunk = (row / self.v) % self.coefs.len();
+        (chunk, ((row % self.v) * self.stride_blocks + col) * 64)
+    }
+
+    /// The 64 coefficients of block (`row`, `col`).
+    pub fn block(&self, row: usize, col: usize) -> &[i16] {
+        let (chunk, at) = self.locate(row, col);
+        &self.coefs[chunk][at..at + 64]
+    }
+
+    /// The 64 coefficients of block (`row`, `col`), for a scan to fill.
+    pub fn block_mut(&mut self, row: usize, col: usize) -> &mut [i16] {
+        let (chunk, at) = self.locate(row, col);
+        &mut self.coefs[chunk][at..at + 64]
+    }
+}
+
+impl Frame {
+    /// Bytes the coefficients of the whole image take when buffered.
+    pub fn buffered_coefficient_bytes(&self) -> u64 {
+        let per_row: u64 = self
+            .components
+            .iter()
+            .map(|c| c.chunk_len() as u64 * 2)
+            .sum();
+        per_row.saturating_mul(self.mcus_y as u64)
+    }
+
+    /// Allocates the coefficient chunks: one per iMCU row when `buffered`,
+    /// else one chunk that each iMCU row reuses.
+    pub fn allocate_coefficients(&mut self, buffered: bool) {
+        let chunks = if buffered { self.mcus_y } else { 1 };
+        for comp in &mut self.components {
+            comp.coefs = vec![vec![0; comp.chunk_len()]; chunks];
+        }
+    }
 }
 
 /// One component taking part in a scan.
@@ -397,7 +447,7 @@ impl<'a> Parser<'a> {
                     blocks_w: cw.div_ceil(8),
                     blocks_h: ch.div_ceil(8),
                     stride_blocks,
-                    coefs: vec![0; stride_blocks * mcus_y * v * 64],
+                    coefs: Vec::new(),
                     quant: None,
                     coef_bits: [-1; 64],
                     prev_coef_bits: [0; 10],

@@ -17,12 +17,16 @@ enum Pass {
 }
 
 /// Decodes the scan whose entropy-coded data starts at `data[0]`; returns
-/// how many bytes it consumed.
+/// how many bytes it consumed. `row_done` is called with each iMCU row's
+/// number as soon as the scan has coded all of that row's blocks (also for
+/// rows whose data is missing), so a single-scan image can be turned into
+/// pixels row by row.
 pub(super) fn decode_scan(
     frame: &mut Frame,
     scan: &ScanHeader,
     tables: &Tables,
     data: &[u8],
+    row_done: &mut dyn FnMut(&mut Frame, usize),
 ) -> Result<usize, JpegError> {
     let pass = pass_of(frame, scan)?;
     check_mcu_size(frame, scan)?;
@@ -44,8 +48,7 @@ pub(super) fn decode_scan(
     }
 
     let mut reader = BitReader::new(data);
-    let mut dc_pred = [0i32; 4];
-    let mut eobrun = 0u32;
+    let mut state = EntropyState::default();
     let single = scan.components.len() == 1;
     let (mcus_x, mcus_y) = if single {
         let c = &frame.components[scan.components[0].index];
@@ -67,44 +70,21 @@ pub(super) fn decode_scan(
         }
         if restart_interval > 0 && mcu > 0 && mcu % restart_interval == 0 {
             reader.restart();
-            dc_pred = [0; 4];
-            eobrun = 0;
-        }
-        if reader.skip_mcu() {
-            continue;
+            state = EntropyState::default();
         }
         let (mx, my) = (mcu % mcus_x, mcu / mcus_x);
-        for (slot, sc) in scan.components.iter().enumerate() {
-            let comp = &mut frame.components[sc.index];
-            let (h, v) = if single { (1, 1) } else { (comp.h, comp.v) };
-            for by in 0..v {
-                for bx in 0..h {
-                    let block_index = (my * v + by) * comp.stride_blocks + mx * h + bx;
-                    let block = &mut comp.coefs[block_index * 64..block_index * 64 + 64];
-                    let (dc, ac) = huff[slot];
-                    match pass {
-                        Pass::Sequential => {
-                            sequential_block(&mut reader, dc, ac, block, &mut dc_pred[slot])
-                        }
-                        Pass::DcFirst => {
-                            dc_first(&mut reader, dc, block, &mut dc_pred[slot], scan.al)
-                        }
-                        Pass::DcRefine => {
-                            if reader.bit() {
-                                block[0] |= (1i32 << scan.al) as i16;
-                            }
-                        }
-                        Pass::AcFirst => ac_first(&mut reader, ac, block, scan, &mut eobrun),
-                        Pass::AcRefine => ac_refine(&mut reader, ac, block, scan, &mut eobrun),
-                    }
-                }
+        if !reader.skip_mcu() {
+            decode_mcu(frame, scan, pass, &huff, &mut reader, (mx, my), &mut state);
+            reader.finish_mcu();
+            if reader.overran() {
+                return Err(JpegError::Truncated(
+                    "entropy-coded data ends before the last block".into(),
+                ));
             }
         }
-        reader.finish_mcu();
-        if reader.overran() {
-            return Err(JpegError::Truncated(
-                "entropy-coded data ends before the last block".into(),
-            ));
+        let row_end = (my + 1) % rows_per_imcu == 0 || my + 1 == mcus_y;
+        if mx + 1 == mcus_x && row_end {
+            row_done(frame, my / rows_per_imcu);
         }
     }
     // libjpeg prefetches entropy data; when that reaches the end of the
@@ -116,6 +96,50 @@ pub(super) fn decode_scan(
         ));
     }
     Ok(reader.position())
+}
+
+/// Predictions carried from block to block, reset at restart markers.
+#[derive(Default)]
+struct EntropyState {
+    /// DC predictor of each scan component.
+    dc_pred: [i32; 4],
+    /// Blocks left in the current end-of-band run (progressive AC scans).
+    eobrun: u32,
+}
+
+/// Decodes the blocks of MCU (`mx`, `my`) of the scan.
+fn decode_mcu(
+    frame: &mut Frame,
+    scan: &ScanHeader,
+    pass: Pass,
+    huff: &[(&HuffTable, &HuffTable)],
+    reader: &mut BitReader,
+    (mx, my): (usize, usize),
+    state: &mut EntropyState,
+) {
+    let EntropyState { dc_pred, eobrun } = state;
+    let single = scan.components.len() == 1;
+    for (slot, sc) in scan.components.iter().enumerate() {
+        let comp = &mut frame.components[sc.index];
+        let (h, v) = if single { (1, 1) } else { (comp.h, comp.v) };
+        for by in 0..v {
+            for bx in 0..h {
+                let block = comp.block_mut(my * v + by, mx * h + bx);
+                let (dc, ac) = huff[slot];
+                match pass {
+                    Pass::Sequential => sequential_block(reader, dc, ac, block, &mut dc_pred[slot]),
+                    Pass::DcFirst => dc_first(reader, dc, block, &mut dc_pred[slot], scan.al),
+                    Pass::DcRefine => {
+                        if reader.bit() {
+                            block[0] |= (1i32 << scan.al) as i16;
+                        }
+                    }
+                    Pass::AcFirst => ac_first(reader, ac, block, scan, eobrun),
+                    Pass::AcRefine => ac_refine(reader, ac, block, scan, eobrun),
+                }
+            }
+        }
+    }
 }
 
 /// The (DC, AC) Huffman tables of one scan component; `None` when the pass

@@ -31,16 +31,19 @@ fn estimate(num: i64, q: i64, al: i32) -> i16 {
     pred as i16
 }
 
-/// The component's coefficients with libjpeg's smoothing estimates
-/// applied; `prev_bits` is the progression state before the last scan
-/// (used for block rows that scan never reached).
-pub(super) fn smoothed_coefficients(comp: &Component, frame: &Frame) -> Vec<i16> {
+/// Block rows of iMCU row `m` of the component (laid out like one of its
+/// coefficient chunks) with libjpeg's smoothing estimates applied. The
+/// estimates read the DC values of up to two block rows above and below,
+/// so those rows' chunks must still be held; `prev_bits` is the
+/// progression state before the last scan (used for block rows that scan
+/// never reached).
+pub(super) fn smoothed_chunk(comp: &Component, frame: &Frame, m: usize) -> Vec<i16> {
     let quant = comp.quant.unwrap_or([0; 64]);
     let q = |pos: usize| i64::from(quant[pos]);
     let q00 = q(0);
     let stride = comp.stride_blocks;
-    let padded_rows = comp.coefs.len() / 64 / stride.max(1);
     let (width, rows, v) = (comp.blocks_w, comp.blocks_h, comp.v);
+    let padded_rows = frame.mcus_y * v;
     let last_imcu_row = frame.mcus_y.saturating_sub(1);
     let current_bits: [i32; 10] = std::array::from_fn(|k| comp.coef_bits[k]);
     let prev_bits = if frame.scans_seen > 1 {
@@ -48,24 +51,20 @@ pub(super) fn smoothed_coefficients(comp: &Component, frame: &Frame) -> Vec<i16>
     } else {
         [-1; 10]
     };
-    let dc_at = |row: usize, col: usize| i64::from(comp.coefs[(row * stride + col) * 64]);
-    let mut out = comp.coefs.clone();
-    for r in 0..rows {
-        let imcu_row = r / v;
-        let bits = if imcu_row > frame.last_good_imcu_row {
-            prev_bits
-        } else {
-            current_bits
-        };
-        // DC interpolation only when no AC data at all has arrived.
-        let change_dc = bits[1..].iter().all(|&b| b == -1);
-        // Rows below may reach into an iMCU row's padding blocks, except in
-        // the last iMCU row, where libjpeg stops at the real rows.
-        let limit = if imcu_row < last_imcu_row {
-            padded_rows
-        } else {
-            rows
-        };
+    let dc_at = |row: usize, col: usize| i64::from(comp.block(row, col)[0]);
+    let first = m * v;
+    let bits = if m > frame.last_good_imcu_row {
+        prev_bits
+    } else {
+        current_bits
+    };
+    // DC interpolation only when no AC data at all has arrived.
+    let change_dc = bits[1..].iter().all(|&b| b == -1);
+    // Rows below may reach into an iMCU row's padding blocks, except in the
+    // last iMCU row, where libjpeg stops at the real rows.
+    let limit = if m < last_imcu_row { padded_rows } else { rows };
+    let mut out = comp.coefs[m].clone();
+    for r in first..((m + 1) * v).min(rows) {
         let prev = if r > 0 { r - 1 } else { r };
         let prev2 = if r > 1 { r - 2 } else { prev };
         let next = if r + 1 < limit { r + 1 } else { r };
@@ -79,7 +78,8 @@ pub(super) fn smoothed_coefficients(comp: &Component, frame: &Frame) -> Vec<i16>
             let grid: [[i64; 5]; 5] =
                 std::array::from_fn(|i| std::array::from_fn(|j| dc_at(nrows[i], ncols[j])));
             let dc = |n: usize| grid[(n - 1) / 5][(n - 1) % 5];
-            let block = &mut out[(r * stride + b) * 64..(r * stride + b + 1) * 64];
+            let at = ((r - first) * stride + b) * 64;
+            let block = &mut out[at..at + 64];
             let mut apply = |pos: usize, bits_index: usize, q_pos: usize, weights: i64| {
                 let al = bits[bits_index];
                 if al != 0 && block[pos] == 0 {
