@@ -1,4 +1,4 @@
-//! Streaming readers for image/text collections, the inputs of bulk embedding (and later of training).
+//! Streaming readers for image/text collections: the inputs of bulk embedding, evaluation and training.
 //!
 //! Every source yields `Result<`[`Sample`]`, `[`DataError`]`>` one sample at a time, in a deterministic order,
 //! holding at most one sample (or, for tar shards, a small bounded queue of samples) in memory. A bad sample —

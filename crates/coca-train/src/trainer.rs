@@ -37,7 +37,7 @@ pub struct TrainOptions {
     pub adamw: AdamWConfig,
     /// Clip the global gradient norm to this (`--grad-clip-norm`).
     pub grad_clip_norm: Option<f64>,
-    /// λ_cap and λ_con.
+    /// λ_cap.
     pub caption_loss_weight: f64,
     /// λ_con.
     pub contrastive_loss_weight: f64,
@@ -112,7 +112,7 @@ pub trait TrainHooks {
 
 /// How the weights of a new run start.
 pub enum Start<'a> {
-    /// open_clip's initialisation (see [`crate::init`]) with this seed.
+    /// open_clip's initialisation (see [`crate::init`]), seeded by [`TrainOptions::seed`].
     Scratch,
     /// A checkpoint (fine-tuning); validated strictly against the config.
     Pretrained(&'a Path),
@@ -393,11 +393,11 @@ impl Trainer {
             let micro: Vec<MicroBatch> = (0..self.options.accum_freq)
                 .map(|_| data.next_micro_batch())
                 .collect::<Result<_, _>>()?;
-            let samples: usize = micro
-                .iter()
-                .map(|m| m.ids.dim(0).unwrap_or(0))
-                .sum::<usize>()
-                * self.world_size();
+            let mut samples = 0;
+            for m in &micro {
+                samples += m.ids.dim(0)?;
+            }
+            samples *= self.world_size();
             let view;
             let (model, micro) = match self.options.precision {
                 TrainPrecision::Fp32 => (&self.model.model, micro),

@@ -108,13 +108,9 @@ impl Reply {
 struct Job {
     task: Task,
     input: Tensor,
+    /// Rows of `input`: the images or texts this job adds to a forward pass.
+    items: usize,
     reply: Reply,
-}
-
-impl Job {
-    fn items(&self) -> usize {
-        self.input.dim(0).unwrap_or(0)
-    }
 }
 
 /// The rows of one forward pass.
@@ -222,10 +218,19 @@ impl Batcher {
     }
 
     fn submit(&self, task: Task, input: Tensor, reply: Reply) -> Result<(), SubmitError> {
+        let items = input
+            .dim(0)
+            .map_err(|e| SubmitError::Model(e.to_string()))?;
         let jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
         let sender = jobs.as_ref().ok_or(SubmitError::Stopped)?;
         self.stats.queued.fetch_add(1, Ordering::Relaxed);
-        sender.send(Job { task, input, reply }).map_err(|_| {
+        let job = Job {
+            task,
+            input,
+            items,
+            reply,
+        };
+        sender.send(job).map_err(|_| {
             self.stats.queued.fetch_sub(1, Ordering::Relaxed);
             SubmitError::Stopped
         })
@@ -290,7 +295,7 @@ fn worker(
         };
         let mut batch = Batch {
             task: first.task,
-            items: first.items(),
+            items: first.items,
             jobs: vec![first],
             limit: if mergeable { max_batch } else { 0 },
         };
@@ -322,7 +327,7 @@ fn worker(
         if jobs.is_empty() {
             continue;
         }
-        stats.record(jobs.iter().map(Job::items).sum());
+        stats.record(jobs.iter().map(|job| job.items).sum());
         run_batch(engine, batch.task, jobs);
     }
 }
@@ -339,8 +344,8 @@ struct Batch {
 impl Batch {
     /// Take `job` into the batch when it is the same task and fits; otherwise hand it back.
     fn offer(&mut self, job: Job) -> Option<Job> {
-        if job.task == self.task && self.items + job.items() <= self.limit {
-            self.items += job.items();
+        if job.task == self.task && self.items + job.items <= self.limit {
+            self.items += job.items;
             self.jobs.push(job);
             None
         } else {
@@ -366,7 +371,7 @@ fn run_batch(engine: &Engine, task: Task, batch: Vec<Job>) {
         }
     };
     for job in batch {
-        let n = job.items();
+        let n = job.items;
         // Each task's rows match its reply's type; the send fails only when the client went away.
         let _ = match (&mut rows, job.reply) {
             (Rows::Embeddings(all), Reply::Embeddings(tx)) => {

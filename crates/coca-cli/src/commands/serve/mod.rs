@@ -179,7 +179,8 @@ fn seconds(text: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(s).map_err(|_| format!("{text:?} is not a duration in seconds"))
 }
 
-/// Decoding one image holds its samples (up to 4 bytes a pixel) and a converted copy of them at once.
+/// Memory one image in flight may take: decoding peaks at 1.5× its RGB size (a CMYK JPEG at 2×, see
+/// docs/security.md), and resizing then reads the decoded image while it fills intermediate rows.
 const DECODE_BYTES_PER_PIXEL: u64 = 8;
 
 /// How many images `budget_mb` lets decode at once: each may be as large as `max_pixels` allows, at least one.
