@@ -47,6 +47,19 @@ pub struct GlobalArgs {
     #[arg(long, global = true, value_name = "N", default_value_t = coca_image::PIL_MAX_IMAGE_PIXELS,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub max_image_pixels: u64,
+    /// When stderr is not a terminal (a log file, a pipe, CI), long commands print a progress line (count,
+    /// rate, time left, losses) at most every SECONDS; on a terminal they draw a bar instead.
+    #[arg(long, global = true, value_name = "SECONDS", default_value = "30", value_parser = seconds)]
+    pub progress_interval: std::time::Duration,
+}
+
+/// A duration flag in (fractional) seconds.
+pub fn seconds(text: &str) -> Result<std::time::Duration, String> {
+    let s: f64 = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of seconds"))?;
+    std::time::Duration::try_from_secs_f64(s)
+        .map_err(|_| format!("{text:?} is not a duration in seconds"))
 }
 
 /// Subcommands.
@@ -243,4 +256,16 @@ pub struct BenchArgs {
     /// With --train: recompute each residual block in the backward (coca train --grad-checkpointing).
     #[arg(long, requires = "train")]
     pub grad_checkpointing: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seconds_take_fractions_and_refuse_the_rest() {
+        assert_eq!(seconds("0.25"), Ok(std::time::Duration::from_millis(250)));
+        assert!(seconds("-1").is_err());
+        assert!(seconds("soon").unwrap_err().contains("soon"));
+    }
 }

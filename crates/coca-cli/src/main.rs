@@ -6,6 +6,7 @@ mod csv_args;
 mod model_args;
 mod output;
 mod pipeline;
+mod progress;
 mod video_input;
 
 use std::process::ExitCode;
@@ -21,6 +22,7 @@ fn main() -> ExitCode {
         Err(err) => err.exit(),
     };
     init_logging(cli.global.verbose, cli.global.quiet);
+    progress::configure(cli.global.quiet, cli.global.progress_interval);
     keep_freed_memory();
     pipeline::set_decode_limits(coca_image::DecodeLimits {
         max_pixels: cli.global.max_image_pixels,
@@ -30,7 +32,7 @@ fn main() -> ExitCode {
         std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
     }
     let result = match cli.command {
-        Command::Embed(args) => commands::embed::run(args, cli.global.quiet),
+        Command::Embed(args) => commands::embed::run(args),
         Command::Tokenize(args) => commands::tokenize::run(args),
         Command::Convert(args) => commands::convert::run(args),
         Command::Info(args) => commands::info::run(args),
@@ -52,7 +54,7 @@ fn main() -> ExitCode {
                 sub.and_then(|m| m.value_source(id))
                     .is_some_and(|s| s == clap::parser::ValueSource::CommandLine)
             };
-            commands::train::run(args, &given, cli.global.quiet)
+            commands::train::run(args, &given)
         }
     };
     match result {

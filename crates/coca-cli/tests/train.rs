@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{assert_fails_with, coca, command, root, stdout};
+use common::{assert_fails_with, coca, command, root, stderr, stdout};
 
 /// A CoCa small enough to train in a test (CLIP vocabulary, 32-px images, 12-token context).
 const MICRO: &str = "fixtures/train/scenes_micro.json";
@@ -358,4 +358,34 @@ fn grad_checkpointing_trains_to_the_same_losses() {
     assert_eq!(a, b);
     let weights = |dir: &Path| std::fs::read(dir.join("model.safetensors")).unwrap();
     assert_eq!(weights(&plain_dir), weights(&ckpt_dir));
+}
+
+#[test]
+fn without_a_terminal_progress_is_logged_as_lines() {
+    // stderr is a pipe here, as under nohup, `| tee` or CI: a bar would show nothing until the end.
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let mut args = train_args(out.to_str().unwrap(), "3");
+    args.remove(0); // not -q
+    args.splice(0..0, ["--progress-interval", "0"]);
+    let o = coca(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    for step in 1..=3 {
+        let line = err
+            .lines()
+            .find(|l| l.starts_with(&format!("training: {step}/3 steps (")))
+            .unwrap_or_else(|| panic!("no progress line for step {step} in:\n{err}"));
+        assert!(
+            line.contains("steps/s") && line.contains("elapsed; loss "),
+            "{line}"
+        );
+    }
+    // -q silences it.
+    let quiet = tmp.path().join("quiet");
+    let mut args = train_args(quiet.to_str().unwrap(), "3");
+    args.splice(0..0, ["--progress-interval", "0"]);
+    let o = coca(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("training: "), "{}", stderr(&o));
 }

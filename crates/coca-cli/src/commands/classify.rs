@@ -11,12 +11,12 @@ use coca_zeroshot::{
     build_classifier_with_progress, classify, lists, CacheKey, CacheOutcome, CheckpointIdentity,
     ClassifierCache, Prediction, Template,
 };
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 
 use crate::model_args::{parse_precision, ModelArgs};
 use crate::output::write_json;
 use crate::pipeline::{load_images, preprocess_config};
+use crate::progress::Progress;
 
 /// `coca classify`.
 #[derive(Debug, Args)]
@@ -90,7 +90,7 @@ pub struct ClassifierArgs {
     pub no_cache: bool,
 }
 
-/// Run the command; `quiet` hides the progress bar.
+/// Run the command; `quiet` hides the progress of embedding the class prompts.
 pub fn run(args: ClassifyArgs, quiet: bool) -> Result<()> {
     if args.top_k == 0 {
         bail!("--top-k must be at least 1");
@@ -202,10 +202,14 @@ pub fn class_embeddings(
 ) -> Result<Tensor> {
     let total = classnames.len() * templates.len();
     // Created on the first report, so a cache hit shows (and leaves) no bar at all.
-    let mut bar: Option<ProgressBar> = None;
+    let mut bar: Option<Progress> = None;
     let mut progress = |done: usize| {
-        bar.get_or_insert_with(|| progress_bar(total as u64, quiet))
+        if !quiet {
+            bar.get_or_insert_with(|| {
+                Progress::new("embedding class prompts", Some(total as u64), "prompts")
+            })
             .set_position(done as u64)
+        }
     };
     let cache_dir = if args.no_cache {
         None
@@ -228,7 +232,7 @@ pub fn class_embeddings(
             &mut progress,
         )?;
         if let Some(bar) = &bar {
-            bar.finish_and_clear();
+            bar.finish();
         }
         return Ok(classifier);
     };
@@ -256,7 +260,7 @@ pub fn class_embeddings(
         &mut progress,
     )?;
     if let Some(bar) = &bar {
-        bar.finish_and_clear();
+        bar.finish();
     }
     match outcome {
         CacheOutcome::Hit(path) => tracing::debug!("class embeddings from {}", path.display()),
@@ -266,20 +270,4 @@ pub fn class_embeddings(
         CacheOutcome::Uncached => {}
     }
     Ok(classifier)
-}
-
-/// A prompt counter on stderr; hidden with -q and when stderr is not a terminal.
-fn progress_bar(total: u64, quiet: bool) -> ProgressBar {
-    let target = if quiet {
-        ProgressDrawTarget::hidden()
-    } else {
-        ProgressDrawTarget::stderr()
-    };
-    let bar = ProgressBar::with_draw_target(Some(total), target);
-    if let Ok(style) =
-        ProgressStyle::with_template("embedding class prompts {wide_bar} {pos}/{len}, {eta} left")
-    {
-        bar.set_style(style);
-    }
-    bar
 }

@@ -47,8 +47,8 @@ fn cosine_rows(a: &[Vec<f32>], b: &[Vec<f32>]) -> Vec<Vec<f32>> {
         .collect()
 }
 
-/// Run the command; `quiet` hides the progress bar of collection runs.
-pub fn run(args: EmbedArgs, quiet: bool) -> Result<()> {
+/// Run the command.
+pub fn run(args: EmbedArgs) -> Result<()> {
     if args.collection.is_requested() {
         if !args.images.is_empty() || !args.texts.is_empty() || !args.videos.is_empty() {
             bail!(
@@ -56,7 +56,7 @@ pub fn run(args: EmbedArgs, quiet: bool) -> Result<()> {
                  --input-csv, --input-shards); embed single files without --output-dir"
             );
         }
-        return collection::run(&args, quiet);
+        return collection::run(&args);
     }
     if args.images.is_empty() && args.texts.is_empty() && args.videos.is_empty() {
         bail!(

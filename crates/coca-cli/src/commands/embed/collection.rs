@@ -511,7 +511,7 @@ struct Tally {
 }
 
 /// Run a collection embedding.
-pub fn run(args: &EmbedArgs, quiet: bool) -> Result<()> {
+pub fn run(args: &EmbedArgs) -> Result<()> {
     let c = &args.collection;
     let input = c.input()?;
     let Some(out_dir) = c.output_dir.as_deref() else {
@@ -579,7 +579,7 @@ pub fn run(args: &EmbedArgs, quiet: bool) -> Result<()> {
         );
     }
 
-    let mut progress = Progress::new(quiet);
+    let mut progress = Progress::new();
     let mut embedder: Option<Embedder> = None;
     let mut tally = Tally::default();
     for partition in 0.. {

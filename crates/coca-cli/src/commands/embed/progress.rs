@@ -1,34 +1,22 @@
 //! Progress of a collection run on stderr, and the record of skipped samples.
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use crate::progress::Progress as Counter;
 
 /// Most skipped samples listed in the JSON summary (all of them are logged as they happen).
 const MAX_LISTED: usize = 1000;
 
-/// A sample counter on stderr (hidden with -q and when stderr is not a terminal) plus the skipped samples.
+/// A sample counter on stderr (see [`crate::progress`]) plus the skipped samples.
 pub struct Progress {
-    bar: ProgressBar,
+    bar: Counter,
     skipped: usize,
     listed: Vec<String>,
 }
 
 impl Progress {
-    /// A spinner with a running count: streaming sources do not know their length.
-    pub fn new(quiet: bool) -> Self {
-        let target = if quiet {
-            ProgressDrawTarget::hidden()
-        } else {
-            ProgressDrawTarget::stderr()
-        };
-        let bar = ProgressBar::with_draw_target(None, target);
-        if let Ok(style) = ProgressStyle::with_template(
-            "{spinner} {human_pos} samples read, {per_sec:0}, {elapsed} elapsed {msg}",
-        ) {
-            bar.set_style(style);
-        }
-        bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    /// A running count and rate: streaming sources do not know their length.
+    pub fn new() -> Self {
         Self {
-            bar,
+            bar: Counter::new("embedding", None, "samples read"),
             skipped: 0,
             listed: Vec::new(),
         }
@@ -66,6 +54,6 @@ impl Progress {
 
     /// Remove the bar.
     pub fn finish(&self) {
-        self.bar.finish_and_clear();
+        self.bar.finish();
     }
 }

@@ -28,6 +28,7 @@ use coca_generate::GenerationConfig;
 use coca_text::Tokenizer;
 use tokio::sync::Semaphore;
 
+use crate::cli::seconds;
 use crate::commands::caption::{GenerationArgs, StrategyArg};
 use crate::commands::classify::ClassifierArgs;
 use crate::model_args::ModelArgs;
@@ -169,14 +170,6 @@ pub struct ServeArgs {
     /// Seconds requests in flight may take to finish after Ctrl-C or SIGTERM.
     #[arg(long, default_value = "10", value_name = "SECONDS", value_parser = seconds)]
     pub shutdown_timeout: Duration,
-}
-
-/// A duration in (fractional) seconds.
-fn seconds(text: &str) -> Result<Duration, String> {
-    let s: f64 = text
-        .parse()
-        .map_err(|_| format!("{text:?} is not a number of seconds"))?;
-    Duration::try_from_secs_f64(s).map_err(|_| format!("{text:?} is not a duration in seconds"))
 }
 
 /// Memory one image in flight may take: decoding peaks at 1.5× its RGB size (a CMYK JPEG at 2×, see
@@ -426,12 +419,5 @@ mod tests {
         assert_eq!(decode_slots(1, max), 1, "at least one");
         assert_eq!(decode_slots(per_image_mb * 3 + 1, max), 3);
         assert_eq!(decode_slots(3072, 1 << 20), 384);
-    }
-
-    #[test]
-    fn seconds_take_fractions_and_refuse_the_rest() {
-        assert_eq!(seconds("0.25"), Ok(Duration::from_millis(250)));
-        assert!(seconds("-1").is_err());
-        assert!(seconds("soon").unwrap_err().contains("soon"));
     }
 }

@@ -8,14 +8,14 @@ use coca_model::{Coca, CocaConfig};
 use coca_runlog::{EventWriter, MetricsWriter, Record, Split};
 use coca_text::Tokenizer;
 use coca_train::{StepReport, TrainError, TrainHooks};
-use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
 use super::eval::{evaluate, Evaluation, ValSet};
+use crate::progress::Progress;
 
 /// The hooks of one run.
 pub struct RunHooks {
-    bar: ProgressBar,
+    progress: Progress,
     metrics: MetricsWriter,
     events: EventWriter,
     val: Option<ValSet>,
@@ -42,7 +42,6 @@ impl RunHooks {
         start_step: u64,
         total_steps: u64,
         resumed: bool,
-        quiet: bool,
     ) -> anyhow::Result<Self> {
         let tb_dir = run_dir.join("tensorboard");
         let (metrics, events) = if resumed {
@@ -56,20 +55,10 @@ impl RunHooks {
                 EventWriter::create(&tb_dir)?,
             )
         };
-        let bar = if quiet {
-            ProgressBar::hidden()
-        } else {
-            ProgressBar::new(total_steps)
-        };
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{bar:30} {pos}/{len} steps [{elapsed_precise} < {eta_precise}] {msg}",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        );
-        bar.set_position(start_step);
+        let progress = Progress::new("training", Some(total_steps), "steps");
+        progress.set_position(start_step);
         Ok(Self {
-            bar,
+            progress,
             metrics,
             events,
             val,
@@ -87,17 +76,14 @@ impl RunHooks {
         Ok(())
     }
 
-    /// Print a line above the progress bar.
+    /// Print a line that stays (above the progress bar on a terminal).
     pub fn println(&self, line: impl AsRef<str>) {
-        if self.bar.is_hidden() {
-            return;
-        }
-        self.bar.println(line.as_ref());
+        self.progress.println(line);
     }
 
     /// Close the bar and flush the logs.
     pub fn finish(&mut self) -> anyhow::Result<()> {
-        self.bar.finish_and_clear();
+        self.progress.finish();
         self.metrics.sync()?;
         self.events.flush()?;
         Ok(())
@@ -107,11 +93,11 @@ impl RunHooks {
 impl TrainHooks for RunHooks {
     fn on_step(&mut self, r: &StepReport) -> Result<(), TrainError> {
         self.last_step = Some(*r);
-        self.bar.set_position(r.step);
-        self.bar.set_message(format!(
+        self.progress.set_message(format!(
             "loss {:.4} (contrastive {:.4}, caption {:.4}) lr {:.2e} {:.0} samples/s",
             r.losses.total, r.losses.contrastive, r.losses.caption, r.lr, r.samples_per_s
         ));
+        self.progress.set_position(r.step);
         let record = Record::new(r.step, Split::Train)
             .with("loss", r.losses.total)
             .with("loss_contrastive", r.losses.contrastive)

@@ -284,9 +284,9 @@ fn apply_demo_defaults(args: &mut TrainArgs, given: &dyn Fn(&str) -> bool) {
 /// Run `coca train`. `given` tells whether a flag was set on the command line (for `--demo` defaults). With
 /// `WORLD_SIZE > 1` in the environment (torchrun, Slurm, `coca launch`) this process is one rank of a
 /// data-parallel run.
-pub fn run(args: TrainArgs, given: &dyn Fn(&str) -> bool, quiet: bool) -> Result<()> {
+pub fn run(args: TrainArgs, given: &dyn Fn(&str) -> bool) -> Result<()> {
     let env = DistEnv::from_env()?;
-    let result = run_rank(args, given, quiet, &env);
+    let result = run_rank(args, given, &env);
     if env.is_distributed() {
         result.with_context(|| format!("rank {} of {}", env.rank, env.world_size))
     } else {
@@ -294,15 +294,9 @@ pub fn run(args: TrainArgs, given: &dyn Fn(&str) -> bool, quiet: bool) -> Result
     }
 }
 
-fn run_rank(
-    mut args: TrainArgs,
-    given: &dyn Fn(&str) -> bool,
-    quiet: bool,
-    env: &DistEnv,
-) -> Result<()> {
+fn run_rank(mut args: TrainArgs, given: &dyn Fn(&str) -> bool, env: &DistEnv) -> Result<()> {
     // Only rank 0 prints and writes.
     let main = env.is_main();
-    let quiet = quiet || !main;
     if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
         // Training's large products run on rayon's threads; candle's second pool for element-wise kernels
         // then only spins against them (a step took 4.0 s instead of 2.3 s on two cores). Set before any
@@ -470,7 +464,6 @@ fn run_rank(
         start_step,
         steps,
         args.resume.is_some(),
-        quiet,
     )?;
     if let Some(ckpt) = &resume_from {
         hooks.println(format!(
