@@ -50,7 +50,7 @@ fn eval_json(task: &str, with_model: bool, extra: &[&str], home: &Path) -> Value
     serde_json::from_slice(&o.stdout).expect("JSON on stdout")
 }
 
-/// CLIP_benchmark's schema: exactly these keys.
+/// CLIP_benchmark's schema plus the skip count and list: exactly these keys; these datasets skip nothing.
 fn assert_schema(v: &Value, task: &str, dataset: &str, with_model: bool) {
     let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
     assert_eq!(
@@ -61,9 +61,13 @@ fn assert_schema(v: &Value, task: &str, dataset: &str, with_model: bool) {
             "metrics",
             "model",
             "pretrained",
+            "skipped_images",
+            "skipped_items",
             "task"
         ]
     );
+    assert_eq!(v["skipped_images"], 0);
+    assert_eq!(v["skipped_items"], json!([]));
     assert_eq!(v["task"], task);
     assert_eq!(v["dataset"], dataset);
     assert_eq!(v["language"], "en");
