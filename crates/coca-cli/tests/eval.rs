@@ -749,11 +749,21 @@ fn bad_datasets_fail_with_the_reason() {
         &ret(&["--annotations", bad.to_str().unwrap()]),
         &["unknown split `test` (the file has: train)"],
     );
-    // A referenced image that does not exist is named.
+    // A referenced image that does not exist is skipped, named in a warning; with no other image, there is
+    // nothing to score.
     std::fs::write(&bad, r#"[{"image": "nowhere.jpg", "caption": "a"}]"#).unwrap();
+    let o = ret(&["--annotations", bad.to_str().unwrap()]);
+    assert!(
+        stderr(&o).contains("skipped ") && stderr(&o).contains("nowhere.jpg: no such file"),
+        "{}",
+        stderr(&o)
+    );
+    let mut args = vec!["-q", "eval", "retrieval"];
+    args.extend(MODEL);
+    args.extend(["--annotations", bad.to_str().unwrap()]);
     assert_fails_with(
-        &ret(&["--annotations", bad.to_str().unwrap()]),
-        &["nowhere.jpg"],
+        &run(&args, home),
+        &["none of the 1 images could be used", "nowhere.jpg"],
     );
 
     // Predictions for an image that is not in the references.
