@@ -50,7 +50,7 @@ fn eval_json(task: &str, with_model: bool, extra: &[&str], home: &Path) -> Value
     serde_json::from_slice(&o.stdout).expect("JSON on stdout")
 }
 
-/// CLIP_benchmark's schema: exactly these keys.
+/// CLIP_benchmark's schema plus the skip count and list: exactly these keys; these datasets skip nothing.
 fn assert_schema(v: &Value, task: &str, dataset: &str, with_model: bool) {
     let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
     assert_eq!(
@@ -61,9 +61,13 @@ fn assert_schema(v: &Value, task: &str, dataset: &str, with_model: bool) {
             "metrics",
             "model",
             "pretrained",
+            "skipped_images",
+            "skipped_items",
             "task"
         ]
     );
+    assert_eq!(v["skipped_images"], 0);
+    assert_eq!(v["skipped_items"], json!([]));
     assert_eq!(v["task"], task);
     assert_eq!(v["dataset"], dataset);
     assert_eq!(v["language"], "en");
@@ -745,11 +749,21 @@ fn bad_datasets_fail_with_the_reason() {
         &ret(&["--annotations", bad.to_str().unwrap()]),
         &["unknown split `test` (the file has: train)"],
     );
-    // A referenced image that does not exist is named.
+    // A referenced image that does not exist is skipped, named in a warning; with no other image, there is
+    // nothing to score.
     std::fs::write(&bad, r#"[{"image": "nowhere.jpg", "caption": "a"}]"#).unwrap();
+    let o = ret(&["--annotations", bad.to_str().unwrap()]);
+    assert!(
+        stderr(&o).contains("skipped ") && stderr(&o).contains("nowhere.jpg: no such file"),
+        "{}",
+        stderr(&o)
+    );
+    let mut args = vec!["-q", "eval", "retrieval"];
+    args.extend(MODEL);
+    args.extend(["--annotations", bad.to_str().unwrap()]);
     assert_fails_with(
-        &ret(&["--annotations", bad.to_str().unwrap()]),
-        &["nowhere.jpg"],
+        &run(&args, home),
+        &["none of the 1 images could be used", "nowhere.jpg"],
     );
 
     // Predictions for an image that is not in the references.

@@ -240,3 +240,289 @@ fn a_near_limit_image_decodes_within_one_and_a_half_times_its_rgb_size() {
         "decoding took {extra} bytes beyond the baseline, more than 1.5x the {rgb}-byte RGB image"
     );
 }
+
+// Skip-and-count in `coca eval` and `coca probe`: a collection with good images plus a header bomb and a
+// truncated file completes under the hostile-input memory limit, reports the two skips, and scores exactly
+// as the good images alone do.
+
+/// The header bomb and the truncated file planted among good images.
+const BAD: [&str; 2] = ["bomb.gif", "truncated.png"];
+/// Good images of the image fixtures, by class.
+const GOOD: [(&str, [&str; 3]); 2] = [
+    ("cat", ["chelsea.png", "chelsea_422.jpg", "coins.png"]),
+    ("scene", ["flower.jpg", "china.jpg", "coffee.webp"]),
+];
+const SOURCES: &str = "fixtures/images/sources";
+
+/// Write `file` of the bad images to `to`: the 60000x60000 GIF header bomb, or the first half of a PNG.
+fn write_bad(file: &str, to: &Path) {
+    match file {
+        "bomb.gif" => {
+            std::fs::copy(common::root().join(BOMBS).join("gif_screen_60000.gif"), to).unwrap();
+        }
+        "truncated.png" => {
+            let png = std::fs::read(common::root().join(SOURCES).join("chelsea.png")).unwrap();
+            std::fs::write(to, &png[..png.len() / 2]).unwrap();
+        }
+        other => panic!("no bad image {other}"),
+    }
+}
+
+/// Image folders `dir/good` (the good images, one folder per class) and `dir/mixed` (the same plus one bad
+/// image in each class folder, named to sort between the good ones).
+fn good_and_mixed_folders(dir: &Path) -> (PathBuf, PathBuf) {
+    let (good, mixed) = (dir.join("good"), dir.join("mixed"));
+    for root in [&good, &mixed] {
+        for (class, images) in GOOD {
+            std::fs::create_dir_all(root.join(class)).unwrap();
+            for image in images {
+                std::fs::copy(
+                    common::root().join(SOURCES).join(image),
+                    root.join(class).join(image),
+                )
+                .unwrap();
+            }
+        }
+    }
+    for ((class, _), bad) in GOOD.iter().zip(BAD) {
+        write_bad(bad, &mixed.join(class).join(bad));
+    }
+    (good, mixed)
+}
+
+/// Runs `coca <args> --json` under the hostile-input address-space limit; the parsed result and stderr (with
+/// the warnings).
+fn json_run(args: &[&str]) -> (serde_json::Value, String) {
+    let mut all = args.to_vec();
+    all.push("--json");
+    let o = coca_limited(&all, HOSTILE_ADDRESS_SPACE);
+    assert!(
+        o.status.success(),
+        "{args:?} must complete; stderr: {}",
+        stderr(&o)
+    );
+    let value = serde_json::from_str(stdout(&o).trim()).expect("JSON result");
+    (value, stderr(&o))
+}
+
+/// The run on the mixed data skipped exactly the two bad images, named each (with its reason) in a warning
+/// and in the result.
+fn assert_two_skips(mixed: &serde_json::Value, good: &serde_json::Value, err: &str) {
+    assert_eq!(mixed["skipped_images"], 2, "{mixed}");
+    assert_eq!(good["skipped_images"], 0, "{good}");
+    let listed = mixed["skipped_items"].to_string();
+    for fragment in ["bomb.gif", "60000x60000", "truncated.png"] {
+        assert!(err.contains(fragment), "{fragment} not named: {err}");
+        assert!(listed.contains(fragment), "{fragment} not listed: {listed}");
+    }
+    assert_eq!(
+        err.matches("skipped ").count(),
+        2,
+        "each bad image is logged once: {err}"
+    );
+}
+
+#[test]
+fn eval_zeroshot_skips_and_counts_bad_images() {
+    let dir = tempfile::tempdir().unwrap();
+    let (good, mixed) = good_and_mixed_folders(dir.path());
+    let run = |root: &Path| {
+        let mut args = vec!["eval", "zeroshot-classification"];
+        args.extend(MODEL);
+        args.extend([
+            "--dataset-root",
+            root.to_str().unwrap(),
+            "--dataset",
+            "two",
+            "--templates",
+            "simple",
+            "--no-cache",
+            "--batch-size",
+            "4",
+        ]);
+        json_run(&args)
+    };
+    let (with_bad, err) = run(&mixed);
+    let (alone, _) = run(&good);
+    assert_two_skips(&with_bad, &alone, &err);
+    assert_eq!(with_bad["metrics"], alone["metrics"]);
+
+    // Nothing readable at all is an error, not a score.
+    let bad_only = dir.path().join("bad_only");
+    for ((class, _), bad) in GOOD.iter().zip(BAD) {
+        std::fs::create_dir_all(bad_only.join(class)).unwrap();
+        write_bad(bad, &bad_only.join(class).join(bad));
+    }
+    // -q: the warnings naming each image are hidden, leaving the one error line.
+    let mut args = vec!["-q", "eval", "zeroshot-classification"];
+    args.extend(MODEL);
+    let root = bad_only.to_str().unwrap();
+    args.extend([
+        "--dataset-root",
+        root,
+        "--templates",
+        "simple",
+        "--no-cache",
+    ]);
+    assert_refused_cleanly(
+        &coca_limited(&args, HOSTILE_ADDRESS_SPACE),
+        &[root, "none of the 2 images could be used", "bomb.gif"],
+    );
+}
+
+/// CLIP_benchmark's list of images and captions for the good images, plus the bad ones when `bad` is set.
+fn annotations(dir: &Path, bad: bool) -> PathBuf {
+    let mut list = Vec::new();
+    for (class, images) in GOOD {
+        for image in images {
+            list.push(serde_json::json!({
+                "image": format!("{SOURCES}/{image}"),
+                "caption": [format!("a photo of a {class}"), format!("{image} in a {class} picture")],
+            }));
+        }
+    }
+    if bad {
+        for name in BAD {
+            write_bad(name, &dir.join(name));
+            // Between the good images, so batches mix good and bad.
+            list.insert(
+                2,
+                serde_json::json!({
+                    "image": dir.join(name).to_str().unwrap(),
+                    "caption": [format!("an unreadable {name}")],
+                }),
+            );
+        }
+    }
+    let path = dir.join(if bad { "mixed.json" } else { "good.json" });
+    std::fs::write(&path, serde_json::Value::Array(list).to_string()).unwrap();
+    path
+}
+
+#[test]
+fn eval_retrieval_skips_bad_images_and_their_captions() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |bad: bool| {
+        let file = annotations(dir.path(), bad);
+        let mut args = vec!["eval", "retrieval"];
+        args.extend(MODEL);
+        args.extend([
+            "--annotations",
+            file.to_str().unwrap(),
+            "--dataset-root",
+            ".",
+            "--batch-size",
+            "3",
+            "--recall-k",
+            "1,2,5",
+        ]);
+        json_run(&args)
+    };
+    let (with_bad, err) = run(true);
+    let (alone, _) = run(false);
+    assert_two_skips(&with_bad, &alone, &err);
+    assert_eq!(with_bad["metrics"], alone["metrics"]);
+}
+
+#[test]
+fn eval_captioning_skips_bad_images_and_their_references() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |bad: bool| {
+        let file = annotations(dir.path(), bad);
+        let saved = dir.path().join(format!("captions_{bad}.json"));
+        let mut args = vec!["eval", "captioning"];
+        args.extend(MODEL);
+        args.extend([
+            "--annotations",
+            file.to_str().unwrap(),
+            "--dataset-root",
+            ".",
+            "--batch-size",
+            "3",
+            "--save-captions",
+            saved.to_str().unwrap(),
+        ]);
+        let (result, err) = json_run(&args);
+        let captions: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&saved).unwrap()).unwrap();
+        (result, err, captions)
+    };
+    let (with_bad, err, captions_with_bad) = run(true);
+    let (alone, _, captions_alone) = run(false);
+    assert_two_skips(&with_bad, &alone, &err);
+    assert_eq!(with_bad["metrics"], alone["metrics"]);
+    // The same images, captions and references were scored: none of the bad images' references.
+    assert_eq!(captions_with_bad, captions_alone);
+    assert_eq!(captions_alone.as_array().unwrap().len(), 6);
+}
+
+#[test]
+fn probe_skips_bad_images_in_both_splits_and_caches_only_the_good_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    // Train on one set of folders, validate on another: one bad image in each split.
+    let (good_train, mixed_train) = good_and_mixed_folders(&dir.path().join("train"));
+    let (good_val, mixed_val) = good_and_mixed_folders(&dir.path().join("val"));
+    std::fs::remove_file(mixed_train.join("scene").join("truncated.png")).unwrap();
+    std::fs::remove_file(mixed_val.join("cat").join("bomb.gif")).unwrap();
+    let cache = dir.path().join("cache");
+    let run = |train: &Path, val: &Path| {
+        let mut args = vec!["probe"];
+        args.extend(MODEL);
+        args.extend([
+            "--train-dir",
+            train.to_str().unwrap(),
+            "--val-dir",
+            val.to_str().unwrap(),
+            "--linear",
+            "--epochs",
+            "20",
+            "--cache-dir",
+            cache.to_str().unwrap(),
+        ]);
+        json_run(&args)
+    };
+    let (with_bad, err) = run(&mixed_train, &mixed_val);
+    let (alone, _) = run(&good_train, &good_val);
+    assert_two_skips(&with_bad, &alone, &err);
+    assert_eq!(with_bad["features"][0]["skipped_images"], 1, "{with_bad}");
+    assert_eq!(with_bad["features"][1]["skipped_images"], 1, "{with_bad}");
+    for key in [
+        "metrics",
+        "per_class_recall",
+        "confusion_matrix",
+        "train_samples",
+        "val_samples",
+    ] {
+        assert_eq!(with_bad[key], alone[key], "{key}");
+    }
+    assert_eq!(with_bad["train_samples"], 6);
+    assert_eq!(with_bad["val_samples"], 6);
+
+    // A rerun reads the cached features of the good images only, and reports the same skips and scores.
+    let (again, err) = run(&mixed_train, &mixed_val);
+    assert_eq!(again["features"][0]["reused"], true, "{again}");
+    assert_eq!(again["features"][1]["reused"], true, "{again}");
+    assert_two_skips(&again, &alone, &err);
+    for key in ["metrics", "confusion_matrix", "skipped_items"] {
+        assert_eq!(again[key], with_bad[key], "{key}");
+    }
+
+    // A folder with no readable image is an error.
+    let bad_only = dir.path().join("bad_only");
+    for ((class, _), bad) in GOOD.iter().zip(BAD) {
+        std::fs::create_dir_all(bad_only.join(class)).unwrap();
+        write_bad(bad, &bad_only.join(class).join(bad));
+    }
+    let mut args = vec!["-q", "probe"];
+    args.extend(MODEL);
+    args.extend([
+        "--train-dir",
+        bad_only.to_str().unwrap(),
+        "--linear",
+        "--no-cache",
+    ]);
+    assert_refused_cleanly(
+        &coca_limited(&args, HOSTILE_ADDRESS_SPACE),
+        &["none of the 2 images could be used", "bomb.gif"],
+    );
+}

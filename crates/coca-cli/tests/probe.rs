@@ -202,9 +202,24 @@ fn errors_name_the_problem() {
     assert_fails_with(&o, &["class folder `empty` has no images"]);
     std::fs::remove_dir(data.join("empty")).unwrap();
 
+    // An unreadable image is not an error: it is skipped and counted, naming it and the reason.
     std::fs::write(data.join("red/broken.png"), b"not a png").unwrap();
-    let o = probe(&["--train-dir", data.to_str().unwrap()], &cache);
-    assert_fails_with(&o, &["broken.png", "cannot use this image"]);
+    let o = probe(
+        &["--train-dir", data.to_str().unwrap(), "--linear", "--json"],
+        &cache,
+    );
+    ok(&o);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["skipped_images"], 1, "{v}");
+    let listed = v["skipped_items"][0].as_str().unwrap();
+    assert!(
+        listed.contains("broken.png") && listed.contains("unsupported image format"),
+        "{listed}"
+    );
+    assert_eq!(
+        v["train_samples"].as_u64().unwrap() + v["val_samples"].as_u64().unwrap(),
+        8
+    );
 
     let o = probe(
         &["--train-dir", tmp.path().join("nowhere").to_str().unwrap()],

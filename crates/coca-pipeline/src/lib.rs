@@ -7,6 +7,5 @@ pub mod model;
 
 pub use inputs::{load_images, preprocess_config, set_decode_limits, tokenize_texts};
 pub use model::{
-    check_finite_weights, name_list, parse_device, parse_precision, resolve_config, weights_path,
-    ModelSpec,
+    name_list, parse_device, parse_precision, resolve_config, weights_path, ModelSpec,
 };

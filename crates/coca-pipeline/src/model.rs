@@ -2,12 +2,17 @@
 
 use std::path::{Path, PathBuf};
 
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+
 use anyhow::{bail, Context, Result};
-use candle_core::{DType, Device};
+use candle_core::{CpuStorage, DType, Device, Shape, Storage, Tensor};
+use candle_nn::var_builder::SimpleBackend;
+use candle_nn::{Init, VarBuilder};
 use coca_checkpoint::Checkpoint;
 use coca_model::budget::{check_fits, Workload};
-use coca_model::load::{load_model, LoadOptions};
-use coca_model::{Coca, CocaConfig, ConfigSource};
+use coca_model::load::{validate_checkpoint, LoadOptions};
+use coca_model::{Coca, CocaConfig, ConfigSource, ModelError};
 
 /// Parse open_clip-style precision names (also accepting dtype spellings).
 pub fn parse_precision(s: &str) -> Result<DType> {
@@ -52,10 +57,9 @@ pub fn name_list(names: &[String]) -> String {
     out
 }
 
-/// Refuse a checkpoint with NaN or infinite weights (a model built from it answers NaN), or only warn when
-/// `allow` is set; either way the message names the tensors.
-pub fn check_finite_weights(path: &Path, allow: bool) -> Result<()> {
-    let bad = Checkpoint::open(path)?.non_finite_tensors()?;
+/// Refuse a checkpoint whose floating-point tensors `bad` hold NaN or infinite weights (a model built from it
+/// answers NaN), or only warn when `allow` is set; either way the message names the tensors.
+fn refuse_non_finite(path: &Path, bad: &[String], allow: bool) -> Result<()> {
     if bad.is_empty() {
         return Ok(());
     }
@@ -64,7 +68,7 @@ pub fn check_finite_weights(path: &Path, allow: bool) -> Result<()> {
         path.display(),
         bad.len(),
         if bad.len() == 1 { "" } else { "s" },
-        name_list(&bad)
+        name_list(bad)
     );
     if allow {
         tracing::warn!("{what}; running anyway (--allow-nonfinite-weights)");
@@ -74,6 +78,102 @@ pub fn check_finite_weights(path: &Path, allow: bool) -> Result<()> {
             "{what}; its outputs would be NaN. Use a healthy checkpoint, or pass --allow-nonfinite-weights to run \
              it anyway"
         )
+    }
+}
+
+/// A checkpoint as a `VarBuilder` backend that tests every floating-point weight for NaN and infinity as it
+/// is loaded, while its stored bytes are in memory anyway, so the weights are read once, not once more for a
+/// separate scan. The names of the tensors that fail are collected in `non_finite`.
+struct FiniteChecked {
+    checkpoint: Checkpoint,
+    non_finite: Arc<Mutex<BTreeSet<String>>>,
+}
+
+impl SimpleBackend for FiniteChecked {
+    fn get(
+        &self,
+        shape: Shape,
+        name: &str,
+        init: Init,
+        dtype: DType,
+        device: &Device,
+    ) -> candle_core::Result<Tensor> {
+        // The stored values, on the CPU: what the file holds, before a conversion could turn a large finite
+        // value into an infinity. The checkpoint's own backend checks the shape first.
+        let Some(stored) = self.checkpoint.info(name).map(|i| i.dtype) else {
+            return SimpleBackend::get(&self.checkpoint, shape, name, init, dtype, device);
+        };
+        let tensor = SimpleBackend::get(&self.checkpoint, shape, name, init, stored, &Device::Cpu)?;
+        self.check(name, &tensor)?;
+        convert(tensor, dtype, device)
+    }
+
+    fn get_unchecked(
+        &self,
+        name: &str,
+        dtype: DType,
+        device: &Device,
+    ) -> candle_core::Result<Tensor> {
+        let Some(stored) = self.checkpoint.info(name).map(|i| i.dtype) else {
+            return SimpleBackend::get_unchecked(&self.checkpoint, name, dtype, device);
+        };
+        let tensor = SimpleBackend::get_unchecked(&self.checkpoint, name, stored, &Device::Cpu)?;
+        self.check(name, &tensor)?;
+        convert(tensor, dtype, device)
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        self.checkpoint.contains(name)
+    }
+}
+
+impl FiniteChecked {
+    /// Record `name` when the CPU tensor `t` holds a NaN or an infinity.
+    fn check(&self, name: &str, t: &Tensor) -> candle_core::Result<()> {
+        if has_non_finite(t) {
+            self.non_finite
+                .lock()
+                .map_err(|_| candle_core::Error::Msg("non-finite weight record poisoned".into()))?
+                .insert(name.to_string());
+        }
+        Ok(())
+    }
+}
+
+/// A stored tensor in the model's dtype on its device: narrowing conversions on the CPU so less data travels
+/// to an accelerator, widening ones on the device for the same reason (as the checkpoint reader converts).
+fn convert(t: Tensor, dtype: DType, device: &Device) -> candle_core::Result<Tensor> {
+    if dtype.size_in_bytes() < t.dtype().size_in_bytes() {
+        t.to_dtype(dtype)?.to_device(device)
+    } else {
+        t.to_device(device)?.to_dtype(dtype)
+    }
+}
+
+/// Whether a CPU tensor of floating-point values holds a NaN or an infinity (integer tensors never do).
+fn has_non_finite(t: &Tensor) -> bool {
+    let (storage, layout) = t.storage_and_layout();
+    let Storage::Cpu(cpu) = &*storage else {
+        return false;
+    };
+    let range = layout.contiguous_offsets().map(|(start, end)| start..end);
+    fn any<T>(
+        values: &[T],
+        range: Option<std::ops::Range<usize>>,
+        bad: impl Fn(&T) -> bool,
+    ) -> bool {
+        let values = match range {
+            Some(r) => &values[r],
+            None => values,
+        };
+        values.iter().any(bad)
+    }
+    match cpu {
+        CpuStorage::F16(v) => any(v, range, |x| !x.is_finite()),
+        CpuStorage::BF16(v) => any(v, range, |x| !x.is_finite()),
+        CpuStorage::F32(v) => any(v, range, |x| !x.is_finite()),
+        CpuStorage::F64(v) => any(v, range, |x| !x.is_finite()),
+        _ => false,
     }
 }
 
@@ -107,8 +207,8 @@ pub struct ModelSpec<'a> {
 }
 
 impl ModelSpec<'_> {
-    /// Resolve the config and the checkpoint, and load the model (after checking that it fits in memory and
-    /// that its weights are finite).
+    /// Resolve the config and the checkpoint, and load the model (after checking that it fits in memory; its
+    /// weights are checked to be finite as they load).
     pub fn load(&self) -> Result<(Coca, CocaConfig)> {
         let (cfg, source) = resolve_config(self.model)?;
         let opts = LoadOptions {
@@ -123,14 +223,78 @@ impl ModelSpec<'_> {
         };
         check_fits(&cfg, &source, &workload)?;
         let weights = weights_path(self.model, self.pretrained)?;
-        check_finite_weights(&weights, self.allow_nonfinite_weights)?;
         let started = std::time::Instant::now();
-        let model = load_model(&cfg, &weights, &opts)?;
+        let model = load_checked(&cfg, &weights, &opts, self.allow_nonfinite_weights)?;
         tracing::info!(
             "loaded {source} from {} in {:.2}s",
             weights.display(),
             started.elapsed().as_secs_f64()
         );
         Ok((model, cfg))
+    }
+}
+
+/// `coca_model::load::load_model` with every weight checked to be finite as it loads: a checkpoint with NaN or
+/// infinite weights is refused (or, with `allow`, loaded with a warning), naming the tensors.
+fn load_checked(cfg: &CocaConfig, path: &Path, opts: &LoadOptions, allow: bool) -> Result<Coca> {
+    let checkpoint = Checkpoint::open(path).map_err(ModelError::from)?;
+    if let Err(mismatch) = validate_checkpoint(cfg, &checkpoint) {
+        // Non-finite weights are reported before a mismatch, as for a checkpoint that fits; this one is not
+        // loaded, so its weights are scanned here.
+        let bad = checkpoint.non_finite_tensors().map_err(ModelError::from)?;
+        refuse_non_finite(path, &bad, allow)?;
+        return Err(mismatch.into());
+    }
+    let non_finite = Arc::new(Mutex::new(BTreeSet::new()));
+    let backend = FiniteChecked {
+        checkpoint,
+        non_finite: non_finite.clone(),
+    };
+    let vb = VarBuilder::from_backend(Box::new(backend), opts.dtype, opts.device.clone());
+    let model = Coca::new(cfg, vb)?;
+    let bad: Vec<String> = non_finite
+        .lock()
+        .map_err(|_| anyhow::anyhow!("non-finite weight record poisoned"))?
+        .iter()
+        .cloned()
+        .collect();
+    refuse_non_finite(path, &bad, allow)?;
+    Ok(model)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn non_finite_values_are_found_in_every_float_type_and_not_in_integers() {
+        for dtype in [DType::F16, DType::BF16, DType::F32, DType::F64] {
+            for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+                let t = Tensor::new(&[1f32, bad, 3.0], &Device::Cpu)
+                    .and_then(|t| t.to_dtype(dtype))
+                    .unwrap();
+                assert!(has_non_finite(&t), "{dtype:?} {bad}");
+            }
+            let fine = Tensor::new(&[1f32, -2.0, 0.0], &Device::Cpu)
+                .and_then(|t| t.to_dtype(dtype))
+                .unwrap();
+            assert!(!has_non_finite(&fine), "{dtype:?}");
+        }
+        let ints = Tensor::new(&[u32::MAX, 0], &Device::Cpu).unwrap();
+        assert!(!has_non_finite(&ints));
+        // Only the tensor's own elements count, not the rest of a shared buffer.
+        let t = Tensor::new(&[f32::NAN, 1.0, 2.0], &Device::Cpu).unwrap();
+        assert!(!has_non_finite(&t.narrow(0, 1, 2).unwrap()));
+    }
+
+    #[test]
+    fn conversion_gives_the_model_dtype() {
+        let t = Tensor::new(&[1f32, 2.0], &Device::Cpu).unwrap();
+        for dtype in [DType::F16, DType::F32, DType::F64] {
+            let c = convert(t.clone(), dtype, &Device::Cpu).unwrap();
+            assert_eq!(c.dtype(), dtype);
+            let back: Vec<f32> = c.to_dtype(DType::F32).unwrap().to_vec1().unwrap();
+            assert_eq!(back, [1.0, 2.0]);
+        }
     }
 }

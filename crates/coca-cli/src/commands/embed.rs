@@ -3,7 +3,7 @@
 
 mod collection;
 pub(crate) mod decode;
-mod progress;
+pub(crate) mod progress;
 mod workers;
 
 pub use collection::CollectionArgs;

@@ -13,11 +13,13 @@ use coca_text::Tokenizer;
 use serde_json::{json, Map, Value};
 
 use super::references::{id_string, kind, Reference, ReferenceArgs};
-use super::{load_samples, progress_bar, report, result_json, OutputArgs};
+use super::{load_samples, report, result_json, OutputArgs};
 use crate::commands::caption::GenerationArgs;
+use crate::commands::embed::progress::Skipped;
 use crate::model_args::ModelArgs;
 use crate::output::write_json;
 use crate::pipeline::preprocess_config;
+use crate::progress::Progress;
 
 /// `coca eval captioning`.
 #[derive(Debug, Args)]
@@ -27,7 +29,9 @@ References: --annotations (Karpathy, CLIP_benchmark list or COCO JSON), --csv or
 beam search), or read with --predictions from a COCO results file [{\"image_id\": .., \"caption\": ..}],
 matched to the references by image id (Karpathy's cocoid, else imgid, else the file name; the list form's
 image_id, else its image path; the CSV image path; the shard key); then no model is needed, and images
-without a prediction are left out, as pycocoevalcap does.
+without a prediction are left out, as pycocoevalcap does. When generating, an image that cannot be read
+(missing, truncated, corrupt, or over --max-image-pixels) is skipped with a warning naming it, counted in
+\"skipped_images\", and left out of the scores with its references.
 
 Metrics, named as pycocoevalcap reports them and equal to its 1.2 release:
   Bleu_1..Bleu_4  corpus BLEU (clipped n-gram precision, brevity penalty from the closest reference length)
@@ -76,7 +80,7 @@ struct Captioned {
 }
 
 /// Run the evaluation.
-pub fn run(args: CaptioningArgs, quiet: bool) -> Result<()> {
+pub fn run(args: CaptioningArgs) -> Result<()> {
     if args.batch_size == 0 {
         bail!("--batch-size must be at least 1");
     }
@@ -84,15 +88,16 @@ pub fn run(args: CaptioningArgs, quiet: bool) -> Result<()> {
     let refs = args.references.open()?;
     let name = refs.name.clone();
     let model_args = args.model.clone();
-    let items = match (&args.predictions, &model_args) {
+    let (items, skipped) = match (&args.predictions, &model_args) {
         (Some(path), _) => {
             let all: Vec<Reference> = refs.items.collect::<Result<_>>()?;
             if all.is_empty() {
                 bail!("the dataset {name} has no images");
             }
-            match_predictions(path, all, &name)?
+            // No image is read: the captions are given.
+            (match_predictions(path, all, &name)?, Skipped::default())
         }
-        (None, Some(model_args)) => generate_captions(&args, model_args, refs, quiet)?,
+        (None, Some(model_args)) => generate_captions(&args, model_args, refs)?,
         (None, None) => {
             bail!("give --model and --pretrained to generate captions, or --predictions FILE")
         }
@@ -128,7 +133,13 @@ pub fn run(args: CaptioningArgs, quiet: bool) -> Result<()> {
     }
     tracing::info!("{} images scored", items.len());
     report(
-        &result_json(&name, model_args.as_ref(), "captioning", corpus(&scores)),
+        &result_json(
+            &name,
+            model_args.as_ref(),
+            "captioning",
+            corpus(&scores),
+            &skipped,
+        ),
         &args.out,
     )
 }
@@ -173,39 +184,43 @@ fn per_image(s: &ImageScores) -> Value {
     metric_map(&s.bleu, s.meteor, s.rouge_l, s.cider_d)
 }
 
-/// Caption every reference image with the model, batch by batch.
+/// Caption every readable reference image with the model, batch by batch; the unreadable ones are skipped.
 fn generate_captions(
     args: &CaptioningArgs,
     model_args: &ModelArgs,
     refs: super::references::References,
-    quiet: bool,
-) -> Result<Vec<Captioned>> {
+) -> Result<(Vec<Captioned>, Skipped)> {
     let tokenizer = Tokenizer::new().context("loading the CLIP tokenizer")?;
     let (model, cfg) = model_args.load()?;
     let gen_cfg = args.generation.config_for(&model, &tokenizer)?;
     let pre = preprocess_config(&cfg)?;
-    let bar = progress_bar(refs.len, "images", quiet);
-    bar.set_message("captioning");
+    let bar = Progress::new("captioning", refs.len.map(|n| n as u64), "images");
     let mut out: Vec<Captioned> = Vec::new();
+    let mut skipped = Skipped::default();
     let mut batch: Vec<Sample> = Vec::with_capacity(args.batch_size);
-    // The id and references of each image in the batch.
+    // The id and references of each image in the batch; an unreadable image's are dropped with it.
     let mut pending: Vec<(Value, Vec<String>)> = Vec::with_capacity(args.batch_size);
-    let flush = |batch: &mut Vec<Sample>,
-                 pending: &mut Vec<(Value, Vec<String>)>,
-                 out: &mut Vec<Captioned>|
+    let mut done = 0usize;
+    let mut flush = |batch: &mut Vec<Sample>,
+                     pending: &mut Vec<(Value, Vec<String>)>,
+                     out: &mut Vec<Captioned>|
      -> Result<()> {
-        let pixels = load_samples(batch, &pre, model.device())?;
-        let captions = generate(&model, &pixels, &gen_cfg.for_batch(out.len()))?;
-        for ((sample, (id, references)), c) in batch.drain(..).zip(pending.drain(..)).zip(captions)
-        {
-            out.push(Captioned {
-                image: sample.image.name(),
-                id,
-                caption: c.text(&tokenizer),
-                references,
-            });
+        if let Some(loaded) = load_samples(batch, &pre, model.device(), &bar, &mut skipped)? {
+            let captions = generate(&model, &loaded.pixels, &gen_cfg.for_batch(out.len()))?;
+            for (i, c) in loaded.kept.into_iter().zip(captions) {
+                let (id, references) = std::mem::take(&mut pending[i]);
+                out.push(Captioned {
+                    image: batch[i].image.name(),
+                    id,
+                    caption: c.text(&tokenizer),
+                    references,
+                });
+            }
         }
-        bar.set_position(out.len() as u64);
+        done += batch.len();
+        bar.set_position(done as u64);
+        batch.clear();
+        pending.clear();
         Ok(())
     };
     for item in refs.items {
@@ -223,8 +238,11 @@ fn generate_captions(
     if !batch.is_empty() {
         flush(&mut batch, &mut pending, &mut out)?;
     }
-    bar.finish_and_clear();
-    Ok(out)
+    bar.finish();
+    if out.is_empty() && skipped.count() > 0 {
+        return Err(skipped.nothing_usable("images"));
+    }
+    Ok((out, skipped))
 }
 
 /// Read a COCO results file and pair each prediction with its image's references.

@@ -22,12 +22,13 @@ use candle_core::{Device, Tensor};
 use clap::{Args, Subcommand};
 use coca_data::Sample;
 use coca_image::PreprocessConfig;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{json, Value};
 
 use crate::commands::embed::decode::preprocess_samples;
+use crate::commands::embed::progress::Skipped;
 use crate::model_args::ModelArgs;
 use crate::output::write_json;
+use crate::progress::Progress;
 
 /// `coca eval`.
 #[derive(Debug, Args)]
@@ -35,7 +36,10 @@ use crate::output::write_json;
 Each task prints its metrics, or with --json the result object, and --output writes that object to a
 file atomically. The object is CLIP_benchmark's:
   {\"dataset\": ..., \"model\": ..., \"pretrained\": ..., \"task\": ..., \"metrics\": {...}, \"language\": \"en\"}
-See docs/evaluation.md for the dataset layouts and examples.")]
+plus \"skipped_images\" (how many images could not be read) and \"skipped_items\" (the first of them, with the
+reason). An unreadable image (missing, truncated, corrupt, or over --max-image-pixels) is skipped with a
+warning naming it and the metrics are computed over the other images; when no image can be read, the task
+fails. See docs/evaluation.md for the dataset layouts and examples.")]
 pub struct EvalArgs {
     /// The benchmark to run.
     #[command(subcommand)]
@@ -64,25 +68,34 @@ pub struct OutputArgs {
     pub json: bool,
 }
 
-/// Run the task; `quiet` hides the progress bars.
+/// Run the task; `quiet` hides the progress of embedding class prompts (zero-shot).
 pub fn run(args: EvalArgs, quiet: bool) -> Result<()> {
     match args.task {
         EvalTask::ZeroshotClassification(a) => zeroshot::run(a, quiet),
-        EvalTask::Retrieval(a) => retrieval::run(a, quiet),
-        EvalTask::Captioning(a) => captioning::run(a, quiet),
+        EvalTask::Retrieval(a) => retrieval::run(a),
+        EvalTask::Captioning(a) => captioning::run(a),
     }
 }
 
-/// CLIP_benchmark's result object. `model` is `None` when no model ran (scoring given captions).
-fn result_json(dataset: &str, model: Option<&ModelArgs>, task: &str, metrics: Value) -> Value {
-    json!({
+/// CLIP_benchmark's result object, plus the images skipped. `model` is `None` when no model ran (scoring
+/// given captions).
+fn result_json(
+    dataset: &str,
+    model: Option<&ModelArgs>,
+    task: &str,
+    metrics: Value,
+    skipped: &Skipped,
+) -> Value {
+    let mut result = json!({
         "dataset": dataset,
         "model": model.map(|m| m.model.as_str()),
         "pretrained": model.map(|m| m.pretrained.as_str()),
         "task": task,
         "metrics": metrics,
         "language": "en",
-    })
+    });
+    skipped.add_to(&mut result);
+    result
 }
 
 /// Write the result to --output (atomically) and print it: as JSON with --json, else one metric a line.
@@ -110,6 +123,12 @@ fn report(result: &Value, out: &OutputArgs) -> Result<()> {
             }
         }
     }
+    match result["skipped_images"].as_u64() {
+        Some(n) if n > 0 => {
+            println!("skipped {n} unreadable images (each named in a warning above)")
+        }
+        _ => {}
+    }
     Ok(())
 }
 
@@ -121,25 +140,6 @@ fn metric_order(name: &str) -> (&str, u64) {
     (&name[..split], name[split..].parse().unwrap_or(0))
 }
 
-/// A progress bar on stderr counting `unit` (hidden with -q and when stderr is not a terminal); without a
-/// known total, a spinner with a count.
-fn progress_bar(total: Option<usize>, unit: &str, quiet: bool) -> ProgressBar {
-    let target = if quiet {
-        ProgressDrawTarget::hidden()
-    } else {
-        ProgressDrawTarget::stderr()
-    };
-    let bar = ProgressBar::with_draw_target(total.map(|t| t as u64), target);
-    let template = match total {
-        Some(_) => format!("{{msg}} {{wide_bar}} {{pos}}/{{len}} {unit}, {{eta}} left"),
-        None => format!("{{spinner}} {{msg}} {{pos}} {unit}, {{per_sec}}, {{elapsed}}"),
-    };
-    if let Ok(style) = ProgressStyle::with_template(&template) {
-        bar.set_style(style);
-    }
-    bar
-}
-
 /// Decode workers: `--threads` when given (through RAYON_NUM_THREADS), else every core.
 fn decode_workers() -> usize {
     std::env::var("RAYON_NUM_THREADS")
@@ -149,21 +149,45 @@ fn decode_workers() -> usize {
         .max(1)
 }
 
-/// Decode and preprocess a batch of images (on several threads) into a `(n, 3, S, S)` tensor. An
-/// unreadable image fails the evaluation, naming it: skipping it would change the metrics.
-fn load_samples(samples: &[Sample], pre: &PreprocessConfig, device: &Device) -> Result<Tensor> {
+/// The readable images of a batch, preprocessed: a `(n, 3, S, S)` tensor and the index in the batch of each
+/// of its rows.
+struct Loaded {
+    pixels: Tensor,
+    kept: Vec<usize>,
+}
+
+/// Decode and preprocess a batch of images (on several threads). An unreadable image (missing, truncated,
+/// corrupt, over the pixel limit) is skipped: logged once naming it and the reason, and counted in `skipped`,
+/// so the metrics are those of the other images. `None` when no image of the batch can be read.
+fn load_samples(
+    samples: &[Sample],
+    pre: &PreprocessConfig,
+    device: &Device,
+    bar: &Progress,
+    skipped: &mut Skipped,
+) -> Result<Option<Loaded>> {
     let refs: Vec<&Sample> = samples.iter().collect();
     let size = pre.image_size as usize;
     let mut data = Vec::with_capacity(samples.len() * 3 * size * size);
-    for pixels in preprocess_samples(&refs, pre, decode_workers()) {
-        // The image errors name the image.
-        data.extend_from_slice(&pixels?);
+    let mut kept = Vec::with_capacity(samples.len());
+    for (i, pixels) in preprocess_samples(&refs, pre, decode_workers())
+        .into_iter()
+        .enumerate()
+    {
+        match pixels {
+            Ok(p) => {
+                data.extend_from_slice(&p);
+                kept.push(i);
+            }
+            // The image errors name the image.
+            Err(e) => skipped.skip(bar, e.to_string()),
+        }
     }
-    Ok(Tensor::from_vec(
-        data,
-        (samples.len(), 3, size, size),
-        device,
-    )?)
+    if kept.is_empty() {
+        return Ok(None);
+    }
+    let pixels = Tensor::from_vec(data, (kept.len(), 3, size, size), device)?;
+    Ok(Some(Loaded { pixels, kept }))
 }
 
 /// `(n, d)` rows of a tensor as f32 on the CPU.

@@ -9,9 +9,11 @@ use coca_eval::retrieval_recall;
 use serde_json::{Map, Value};
 
 use super::references::{id_string, ReferenceArgs};
-use super::{load_samples, progress_bar, report, result_json, rows_f32, OutputArgs};
+use super::{load_samples, report, result_json, rows_f32, OutputArgs};
+use crate::commands::embed::progress::Skipped;
 use crate::model_args::ModelArgs;
 use crate::pipeline::{preprocess_config, tokenize_texts};
+use crate::progress::Progress;
 
 /// `coca eval retrieval`.
 #[derive(Debug, Args)]
@@ -29,6 +31,10 @@ Scores are cosine similarities of the L2-normalised embeddings (texts x images).
   text_retrieval_recall@K   image -> text: the share of images with at least one of their captions among
                             the K best captions
 Equal scores are ranked by input order.
+
+An image that cannot be read (missing, truncated, corrupt, or over --max-image-pixels) is skipped with a
+warning naming it and counted in \"skipped_images\"; its captions leave the evaluation with it (they would
+have no image to retrieve), so recall is over the readable images and their captions.
 
 Examples:
   coca eval retrieval --model coca_ViT-B-32 --pretrained laion2b_s13b_b90k \\
@@ -54,7 +60,7 @@ pub struct RetrievalArgs {
 }
 
 /// Run the evaluation.
-pub fn run(args: RetrievalArgs, quiet: bool) -> Result<()> {
+pub fn run(args: RetrievalArgs) -> Result<()> {
     if args.batch_size == 0 || args.text_batch_size == 0 {
         bail!("--batch-size and --text-batch-size must be at least 1");
     }
@@ -66,51 +72,82 @@ pub fn run(args: RetrievalArgs, quiet: bool) -> Result<()> {
     let pre = preprocess_config(&cfg)?;
     let device = model.device().clone();
 
-    let bar = progress_bar(refs.len, "images", quiet);
-    bar.set_message("embedding images");
+    let bar = Progress::new("embedding images", refs.len.map(|n| n as u64), "images");
     let mut image_emb: Vec<f32> = Vec::new();
     let mut texts: Vec<String> = Vec::new();
     let mut text_image: Vec<usize> = Vec::new();
+    let mut skipped = Skipped::default();
+    // The batch's images and their captions; an unreadable image's captions are dropped with it.
     let mut batch: Vec<Sample> = Vec::with_capacity(args.batch_size);
+    let mut captions: Vec<Vec<String>> = Vec::with_capacity(args.batch_size);
     let mut images = 0usize;
-    let flush = |batch: &mut Vec<Sample>, out: &mut Vec<f32>| -> Result<()> {
-        let pixels = load_samples(batch, &pre, &device)?;
-        out.extend(rows_f32(&model.encode_image(&pixels)?.embedding)?);
+    let mut flush = |batch: &mut Vec<Sample>,
+                     captions: &mut Vec<Vec<String>>,
+                     texts: &mut Vec<String>,
+                     text_image: &mut Vec<usize>,
+                     images: &mut usize|
+     -> Result<()> {
+        if let Some(loaded) = load_samples(batch, &pre, &device, &bar, &mut skipped)? {
+            image_emb.extend(rows_f32(&model.encode_image(&loaded.pixels)?.embedding)?);
+            for i in loaded.kept {
+                let own = std::mem::take(&mut captions[i]);
+                text_image.extend(std::iter::repeat_n(*images, own.len()));
+                texts.extend(own);
+                *images += 1;
+            }
+        }
         bar.inc(batch.len() as u64);
         batch.clear();
+        captions.clear();
         Ok(())
     };
+    let mut seen = 0usize;
     for item in refs.items {
         let r = item?;
-        text_image.extend(std::iter::repeat_n(images, r.captions.len()));
-        texts.extend(r.captions);
-        images += 1;
+        seen += 1;
+        captions.push(r.captions);
         batch.push(Sample {
             key: id_string(&r.id).unwrap_or_default(),
             image: r.image,
             text: None,
         });
         if batch.len() == args.batch_size {
-            flush(&mut batch, &mut image_emb)?;
+            flush(
+                &mut batch,
+                &mut captions,
+                &mut texts,
+                &mut text_image,
+                &mut images,
+            )?;
         }
     }
     if !batch.is_empty() {
-        flush(&mut batch, &mut image_emb)?;
+        flush(
+            &mut batch,
+            &mut captions,
+            &mut texts,
+            &mut text_image,
+            &mut images,
+        )?;
     }
-    bar.finish_and_clear();
-    if images == 0 {
+    bar.finish();
+    if seen == 0 {
         bail!("the dataset {} has no images", refs.name);
     }
+    if images == 0 {
+        return Err(skipped
+            .nothing_usable("images")
+            .context(format!("the dataset {}", refs.name)));
+    }
 
-    let bar = progress_bar(Some(texts.len()), "captions", quiet);
-    bar.set_message("embedding captions");
+    let bar = Progress::new("embedding captions", Some(texts.len() as u64), "captions");
     let mut text_emb: Vec<f32> = Vec::with_capacity(texts.len() * cfg.embed_dim);
     for chunk in texts.chunks(args.text_batch_size) {
         let ids = tokenize_texts(chunk, &cfg, &device)?;
         text_emb.extend(rows_f32(&model.encode_text(&ids)?.embedding)?);
         bar.inc(chunk.len() as u64);
     }
-    bar.finish_and_clear();
+    bar.finish();
 
     let dim = image_emb.len() / images;
     let image_t = Tensor::from_vec(image_emb, (images, dim), &Device::Cpu)?;
@@ -128,13 +165,18 @@ pub fn run(args: RetrievalArgs, quiet: bool) -> Result<()> {
             r.text_retrieval.into(),
         );
     }
-    tracing::info!("{images} images, {} captions", texts.len());
+    tracing::info!(
+        "{images} images, {} captions, {} images skipped",
+        texts.len(),
+        skipped.count()
+    );
     report(
         &result_json(
             &refs.name,
             Some(&args.model),
             "zeroshot_retrieval",
             Value::Object(metrics),
+            &skipped,
         ),
         &args.out,
     )

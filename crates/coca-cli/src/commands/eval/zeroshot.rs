@@ -14,10 +14,12 @@ use serde_json::json;
 use super::labelled::{
     names_from_folders, LabelledDataset, Layout, CLASSNAMES_FILE, TEMPLATES_FILE,
 };
-use super::{load_samples, progress_bar, report, result_json, rows_f32, OutputArgs};
+use super::{load_samples, report, result_json, rows_f32, OutputArgs};
 use crate::commands::classify::{class_embeddings, ClassifierArgs, ListSpecs};
+use crate::commands::embed::progress::Skipped;
 use crate::model_args::ModelArgs;
 use crate::pipeline::preprocess_config;
+use crate::progress::Progress;
 
 /// `coca eval zeroshot-classification`.
 #[derive(Debug, Args)]
@@ -120,40 +122,56 @@ pub fn run(args: ZeroshotArgs, quiet: bool) -> Result<()> {
                 .context("the dataset has neither class folders nor shards")?,
         ),
     };
-    let bar = progress_bar(total, "images", quiet);
-    bar.set_message("classifying");
+    let bar = Progress::new("classifying", total.map(|n| n as u64), "images");
     let mut logits: Vec<f32> = Vec::new();
     let mut targets: Vec<usize> = Vec::new();
+    let mut skipped = Skipped::default();
+    // The batch's samples and their labels; only the readable ones' labels become targets.
     let mut batch: Vec<Sample> = Vec::with_capacity(args.batch_size);
-    let flush = |batch: &mut Vec<Sample>, logits: &mut Vec<f32>| -> Result<()> {
-        let pixels = load_samples(batch, &pre, model.device())?;
-        let embedding = model
-            .encode_image(&pixels)?
-            .embedding
-            .to_dtype(DType::F32)?;
-        let sim = embedding.matmul(&classifier.to_device(embedding.device())?)?;
-        logits.extend(rows_f32(&(sim * f64::from(LOGIT_MULTIPLIER))?)?);
+    let mut labels: Vec<usize> = Vec::with_capacity(args.batch_size);
+    let mut flush = |batch: &mut Vec<Sample>,
+                     labels: &mut Vec<usize>,
+                     logits: &mut Vec<f32>,
+                     targets: &mut Vec<usize>|
+     -> Result<()> {
+        if let Some(loaded) = load_samples(batch, &pre, model.device(), &bar, &mut skipped)? {
+            let embedding = model
+                .encode_image(&loaded.pixels)?
+                .embedding
+                .to_dtype(DType::F32)?;
+            let sim = embedding.matmul(&classifier.to_device(embedding.device())?)?;
+            logits.extend(rows_f32(&(sim * f64::from(LOGIT_MULTIPLIER))?)?);
+            targets.extend(loaded.kept.iter().map(|&i| labels[i]));
+        }
         bar.inc(batch.len() as u64);
         batch.clear();
+        labels.clear();
         Ok(())
     };
+    let mut seen = 0usize;
     for item in items {
         let (sample, label) = item?;
+        seen += 1;
         batch.push(sample);
-        targets.push(label);
+        labels.push(label);
         if batch.len() == args.batch_size {
-            flush(&mut batch, &mut logits)?;
+            flush(&mut batch, &mut labels, &mut logits, &mut targets)?;
         }
     }
     if !batch.is_empty() {
-        flush(&mut batch, &mut logits)?;
+        flush(&mut batch, &mut labels, &mut logits, &mut targets)?;
     }
-    bar.finish_and_clear();
-    if targets.is_empty() {
+    bar.finish();
+    if seen == 0 {
         bail!(
             "{}: the dataset has no samples",
             args.dataset_root.display()
         );
+    }
+    if targets.is_empty() {
+        return Err(skipped
+            .nothing_usable("images")
+            .context(args.dataset_root.display().to_string()));
     }
     let m = classification_metrics(&logits, n_classes, &targets)?;
     let name = args
@@ -165,9 +183,19 @@ pub fn run(args: ZeroshotArgs, quiet: bool) -> Result<()> {
         "acc5": m.acc5,
         "mean_per_class_recall": m.mean_per_class_recall,
     });
-    tracing::info!("{} images, {n_classes} classes", targets.len());
+    tracing::info!(
+        "{} images, {n_classes} classes, {} skipped",
+        targets.len(),
+        skipped.count()
+    );
     report(
-        &result_json(&name, Some(&args.model), "zeroshot_classification", metrics),
+        &result_json(
+            &name,
+            Some(&args.model),
+            "zeroshot_classification",
+            metrics,
+            &skipped,
+        ),
         &args.out,
     )
 }

@@ -25,6 +25,7 @@ use coca_eval::{classification_report, ClassificationReport};
 use coca_model::{Coca, CocaConfig};
 use serde_json::json;
 
+use crate::commands::embed::progress::Skipped;
 use crate::model_args::{parse_precision, resolve_config, ModelArgs};
 use crate::output::write_json;
 use features::{FeatureSpec, Features, Provenance};
@@ -42,10 +43,13 @@ const DEFAULT_MIN_STEPS: usize = 300;
 #[command(after_help = "\
 Data: --train-dir holds one subfolder per class (images; with --video: frame folders, GIFs or video files).
 Validation comes from --val-dir (same layout) or from a stratified --val-fraction of --train-dir (seeded).
+An item that cannot be read (a missing, truncated or corrupt image, one over --max-image-pixels, an unreadable
+video) is skipped with a warning naming it, and counted in \"skipped_images\" of the result; the probe is
+trained and scored on the other items. When no item of a folder can be read, the run fails.
 
 The encoder runs once per dataset and its outputs are cached (--cache-dir, else $COCA_CACHE_DIR/probe, else
 ~/.cache/coca/probe), keyed by model, checkpoint, precision, frame count and every file's size and time; later
-runs with other probe settings train in seconds.
+runs with other probe settings train in seconds (and report the same skipped items).
 
 Examples:
   coca probe --model coca_ViT-B-32 --pretrained laion2b_s13b_b90k --train-dir digits/ --val-fraction 0.2 \\
@@ -197,7 +201,7 @@ fn train(args: &ProbeArgs, quiet: bool) -> Result<()> {
             frames,
             items,
         };
-        features::features(&spec, cache.as_deref(), model, args.embed_batch_size, quiet)
+        features::features(&spec, cache.as_deref(), model, args.embed_batch_size)
     };
     let (train, val, provenance): (Features, Features, Vec<Provenance>) = match &args.val_dir {
         Some(val_dir) => {
@@ -281,6 +285,10 @@ fn train(args: &ProbeArgs, quiet: bool) -> Result<()> {
         written = coca_runlog::plot_confusion(&eval.confusion, &data.classes, path, &title)?;
     }
 
+    let mut skipped = Skipped::default();
+    for p in &provenance {
+        skipped.extend(&p.skipped);
+    }
     let mut metrics = json!({
         "acc1": eval.metrics.acc1,
         "mean_per_class_recall": eval.metrics.mean_per_class_recall,
@@ -295,7 +303,7 @@ fn train(args: &ProbeArgs, quiet: bool) -> Result<()> {
         }),
         ProbeKind::Linear => json!({"kind": "linear", "input": "embedding", "width": input_dim}),
     };
-    let value = json!({
+    let mut value = json!({
         "dataset": train_dir.display().to_string(),
         "model": args.model.model,
         "pretrained": args.model.pretrained,
@@ -319,10 +327,12 @@ fn train(args: &ProbeArgs, quiet: bool) -> Result<()> {
             "cache": p.cache.as_ref().map(|c| c.display().to_string()),
             "reused": p.reused,
             "seconds": p.seconds,
+            "skipped_images": p.skipped.count(),
         })).collect::<Vec<_>>(),
         "confusion_plots": written.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
         "saved_probe": args.save_probe.as_ref().map(|p| p.display().to_string()),
     });
+    skipped.add_to(&mut value);
     if let Some(path) = &args.output {
         write_json(&value, Some(path))?;
     }
@@ -359,6 +369,12 @@ fn print_summary(value: &serde_json::Value, report: &ClassificationReport, class
         "  mean per-class recall {:.2}%",
         100.0 * eval.mean_per_class_recall
     );
+    match value["skipped_images"].as_u64() {
+        Some(n) if n > 0 => {
+            println!("skipped {n} unreadable items (each named in a warning above)")
+        }
+        _ => {}
+    }
 }
 
 /// What a saved probe records besides its tensors, so --predict can rebuild it and check the model.
