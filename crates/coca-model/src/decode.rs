@@ -223,6 +223,14 @@ mod tests {
     use super::*;
     use crate::test_support::{batch, tiny};
 
+    /// The tiny model and the caption context of two images.
+    fn model_and_image_tokens() -> (Coca, Tensor) {
+        let model = tiny().model;
+        let (images, _) = batch(2, 0);
+        let tokens = model.encode_image(&images).unwrap().tokens;
+        (model, tokens)
+    }
+
     fn message<T: std::fmt::Debug>(r: Result<T>) -> String {
         match r.unwrap_err() {
             ModelError::Input(m) => m,
@@ -232,7 +240,7 @@ mod tests {
 
     #[test]
     fn decode_cache_refuses_image_tokens_that_do_not_fit() {
-        let model = tiny().model;
+        let (model, tokens) = model_and_image_tokens();
         let bad = Tensor::zeros((2, 5), candle_core::DType::F32, &Device::Cpu).unwrap();
         assert!(message(model.decode_cache(&bad, 1))
             .contains("image tokens must be (images, n, width)"));
@@ -241,8 +249,6 @@ mod tests {
             message(model.decode_cache(&narrow, 1)),
             "image tokens have width 7, the decoder expects 32"
         );
-        let (images, _) = batch(2, 0);
-        let tokens = model.encode_image(&images).unwrap().tokens;
         assert_eq!(
             message(model.decode_cache(&tokens, 0)),
             "rows_per_image must be at least 1"
@@ -251,9 +257,7 @@ mod tests {
 
     #[test]
     fn forward_cached_refuses_tokens_that_do_not_fit() {
-        let model = tiny().model;
-        let (images, _) = batch(2, 0);
-        let tokens = model.encode_image(&images).unwrap().tokens;
+        let (model, tokens) = model_and_image_tokens();
         let mut cache = model.decode_cache(&tokens, 2).unwrap();
         assert_eq!(cache.rows(), 4);
         let rows = |t: Vec<u32>| vec![t; 4];
@@ -285,9 +289,7 @@ mod tests {
 
     #[test]
     fn select_refuses_rows_and_images_that_are_not_in_the_batch() {
-        let model = tiny().model;
-        let (images, _) = batch(2, 0);
-        let tokens = model.encode_image(&images).unwrap().tokens;
+        let (model, tokens) = model_and_image_tokens();
         let mut cache = model.decode_cache(&tokens, 2).unwrap();
         assert_eq!(
             message(cache.select(&[0, 1, 2], &[0, 1])),
