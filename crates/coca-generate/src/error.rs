@@ -11,12 +11,24 @@ pub enum GenerateError {
     /// User settings contradict each other (the message names them as the user wrote them).
     #[error("{0}")]
     Options(String),
-    /// The images or their encoding have the wrong shape for this model.
-    #[error("invalid image input: {0}")]
+    /// What a decode session was given does not fit the model: image tokens of the wrong shape, the wrong
+    /// number of rows or tokens, a token outside the vocabulary, or a sequence longer than the context length.
+    #[error("invalid generation input: {0}")]
     Input(String),
     /// A tensor operation failed inside the model.
     #[error("model error during generation: {0}")]
     Model(#[from] candle_core::Error),
+}
+
+impl From<coca_model::ModelError> for GenerateError {
+    /// The model's verdict on its inputs stays an input error; anything else failed inside the model.
+    fn from(e: coca_model::ModelError) -> Self {
+        match e {
+            coca_model::ModelError::Input(m) => Self::Input(m),
+            coca_model::ModelError::Tensor(e) => Self::Model(e),
+            other => Self::Model(candle_core::Error::Msg(other.to_string())),
+        }
+    }
 }
 
 /// Result alias of this crate.

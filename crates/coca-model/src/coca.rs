@@ -5,10 +5,10 @@ use candle_nn::VarBuilder;
 
 use crate::config::CocaConfig;
 use crate::decoder::MultimodalDecoder;
-use crate::nn::ops::l2_normalize;
-use crate::nn::{Activation, BlockRunner, Direct};
-use crate::text::TextTower;
-use crate::vision::VisionTower;
+use crate::nn::ops::{l2_normalize, project};
+use crate::nn::{Activation, AllAtOnce, BlockRunner};
+use crate::text::{TextOutput, TextTower};
+use crate::vision::{VisionOutput, VisionTower};
 
 /// A loaded CoCa model. Built from a [`VarBuilder`], so the same code serves inference (weights from a
 /// checkpoint) and training (weights as `Var`s of a `VarMap`, gradients flowing through every op).
@@ -131,28 +131,12 @@ impl Coca {
 
     /// Encode preprocessed images (batch, 3, H, W).
     pub fn encode_image(&self, images: &Tensor) -> Result<ImageEncoding> {
-        self.encode_image_in(images, &Direct)
-    }
-
-    fn encode_image_in(&self, images: &Tensor, runner: &dyn BlockRunner) -> Result<ImageEncoding> {
-        let out = self.visual.forward_in(images, runner)?;
-        Ok(ImageEncoding {
-            embedding: l2_normalize(&out.pooled)?,
-            tokens: out.tokens,
-        })
+        ImageEncoding::of(self.visual.forward(images, &AllAtOnce)?)
     }
 
     /// Encode token ids (batch, len ≤ context length).
     pub fn encode_text(&self, ids: &Tensor) -> Result<TextEncoding> {
-        self.encode_text_in(ids, &Direct)
-    }
-
-    fn encode_text_in(&self, ids: &Tensor, runner: &dyn BlockRunner) -> Result<TextEncoding> {
-        let out = self.text.forward_in(ids, runner)?;
-        Ok(TextEncoding {
-            embedding: l2_normalize(&out.pooled)?,
-            tokens: out.tokens,
-        })
+        TextEncoding::of(self.text.forward(ids, &AllAtOnce)?)
     }
 
     /// open_clip's training forward: both embeddings, teacher-forced caption logits and their labels.
@@ -163,58 +147,77 @@ impl Coca {
 
     /// [`Coca::forward`] with the image side already encoded (reused across captions of one image).
     pub fn forward_with_image(&self, image: &ImageEncoding, ids: &Tensor) -> Result<CocaOutput> {
-        let (text, decoder_in, labels) = self.teacher_forcing(ids)?;
-        let logits = self.text_decoder.forward(&image.tokens, &decoder_in)?;
+        let out = self.caption_side(image.clone(), ids, &AllAtOnce)?;
         Ok(CocaOutput {
-            image_features: image.embedding.clone(),
-            text_features: text.embedding,
-            logits,
-            labels,
-            logit_scale: self.logit_scale.exp()?,
+            image_features: out.image_features,
+            text_features: out.text_features,
+            logits: project(&out.caption_hidden, &out.lm_head)?,
+            labels: out.labels,
+            logit_scale: out.logit_scale,
         })
     }
 
     /// The training forward of [`Coca::forward`] stopped before the LM head: everything the CoCa loss needs,
-    /// with the decoder's final hidden states in place of the caption logits.
-    pub fn forward_for_loss(&self, images: &Tensor, ids: &Tensor) -> Result<TrainOutput> {
-        self.forward_for_loss_in(images, ids, &Direct)
-    }
-
-    /// [`Coca::forward_for_loss`] with every residual block run by `runner`, and the towers' outputs handed
-    /// to the rest of the model through [`BlockRunner::cut`] (where a segmented backward cuts the graph,
-    /// [`crate::segments`]).
-    pub fn forward_for_loss_in(
+    /// with the decoder's final hidden states in place of the caption logits. Every residual block is run by
+    /// `runner`, and the towers' outputs are handed to the rest of the model through [`BlockRunner::cut`]:
+    /// [`AllAtOnce`] for one graph, [`crate::segments::Segments`] for a backward cut into segments.
+    pub fn forward_for_loss(
         &self,
         images: &Tensor,
         ids: &Tensor,
         runner: &dyn BlockRunner,
     ) -> Result<TrainOutput> {
-        let image = self.encode_image_in(images, runner)?;
+        let image = ImageEncoding::of(self.visual.forward(images, runner)?)?;
         let (embedding, tokens) = cut_pair(runner, &image.embedding, &image.tokens)?;
-        let image = ImageEncoding { embedding, tokens };
-        let text = self.encode_text_in(ids, runner)?;
-        let (embedding, tokens) = cut_pair(runner, &text.embedding, &text.tokens)?;
-        let text = TextEncoding { embedding, tokens };
-        let (decoder_in, labels) = teacher_forcing_split(&text, ids)?;
-        let caption_hidden =
-            self.text_decoder
-                .final_hidden_in(&image.tokens, &decoder_in, runner)?;
+        self.caption_side(ImageEncoding { embedding, tokens }, ids, runner)
+    }
+
+    /// Everything after the image tower: encode the captions (their outputs handed on through `runner`'s cut),
+    /// and run the decoder teacher-forced on the unimodal states of positions `0..len − 1` against the targets
+    /// `ids[:, 1:]`.
+    fn caption_side(
+        &self,
+        image: ImageEncoding,
+        ids: &Tensor,
+        runner: &dyn BlockRunner,
+    ) -> Result<TrainOutput> {
+        let text = TextEncoding::of(self.text.forward(ids, runner)?)?;
+        let (text_features, tokens) = cut_pair(runner, &text.embedding, &text.tokens)?;
+        let len = ids.dim(1)?;
+        if len < 2 {
+            candle_core::bail!("teacher forcing needs at least 2 tokens per caption, got {len}");
+        }
+        let labels = ids.narrow(1, 1, len - 1)?.to_dtype(DType::U32)?;
+        let decoder_in = tokens.narrow(1, 0, len - 1)?;
+        let caption_hidden = self
+            .text_decoder
+            .final_hidden(&image.tokens, &decoder_in, runner)?;
         Ok(TrainOutput {
             image_features: image.embedding,
-            text_features: text.embedding,
+            text_features,
             caption_hidden,
             lm_head: self.text_decoder.lm_head().clone(),
             labels,
             logit_scale: self.logit_scale.exp()?,
         })
     }
+}
 
-    /// Encode the captions and split them for teacher forcing: the text encoding, the decoder's input (the
-    /// unimodal states of positions `0..len − 1`) and the targets `ids[:, 1:]` as u32.
-    fn teacher_forcing(&self, ids: &Tensor) -> Result<(TextEncoding, Tensor, Tensor)> {
-        let text = self.encode_text(ids)?;
-        let (decoder_in, labels) = teacher_forcing_split(&text, ids)?;
-        Ok((text, decoder_in, labels))
+impl ImageEncoding {
+    fn of(out: VisionOutput) -> Result<Self> {
+        Ok(Self {
+            embedding: l2_normalize(&out.pooled)?,
+            tokens: out.tokens,
+        })
+    }
+}
+
+impl TextEncoding {
+    fn of(out: TextOutput) -> Result<Self> {
+        Ok(Self {
+            embedding: l2_normalize(&out.pooled)?,
+            tokens: out.tokens,
+        })
     }
 }
 
@@ -228,16 +231,4 @@ fn cut_pair(
         Ok([embedding, tokens]) => Ok((embedding, tokens)),
         Err(_) => candle_core::bail!("a cut changed the number of tensors"),
     }
-}
-
-/// The decoder's input (the unimodal states of positions `0..len − 1` of `text`, the encoding of `ids`) and the
-/// caption targets `ids[:, 1:]` as u32.
-fn teacher_forcing_split(text: &TextEncoding, ids: &Tensor) -> Result<(Tensor, Tensor)> {
-    let len = ids.dim(1)?;
-    if len < 2 {
-        candle_core::bail!("teacher forcing needs at least 2 tokens per caption, got {len}");
-    }
-    let labels = ids.narrow(1, 1, len - 1)?.to_dtype(DType::U32)?;
-    let decoder_in = text.tokens.narrow(1, 0, len - 1)?;
-    Ok((decoder_in, labels))
 }

@@ -5,9 +5,10 @@ use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::config::MultimodalConfig;
+use crate::nn::attention::KeyValue;
 use crate::nn::ops::project;
 use crate::nn::{
-    Activation, AttentionMask, BlockRunner, Direct, LayerNorm, ResidualAttentionBlock,
+    Activation, AttentionMask, BlockRunner, LayerCache, LayerNorm, ResidualAttentionBlock,
 };
 
 /// open_clip's `MultimodalTransformer`.
@@ -48,10 +49,13 @@ impl MultimodalDecoder {
     }
 
     /// Pairs of (self-attention block, cross-attention block), bottom first.
-    pub fn layers(
-        &self,
-    ) -> impl Iterator<Item = (&ResidualAttentionBlock, &ResidualAttentionBlock)> {
+    fn layers(&self) -> impl Iterator<Item = (&ResidualAttentionBlock, &ResidualAttentionBlock)> {
         self.self_blocks.iter().zip(&self.cross_blocks)
+    }
+
+    /// Number of (self-attention, cross-attention) layer pairs.
+    pub(crate) fn depth(&self) -> usize {
+        self.self_blocks.len()
     }
 
     /// Maximum number of positions the decoder takes.
@@ -74,19 +78,23 @@ impl MultimodalDecoder {
         project(&self.ln_final.forward(hidden)?, &self.lm_head)
     }
 
-    /// Caption logits for every position: `image_embs` (batch, n_img, width), `text_embs` (batch, len, width).
-    pub fn forward(&self, image_embs: &Tensor, text_embs: &Tensor) -> Result<Tensor> {
-        project(&self.final_hidden(image_embs, text_embs)?, &self.lm_head)
+    /// Caption logits for every position: `image_embs` (batch, n_img, width), `text_embs` (batch, len, width), the
+    /// blocks run by `runner` ([`crate::nn::AllAtOnce`] outside training).
+    pub fn forward(
+        &self,
+        image_embs: &Tensor,
+        text_embs: &Tensor,
+        runner: &dyn BlockRunner,
+    ) -> Result<Tensor> {
+        project(
+            &self.final_hidden(image_embs, text_embs, runner)?,
+            &self.lm_head,
+        )
     }
 
     /// What the LM head sees: the decoder's output after `ln_final` (batch, len, width), for losses that apply
     /// the head themselves (see [`crate::nn::ops::lm_head_nll_sum`]). Same inputs as [`MultimodalDecoder::forward`].
-    pub fn final_hidden(&self, image_embs: &Tensor, text_embs: &Tensor) -> Result<Tensor> {
-        self.final_hidden_in(image_embs, text_embs, &Direct)
-    }
-
-    /// [`MultimodalDecoder::final_hidden`] with the blocks run by `runner`.
-    pub fn final_hidden_in(
+    pub fn final_hidden(
         &self,
         image_embs: &Tensor,
         text_embs: &Tensor,
@@ -99,12 +107,44 @@ impl MultimodalDecoder {
                 self.context_length
             );
         }
-        let mask = AttentionMask::causal(len, text_embs.device())?.to_dtype(text_embs.dtype())?;
+        let mask =
+            AttentionMask::causal(0, len, text_embs.device())?.to_dtype(text_embs.dtype())?;
         let mut x = text_embs.clone();
         for (self_block, cross_block) in self.layers() {
             x = runner.run(self_block, &x, None, Some(&mask))?;
             x = runner.run(cross_block, &x, Some(image_embs), None)?;
         }
         self.ln_final.forward(&x)
+    }
+
+    /// The keys and values every cross-attention layer makes of the image context `image_embs`
+    /// (images, n_img, width), bottom first: computed once per decoding run.
+    pub(crate) fn image_key_values(&self, image_embs: &Tensor) -> Result<Vec<KeyValue>> {
+        self.cross_blocks
+            .iter()
+            .map(|block| block.cross_key_value(image_embs))
+            .collect()
+    }
+
+    /// The decoder's residual stream (before `ln_final`) for `n` new positions per row `x` (rows, n, width) after
+    /// `past` positions in `caches` (one per self-attention layer, which then hold the new positions too). The
+    /// rows are grouped by image, `rows_per_image` consecutive rows each, and cross-attend to their image's
+    /// `image_kv` ([`MultimodalDecoder::image_key_values`]).
+    pub(crate) fn forward_cached(
+        &self,
+        x: &Tensor,
+        past: usize,
+        caches: &mut [LayerCache],
+        image_kv: &[KeyValue],
+        rows_per_image: usize,
+    ) -> Result<Tensor> {
+        let n = x.dim(1)?;
+        let causal = AttentionMask::step(past, n, x.device(), x.dtype())?;
+        let mut x = x.clone();
+        for (((self_block, cross_block), cache), kv) in self.layers().zip(caches).zip(image_kv) {
+            x = self_block.forward_cached(&x, cache, causal.as_ref())?;
+            x = cross_block.forward_grouped_cross(&x, kv, rows_per_image)?;
+        }
+        Ok(x)
     }
 }

@@ -199,6 +199,7 @@ fn fused_caption_loss(out: &TrainOutput, held: CaptionNll, pad_id: u32) -> Resul
 mod tests {
     use super::*;
     use crate::nn::kernels::tests::assert_close;
+    use crate::nn::AllAtOnce;
     use crate::test_support::{batch, tiny};
     use crate::weights::TrainableCoca;
     use candle_core::Tensor;
@@ -227,7 +228,10 @@ mod tests {
         let (images, ids) = batch(3, 0);
         let cfg = CocaLossConfig::default();
         let reference = coca_loss(&tiny.model.forward(&images, &ids).unwrap(), &cfg).unwrap();
-        let out = tiny.model.forward_for_loss(&images, &ids).unwrap();
+        let out = tiny
+            .model
+            .forward_for_loss(&images, &ids, &AllAtOnce)
+            .unwrap();
         assert_eq!(out.caption_hidden.dims(), &[3, 8, 32]);
         let fused = coca_loss_fused(&out, &cfg).unwrap();
         for (f, r) in [
@@ -264,13 +268,13 @@ mod tests {
         };
         let reference = coca_loss(&joined, &cfg).unwrap();
 
-        let cached = m.forward_for_loss(&im1, &ids1).unwrap();
+        let cached = m.forward_for_loss(&im1, &ids1, &AllAtOnce).unwrap();
         let held = CaptionNll::of(&cached, cfg.pad_id).unwrap();
         assert_eq!(
             held.tokens,
             (0..3).map(|b| 1 + (b + 2) % 6 + 1).sum::<usize>()
         );
-        let live = m.forward_for_loss(&im0, &ids0).unwrap();
+        let live = m.forward_for_loss(&im0, &ids0, &AllAtOnce).unwrap();
         let out = TrainOutput {
             image_features: cat(&live.image_features, &cached.image_features),
             text_features: cat(&live.text_features, &cached.text_features),
@@ -290,7 +294,10 @@ mod tests {
     fn all_padding_is_an_error_unless_tokens_are_held() {
         let tiny = tiny();
         let (images, ids) = batch(2, 0);
-        let mut out = tiny.model.forward_for_loss(&images, &ids).unwrap();
+        let mut out = tiny
+            .model
+            .forward_for_loss(&images, &ids, &AllAtOnce)
+            .unwrap();
         out.labels = out.labels.zeros_like().unwrap();
         let cfg = CocaLossConfig::default();
         let err = coca_loss_fused(&out, &cfg).unwrap_err().to_string();

@@ -27,7 +27,7 @@ use std::collections::HashMap;
 use candle_core::backprop::GradStore;
 use candle_core::{Result, Tensor, TensorId, Var};
 
-use crate::nn::block::{BlockRunner, Direct, ResidualAttentionBlock};
+use crate::nn::block::{AllAtOnce, BlockRunner, ResidualAttentionBlock};
 
 /// Where a training forward is cut, and what is kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,7 +42,7 @@ pub enum SegmentMode {
     Recompute,
 }
 
-/// The cuts of one training forward; pass it as the [`BlockRunner`] of [`crate::Coca::forward_for_loss_in`],
+/// The cuts of one training forward; pass it as the [`BlockRunner`] of [`crate::Coca::forward_for_loss`],
 /// then differentiate with [`Segments::backward`].
 pub struct Segments {
     mode: SegmentMode,
@@ -155,7 +155,7 @@ fn collect(pending: &mut [Vec<Option<Tensor>>], cuts: &[Cut], store: &GradStore)
 impl BlockRunner for Segments {
     fn cut(&self, ts: &[&Tensor]) -> Result<Vec<Tensor>> {
         if self.mode == SegmentMode::Whole {
-            return Direct.cut(ts);
+            return AllAtOnce.cut(ts);
         }
         let known = {
             let state = self.state.borrow();
@@ -187,7 +187,7 @@ impl BlockRunner for Segments {
         mask: Option<&Tensor>,
     ) -> Result<Tensor> {
         if self.mode == SegmentMode::Whole {
-            return Direct.run(block, x, context, mask);
+            return AllAtOnce.run(block, x, context, mask);
         }
         let x = self.cut_one(x)?;
         let context = context.map(|c| self.cut_one(c)).transpose()?;
@@ -230,7 +230,10 @@ mod tests {
         let tiny = tiny();
         let (images, ids) = batch(3, 1);
         let cfg = CocaLossConfig::default();
-        let out = tiny.model.forward_for_loss(&images, &ids).unwrap();
+        let out = tiny
+            .model
+            .forward_for_loss(&images, &ids, &AllAtOnce)
+            .unwrap();
         let reference = coca_loss_fused(&out, &cfg)
             .unwrap()
             .total
@@ -248,7 +251,7 @@ mod tests {
             let segments = Segments::new(mode);
             let out = tiny
                 .model
-                .forward_for_loss_in(&images, &ids, &segments)
+                .forward_for_loss(&images, &ids, &segments)
                 .unwrap();
             let loss = coca_loss_fused(&out, &cfg).unwrap().total;
             let mut grads = BTreeMap::new();

@@ -7,7 +7,7 @@ use candle_nn::VarBuilder;
 use crate::config::TextConfig;
 use crate::nn::layers::Linear;
 use crate::nn::ops::project;
-use crate::nn::{Activation, BlockRunner, Direct, LayerNorm, Transformer};
+use crate::nn::{Activation, AttentionMask, BlockRunner, LayerCache, LayerNorm, Transformer};
 
 /// The output of the text tower.
 #[derive(Debug, Clone)]
@@ -37,29 +37,48 @@ pub struct TextTower {
     pad_id: u32,
     context_length: usize,
     heads: usize,
+    width: usize,
+    vocab_size: usize,
 }
 
-/// The additive mask open_clip builds for CoCa's text tower, for ids of `len` tokens plus the appended CLS:
-/// causal, plus its legacy padding mask. That padding mask is shifted by one position (it was written for a CLS
-/// at the front while the CLS sits at the end), so key 0 is always visible and key `k ≥ 1` is visible iff token
-/// `k − 1` is not padding. The published weights were trained with it, so parity requires it exactly.
-/// Returns a (batch, 1, len + 1, len + 1) tensor.
-pub fn legacy_cls_mask(ids: &[Vec<u32>], pad_id: u32, device: &Device) -> Result<Tensor> {
+/// The additive mask open_clip builds for CoCa's text tower: causal, plus its legacy padding mask. That padding
+/// mask is shifted by one position (it was written for a CLS at the front while the CLS sits at the end), so key
+/// 0 is always visible and key `k ≥ 1` is visible iff token `k − 1` is not padding. The published weights were
+/// trained with it, so parity requires it exactly.
+///
+/// The mask is that of the `queries` positions after the first `past` over keys `0..past + queries`:
+/// (batch, 1, queries, past + queries). A whole caption of `len` tokens with its appended CLS is `past = 0`,
+/// `queries = len + 1`; a decoding step's new positions follow the `past` cached ones. `ids` holds each row's
+/// tokens, at least the `past + queries − 1` that the keys after the first stand for.
+pub fn legacy_cls_mask(
+    ids: &[Vec<u32>],
+    pad_id: u32,
+    past: usize,
+    queries: usize,
+    device: &Device,
+) -> Result<Tensor> {
     let batch = ids.len();
-    let len = ids.first().map_or(0, Vec::len);
-    let n = len + 1;
-    let mut data = vec![0f32; batch * n * n];
+    let keys = past + queries;
+    if let Some(short) = ids.iter().find(|row| row.len() + 1 < keys) {
+        candle_core::bail!(
+            "the legacy CLS mask over {keys} keys needs {} tokens per row, got {}",
+            keys - 1,
+            short.len()
+        );
+    }
+    let mut data = vec![0f32; batch * queries * keys];
     for (b, row) in ids.iter().enumerate() {
         let key_visible = |k: usize| k == 0 || row[k - 1] != pad_id;
-        for q in 0..n {
-            for k in 0..n {
+        for i in 0..queries {
+            let q = past + i;
+            for k in 0..keys {
                 if k > q || !key_visible(k) {
-                    data[(b * n + q) * n + k] = f32::NEG_INFINITY;
+                    data[(b * queries + i) * keys + k] = f32::NEG_INFINITY;
                 }
             }
         }
     }
-    Tensor::from_vec(data, (batch, 1, n, n), device)
+    Tensor::from_vec(data, (batch, 1, queries, keys), device)
 }
 
 impl TextTower {
@@ -95,6 +114,8 @@ impl TextTower {
             pad_id: cfg.pad_id,
             context_length: cfg.context_length,
             heads: cfg.heads,
+            width: w,
+            vocab_size: cfg.vocab_size,
         })
     }
 
@@ -108,19 +129,14 @@ impl TextTower {
         self.heads
     }
 
-    /// The token embedding matrix (vocab, width).
-    pub fn token_embedding(&self) -> &Tensor {
-        &self.token_embedding
+    /// Width of the residual stream.
+    pub fn width(&self) -> usize {
+        self.width
     }
 
-    /// The positional embedding (context_length + 1, width); the last row belongs to the appended CLS.
-    pub fn positional_embedding(&self) -> &Tensor {
-        &self.positional_embedding
-    }
-
-    /// The transformer stack (for callers that run it position by position with a key/value cache).
-    pub fn transformer(&self) -> &Transformer {
-        &self.transformer
+    /// Number of residual blocks.
+    pub(crate) fn depth(&self) -> usize {
+        self.transformer.depth()
     }
 
     /// The id whose *following* key the legacy CLS mask hides (see [`legacy_cls_mask`]).
@@ -130,17 +146,21 @@ impl TextTower {
 
     /// Vocabulary size of the token embedding.
     pub fn vocab_size(&self) -> usize {
-        self.token_embedding.dim(0).unwrap_or(0)
+        self.vocab_size
+    }
+
+    /// The token embeddings of `flat_ids` (rows · n, u32) as (rows, n, width), positions not yet added.
+    fn token_states(&self, flat_ids: &Tensor, rows: usize, n: usize) -> Result<Tensor> {
+        self.token_embedding
+            .index_select(flat_ids, 0)?
+            .reshape((rows, n, self.width))
     }
 
     /// Embed ids (batch, len) and append the CLS: (batch, len + 1, width), positions added.
     fn embed(&self, ids: &Tensor) -> Result<Tensor> {
         let (b, len) = ids.dims2()?;
-        let width = self.cls_emb.dim(0)?;
-        let tok = self
-            .token_embedding
-            .index_select(&ids.flatten_all()?, 0)?
-            .reshape((b, len, width))?;
+        let width = self.width;
+        let tok = self.token_states(&ids.flatten_all()?, b, len)?;
         let cls = self
             .cls_emb
             .reshape((1, 1, width))?
@@ -149,13 +169,9 @@ impl TextTower {
         x.broadcast_add(&self.positional_embedding.narrow(0, 0, len + 1)?)
     }
 
-    /// Run the tower on token ids (batch, len ≤ context_length), dtype u32.
-    pub fn forward(&self, ids: &Tensor) -> Result<TextOutput> {
-        self.forward_in(ids, &Direct)
-    }
-
-    /// [`TextTower::forward`] with the blocks run by `runner`.
-    pub fn forward_in(&self, ids: &Tensor, runner: &dyn BlockRunner) -> Result<TextOutput> {
+    /// Run the tower on token ids (batch, len ≤ context_length), dtype u32, the blocks run by `runner`
+    /// ([`crate::nn::AllAtOnce`] outside training).
+    pub fn forward(&self, ids: &Tensor, runner: &dyn BlockRunner) -> Result<TextOutput> {
         let (_, len) = ids.dims2()?;
         if len == 0 || len > self.context_length {
             candle_core::bail!(
@@ -166,9 +182,10 @@ impl TextTower {
         let ids = ids.to_dtype(DType::U32)?;
         let host_ids = ids.to_device(&Device::Cpu)?.to_vec2::<u32>()?;
         let dtype = self.token_embedding.dtype();
-        let mask = legacy_cls_mask(&host_ids, self.pad_id, ids.device())?.to_dtype(dtype)?;
+        let mask =
+            legacy_cls_mask(&host_ids, self.pad_id, 0, len + 1, ids.device())?.to_dtype(dtype)?;
         let x = self.embed(&ids)?;
-        let x = self.transformer.forward_in(&x, Some(&mask), runner)?;
+        let x = self.transformer.forward(&x, Some(&mask), runner)?;
         let cls = x.narrow(1, len, 1)?.squeeze(1)?;
         let tokens = x.narrow(1, 0, len)?;
         let cls = self.ln_final.forward(&cls)?;
@@ -178,6 +195,46 @@ impl TextTower {
             Projection::None => cls,
         };
         Ok(TextOutput { pooled, tokens })
+    }
+
+    /// The residual stream of `n` new text positions per row (no CLS: a caption being written has none yet),
+    /// attending to the `past` positions in `caches` (one per block), which then hold the new ones too.
+    /// `flat_ids` (rows · n, u32) are the new tokens; `history` holds every row's tokens so far, the new ones
+    /// included, for the legacy mask. Returns (rows, n, width).
+    pub(crate) fn forward_cached(
+        &self,
+        flat_ids: &Tensor,
+        history: &[Vec<u32>],
+        past: usize,
+        n: usize,
+        caches: &mut [LayerCache],
+    ) -> Result<Tensor> {
+        let x = self.token_states(flat_ids, history.len(), n)?;
+        let x = x.broadcast_add(&self.positional_embedding.narrow(0, past, n)?)?;
+        let mask = self.step_mask(history, past, n, x.device(), x.dtype())?;
+        self.transformer.forward_cached(&x, caches, mask.as_ref())
+    }
+
+    /// The mask of [`TextTower::forward_cached`]: [`legacy_cls_mask`] where a row's keys include one after a pad
+    /// id, else the purely causal one (`None` for a single new position).
+    fn step_mask(
+        &self,
+        history: &[Vec<u32>],
+        past: usize,
+        n: usize,
+        device: &Device,
+        dtype: DType,
+    ) -> Result<Option<Tensor>> {
+        let keys = past + n;
+        let has_pad = history
+            .iter()
+            .any(|h| h.iter().take(keys - 1).any(|&t| t == self.pad_id));
+        if !has_pad {
+            return AttentionMask::step(past, n, device, dtype);
+        }
+        Ok(Some(
+            legacy_cls_mask(history, self.pad_id, past, n, device)?.to_dtype(dtype)?,
+        ))
     }
 }
 
@@ -190,7 +247,7 @@ mod tests {
         // "a dog" = [sot, a, dog, eot, pad, pad]: the CLS (position 6) sees keys 0..=4 — the first pad
         // included, itself excluded.
         let ids = vec![vec![9u32, 5, 6, 10, 0, 0]];
-        let m = legacy_cls_mask(&ids, 0, &Device::Cpu).unwrap();
+        let m = legacy_cls_mask(&ids, 0, 0, ids[0].len() + 1, &Device::Cpu).unwrap();
         let m = m
             .squeeze(0)
             .unwrap()
@@ -208,7 +265,7 @@ mod tests {
     #[test]
     fn legacy_mask_without_padding_lets_cls_see_everything() {
         let ids = vec![vec![1u32, 2, 3]];
-        let m = legacy_cls_mask(&ids, 0, &Device::Cpu).unwrap();
+        let m = legacy_cls_mask(&ids, 0, 0, ids[0].len() + 1, &Device::Cpu).unwrap();
         let last = m
             .get(0)
             .unwrap()
@@ -219,5 +276,38 @@ mod tests {
             .to_vec1::<f32>()
             .unwrap();
         assert_eq!(last, vec![0.0; 4]);
+    }
+
+    /// A decoding step's mask is the rows of the whole caption's mask for its new positions, so the cached and
+    /// the full forward mask alike.
+    #[test]
+    fn legacy_mask_of_new_positions_is_a_slice_of_the_full_mask() {
+        let ids = vec![vec![9u32, 0, 6, 10, 0, 3], vec![9, 5, 0, 0, 7, 8]];
+        let full = legacy_cls_mask(&ids, 0, 0, 7, &Device::Cpu).unwrap();
+        for (past, n) in [(0, 3), (2, 1), (4, 3), (6, 1)] {
+            let step = legacy_cls_mask(&ids, 0, past, n, &Device::Cpu).unwrap();
+            let want = full
+                .narrow(2, past, n)
+                .unwrap()
+                .narrow(3, 0, past + n)
+                .unwrap();
+            assert_eq!(step.dims(), &[2, 1, n, past + n]);
+            assert_eq!(
+                step.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                want.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                "past {past}, {n} new"
+            );
+        }
+    }
+
+    #[test]
+    fn legacy_mask_refuses_rows_shorter_than_its_keys() {
+        let ids = vec![vec![1u32, 2, 3], vec![1, 2]];
+        let err = legacy_cls_mask(&ids, 0, 2, 2, &Device::Cpu).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("the legacy CLS mask over 4 keys needs 3 tokens per row, got 2"),
+            "{err}"
+        );
     }
 }

@@ -5,7 +5,7 @@ use candle_nn::VarBuilder;
 
 use crate::config::{CocaConfig, PaperPoolMode, VisionPooling};
 use crate::nn::ops::project;
-use crate::nn::{Activation, BlockRunner, Direct, LayerNorm, Transformer};
+use crate::nn::{Activation, BlockRunner, LayerNorm, Transformer};
 use crate::pooler::AttentionalPooler;
 
 /// The output of the image tower.
@@ -141,13 +141,9 @@ impl VisionTower {
         crate::nn::ops::linear(&patches, &kernel, None)
     }
 
-    /// Encoder tokens after the transformer: (batch, 1 + patches, width).
-    pub fn encode_tokens(&self, images: &Tensor) -> Result<Tensor> {
-        self.encode_tokens_in(images, &Direct)
-    }
-
-    /// [`VisionTower::encode_tokens`] with the blocks run by `runner`.
-    pub fn encode_tokens_in(&self, images: &Tensor, runner: &dyn BlockRunner) -> Result<Tensor> {
+    /// Encoder tokens after the transformer, its blocks run by `runner` ([`crate::nn::AllAtOnce`] outside
+    /// training): (batch, 1 + patches, width).
+    pub fn encode_tokens(&self, images: &Tensor, runner: &dyn BlockRunner) -> Result<Tensor> {
         let (_, c, h, w) = images.dims4()?;
         if c != 3 || (h, w) != self.image_size {
             candle_core::bail!(
@@ -175,7 +171,7 @@ impl VisionTower {
             Some(ln) => ln.forward(&x)?,
             None => x,
         };
-        self.transformer.forward_in(&x, None, runner)
+        self.transformer.forward(&x, None, runner)
     }
 
     /// Split pooled tokens into (embedding, context) as open_clip's `_global_pool` does.
@@ -190,14 +186,10 @@ impl VisionTower {
         Ok((pooled, tokens))
     }
 
-    /// Embedding (unnormalised, projected) and caption context.
-    pub fn forward(&self, images: &Tensor) -> Result<VisionOutput> {
-        self.forward_in(images, &Direct)
-    }
-
-    /// [`VisionTower::forward`] with the blocks run by `runner`.
-    pub fn forward_in(&self, images: &Tensor, runner: &dyn BlockRunner) -> Result<VisionOutput> {
-        self.forward_tokens(&self.encode_tokens_in(images, runner)?)
+    /// Embedding (unnormalised, projected) and caption context, the blocks run by `runner`
+    /// ([`crate::nn::AllAtOnce`] outside training).
+    pub fn forward(&self, images: &Tensor, runner: &dyn BlockRunner) -> Result<VisionOutput> {
+        self.forward_tokens(&self.encode_tokens(images, runner)?)
     }
 
     /// The encoder tokens exactly as this model's attentional pooler(s) read them, from the output of

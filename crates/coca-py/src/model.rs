@@ -74,7 +74,10 @@ impl Model {
                 let emb = if normalize {
                     self.model.encode_image(&chunk)?.embedding
                 } else {
-                    self.model.visual().forward(&chunk)?.pooled
+                    self.model
+                        .visual()
+                        .forward(&chunk, &coca_model::AllAtOnce)?
+                        .pooled
                 };
                 flat_f32(&emb)
             })?;
@@ -101,7 +104,10 @@ impl Model {
                 let emb = if normalize {
                     self.model.encode_text(&chunk)?.embedding
                 } else {
-                    self.model.text().forward(&chunk)?.pooled
+                    self.model
+                        .text()
+                        .forward(&chunk, &coca_model::AllAtOnce)?
+                        .pooled
                 };
                 flat_f32(&emb)
             })?;

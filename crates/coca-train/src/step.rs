@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use candle_core::{Result, Tensor, Var};
 use coca_model::segments::{SegmentMode, Segments};
-use coca_model::{coca_loss_fused_with, CaptionNll, Coca, CocaLossConfig, TrainOutput};
+use coca_model::{coca_loss_fused_with, AllAtOnce, CaptionNll, Coca, CocaLossConfig, TrainOutput};
 
 /// One micro-batch: preprocessed images `(B, 3, H, W)` and token ids `(B, L)`.
 #[derive(Debug, Clone)]
@@ -149,7 +149,7 @@ pub fn step_gradients_with<E: From<candle_core::Error>>(
     };
     if micro.len() == 1 {
         let segments = Segments::new(mode);
-        let out = model.forward_for_loss_in(&micro[0].images, &micro[0].ids, &segments)?;
+        let out = model.forward_for_loss(&micro[0].images, &micro[0].ids, &segments)?;
         let (losses, total) = objective(&out, CaptionNll::default())?;
         drop(out);
         backward(segments, &total, true)?;
@@ -158,7 +158,7 @@ pub fn step_gradients_with<E: From<candle_core::Error>>(
     let cached: Vec<Cached> = micro
         .iter()
         .map(|mb| {
-            let out = model.forward_for_loss(&mb.images, &mb.ids)?;
+            let out = model.forward_for_loss(&mb.images, &mb.ids, &AllAtOnce)?;
             Ok(Cached {
                 image: out.image_features.detach(),
                 text: out.text_features.detach(),
@@ -169,7 +169,7 @@ pub fn step_gradients_with<E: From<candle_core::Error>>(
     let mut losses = StepLosses::default();
     for (j, mb) in micro.iter().enumerate() {
         let segments = Segments::new(mode);
-        let live = model.forward_for_loss_in(&mb.images, &mb.ids, &segments)?;
+        let live = model.forward_for_loss(&mb.images, &mb.ids, &segments)?;
         let pick = |f: fn(&Cached) -> &Tensor, own: &Tensor| -> Result<Tensor> {
             let parts: Vec<&Tensor> = cached
                 .iter()

@@ -151,7 +151,10 @@ fn assert_ranks_identical(results: &[(StepLosses, Grads)]) {
 }
 
 fn forward(model: &TrainableCoca, b: &MicroBatch) -> TrainOutput {
-    model.model.forward_for_loss(&b.images, &b.ids).unwrap()
+    model
+        .model
+        .forward_for_loss(&b.images, &b.ids, &coca_model::AllAtOnce)
+        .unwrap()
 }
 
 /// `λ_cap · mean over ranks of each rank's caption loss`, open_clip's distributed caption objective.

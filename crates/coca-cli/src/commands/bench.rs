@@ -79,7 +79,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         let encoder = time_median(args.warmup, args.iters, || {
             model
                 .visual()
-                .encode_tokens(&pixels)?
+                .encode_tokens(&pixels, &coca_model::AllAtOnce)?
                 .sum_all()?
                 .to_dtype(DType::F32)?
                 .to_scalar::<f32>()?;

@@ -11,12 +11,31 @@ use super::ops::{self, Projections};
 pub struct AttentionMask(pub Tensor);
 
 impl AttentionMask {
-    /// The causal mask of `len` positions: query `i` sees keys `0..=i`.
-    pub fn causal(len: usize, device: &Device) -> Result<Self> {
-        let data: Vec<f32> = (0..len)
-            .flat_map(|i| (0..len).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 }))
+    /// The causal mask of `queries` positions that follow `past` earlier ones: (queries, past + queries), query `i`
+    /// (position `past + i`) sees keys `0..=past + i`. A whole sequence is `past = 0`; a decoding step's new
+    /// positions attend to the cached ones too.
+    pub fn causal(past: usize, queries: usize, device: &Device) -> Result<Self> {
+        let keys = past + queries;
+        let data: Vec<f32> = (0..queries)
+            .flat_map(|i| {
+                (0..keys).map(move |k| if k > past + i { f32::NEG_INFINITY } else { 0.0 })
+            })
             .collect();
-        Ok(Self(Tensor::from_vec(data, (len, len), device)?))
+        Ok(Self(Tensor::from_vec(data, (queries, keys), device)?))
+    }
+
+    /// [`AttentionMask::causal`] for a decoding step's `queries` new positions after `past` cached ones, in
+    /// `dtype`, or `None` for a single new position, which may see every key.
+    pub(crate) fn step(
+        past: usize,
+        queries: usize,
+        device: &Device,
+        dtype: DType,
+    ) -> Result<Option<Tensor>> {
+        if queries == 1 {
+            return Ok(None);
+        }
+        Ok(Some(Self::causal(past, queries, device)?.to_dtype(dtype)?))
     }
 
     /// The mask as a tensor of `dtype`.
@@ -46,11 +65,48 @@ pub struct MultiheadAttention {
 
 /// Keys and values already projected and split into heads: (batch, heads, keys, head_dim) each.
 #[derive(Debug, Clone)]
-pub struct KeyValue {
+pub(crate) struct KeyValue {
     /// Projected keys.
-    pub k: Tensor,
+    pub(crate) k: Tensor,
     /// Projected values.
-    pub v: Tensor,
+    pub(crate) v: Tensor,
+}
+
+impl KeyValue {
+    /// Keep batch items `idx` (u32 indices, in that order).
+    pub(crate) fn index_select(&self, idx: &Tensor) -> Result<Self> {
+        Ok(Self {
+            k: self.k.index_select(idx, 0)?,
+            v: self.v.index_select(idx, 0)?,
+        })
+    }
+}
+
+/// The keys and values one self-attention layer has seen while decoding: every position so far, per row.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct LayerCache(Option<KeyValue>);
+
+impl LayerCache {
+    /// Append the new positions' keys/values and return those of every position so far.
+    pub(crate) fn extend(&mut self, new: KeyValue) -> Result<KeyValue> {
+        let kv = match self.0.take() {
+            None => new,
+            Some(old) => KeyValue {
+                k: Tensor::cat(&[&old.k, &new.k], 2)?,
+                v: Tensor::cat(&[&old.v, &new.v], 2)?,
+            },
+        };
+        self.0 = Some(kv.clone());
+        Ok(kv)
+    }
+
+    /// Keep rows `idx` (u32 indices, in that order).
+    pub(crate) fn select(&mut self, idx: &Tensor) -> Result<()> {
+        if let Some(kv) = &self.0 {
+            self.0 = Some(kv.index_select(idx)?);
+        }
+        Ok(())
+    }
 }
 
 /// Projected queries of batch 1 repeated over `batch` context items (gradients sum back over the batch);
@@ -103,7 +159,7 @@ impl MultiheadAttention {
     }
 
     /// Project the query side: (batch, len, E) → (batch, heads, len, head_dim).
-    pub fn project_query(&self, x: &Tensor) -> Result<Tensor> {
+    pub(crate) fn project_query(&self, x: &Tensor) -> Result<Tensor> {
         let q = match &self.in_proj {
             InProjection::Packed { weight, bias } => {
                 let e = self.embed_dim;
@@ -115,7 +171,7 @@ impl MultiheadAttention {
     }
 
     /// Project a context into keys and values (computed once and reused, e.g. image tokens during generation).
-    pub fn project_kv(&self, context: &Tensor) -> Result<KeyValue> {
+    pub(crate) fn project_kv(&self, context: &Tensor) -> Result<KeyValue> {
         let (k, v) = match &self.in_proj {
             InProjection::Packed { weight, bias } => {
                 let e = self.embed_dim;
@@ -135,7 +191,7 @@ impl MultiheadAttention {
     }
 
     /// Project `x` into queries, keys and values at once (self-attention: one GEMM for all three).
-    pub fn project_qkv(&self, x: &Tensor) -> Result<(Tensor, KeyValue)> {
+    pub(crate) fn project_qkv(&self, x: &Tensor) -> Result<(Tensor, KeyValue)> {
         match &self.in_proj {
             InProjection::Packed { weight, bias } => {
                 let e = self.embed_dim;
@@ -151,7 +207,12 @@ impl MultiheadAttention {
 
     /// Scaled dot-product attention of projected heads ([`ops::attention_heads`]), then the output projection.
     /// `q`: (b, h, lq, d); keys/values: (b, h, lk, d); `mask` additive, broadcastable to (b, h, lq, lk).
-    pub fn attend(&self, q: &Tensor, kv: &KeyValue, mask: Option<&Tensor>) -> Result<Tensor> {
+    pub(crate) fn attend(
+        &self,
+        q: &Tensor,
+        kv: &KeyValue,
+        mask: Option<&Tensor>,
+    ) -> Result<Tensor> {
         self.out_proj
             .forward(&ops::attention_heads(q, &kv.k, &kv.v, mask)?)
     }

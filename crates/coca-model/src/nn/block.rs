@@ -3,7 +3,7 @@
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
-use super::attention::MultiheadAttention;
+use super::attention::{KeyValue, LayerCache, MultiheadAttention};
 use super::layers::{Activation, LayerNorm, Mlp};
 
 /// `x + attn(ln_1(x)[, ln_1_kv(ctx)])`, then `x + mlp(ln_2(x))`.
@@ -40,23 +40,8 @@ impl ResidualAttentionBlock {
         })
     }
 
-    /// The attention module (for callers that cache keys and values).
-    pub fn attn(&self) -> &MultiheadAttention {
-        &self.attn
-    }
-
-    /// First LayerNorm (applied to the query stream).
-    pub fn ln_1(&self) -> &LayerNorm {
-        &self.ln_1
-    }
-
-    /// Context LayerNorm of a cross-attention block.
-    pub fn ln_1_kv(&self) -> Option<&LayerNorm> {
-        self.ln_1_kv.as_ref()
-    }
-
     /// The MLP half of the block: `x + mlp(ln_2(x))`.
-    pub fn mlp_residual(&self, x: &Tensor) -> Result<Tensor> {
+    fn mlp_residual(&self, x: &Tensor) -> Result<Tensor> {
         x + self.mlp.forward(&self.ln_2.forward(x)?)?
     }
 
@@ -79,10 +64,57 @@ impl ResidualAttentionBlock {
         let x = (x + attn_out)?;
         self.mlp_residual(&x)
     }
+
+    /// [`ResidualAttentionBlock::forward`] of a self-attention block for new positions `x` (rows, n, width) that
+    /// also attend to the positions in `cache`, which then holds the new positions' keys and values too. `mask`
+    /// (broadcastable to (rows, heads, n, cached + n)) is that of the new queries over every key.
+    pub(crate) fn forward_cached(
+        &self,
+        x: &Tensor,
+        cache: &mut LayerCache,
+        mask: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let h = self.ln_1.forward(x)?;
+        let (q, kv_new) = self.attn.project_qkv(&h)?;
+        let kv = cache.extend(kv_new)?;
+        let attn = self.attn.attend(&q, &kv, mask)?;
+        self.mlp_residual(&(x + attn)?)
+    }
+
+    /// The keys and values a cross-attention block makes of `context` (images, n, width), computed once for a
+    /// decoding run and read by [`ResidualAttentionBlock::forward_grouped_cross`] at every step.
+    pub(crate) fn cross_key_value(&self, context: &Tensor) -> Result<KeyValue> {
+        match &self.ln_1_kv {
+            Some(ln) => self.attn.project_kv(&ln.forward(context)?),
+            None => self.attn.project_kv(context),
+        }
+    }
+
+    /// [`ResidualAttentionBlock::forward`] of a cross-attention block over the context whose keys and values are
+    /// `context_kv` (images, heads, n, head_dim), for `x` (rows, n, width) whose rows are grouped by image,
+    /// `rows_per_image` consecutive rows each. The rows of one image attend in one call, their queries side by
+    /// side, so the image's keys and values are never copied per row.
+    pub(crate) fn forward_grouped_cross(
+        &self,
+        x: &Tensor,
+        context_kv: &KeyValue,
+        rows_per_image: usize,
+    ) -> Result<Tensor> {
+        let (rows, n, width) = x.dims3()?;
+        let images = rows / rows_per_image;
+        let h = self.ln_1.forward(x)?;
+        // (rows, n, width) → (images, rows_per_image·n, width): the queries of one image's rows side by side.
+        let h = h.reshape((images, rows_per_image * n, width))?;
+        let q = self.attn.project_query(&h)?;
+        let attn = self.attn.attend(&q, context_kv, None)?;
+        let attn = attn.reshape((rows, n, width))?;
+        self.mlp_residual(&(x + attn)?)
+    }
 }
 
-/// How the towers run their residual blocks and hand their outputs over: [`Direct`]ly, or as segments that a
-/// training backward differentiates one at a time ([`crate::segments::Segments`]).
+/// How a forward runs the residual blocks and hands the towers' outputs over: [`AllAtOnce`], or as segments
+/// that a training backward differentiates one at a time ([`crate::segments::Segments`]). See the crate docs for
+/// where a runner is passed.
 pub trait BlockRunner {
     /// `block.forward(x, context, mask)`.
     fn run(
@@ -97,11 +129,12 @@ pub trait BlockRunner {
     fn cut(&self, ts: &[&Tensor]) -> Result<Vec<Tensor>>;
 }
 
-/// Blocks run as they are, in one graph: inference, and training differentiated in one pass.
+/// Every block run as it is and nothing cut: the whole forward is one graph. What inference runs, and training
+/// that differentiates in one pass.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Direct;
+pub struct AllAtOnce;
 
-impl BlockRunner for Direct {
+impl BlockRunner for AllAtOnce {
     fn run(
         &self,
         block: &ResidualAttentionBlock,
@@ -140,18 +173,13 @@ impl Transformer {
         Ok(Self { blocks })
     }
 
-    /// The blocks, bottom first.
-    pub fn blocks(&self) -> &[ResidualAttentionBlock] {
-        &self.blocks
+    /// Number of blocks.
+    pub fn depth(&self) -> usize {
+        self.blocks.len()
     }
 
-    /// Run every block with the same additive mask.
-    pub fn forward(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
-        self.forward_in(x, mask, &Direct)
-    }
-
-    /// [`Transformer::forward`] with the blocks run by `runner`.
-    pub fn forward_in(
+    /// Run every block with the same additive mask, each by `runner`.
+    pub fn forward(
         &self,
         x: &Tensor,
         mask: Option<&Tensor>,
@@ -160,6 +188,21 @@ impl Transformer {
         let mut x = x.clone();
         for block in &self.blocks {
             x = runner.run(block, &x, None, mask)?;
+        }
+        Ok(x)
+    }
+
+    /// [`Transformer::forward`] of new positions `x` (rows, n, width) that also attend to the positions in
+    /// `caches` (one per block, bottom first), which then hold the new positions too.
+    pub(crate) fn forward_cached(
+        &self,
+        x: &Tensor,
+        caches: &mut [LayerCache],
+        mask: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let mut x = x.clone();
+        for (block, cache) in self.blocks.iter().zip(caches) {
+            x = block.forward_cached(&x, cache, mask)?;
         }
         Ok(x)
     }

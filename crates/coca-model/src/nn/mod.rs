@@ -10,8 +10,9 @@ pub(crate) mod kernels;
 pub mod layers;
 pub mod ops;
 
+pub(crate) use attention::LayerCache;
 pub use attention::{AttentionMask, MultiheadAttention};
-pub use block::{BlockRunner, Direct, ResidualAttentionBlock, Transformer};
+pub use block::{AllAtOnce, BlockRunner, ResidualAttentionBlock, Transformer};
 pub use layers::{Activation, LayerNorm, Linear, Mlp};
 
 /// Raw kernels for the code outside this crate that must call one directly, bypassing [`ops`]'s choice. Model

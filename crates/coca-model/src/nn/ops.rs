@@ -501,7 +501,7 @@ pub(crate) mod tests {
         let q = Tensor::randn(0f32, 1.0, (b, lq, e), &dev).unwrap();
         let kv = Tensor::randn(0f32, 1.0, (b, lk, 2 * e), &dev).unwrap();
         let (k, v) = (kv.narrow(2, 0, e).unwrap(), kv.narrow(2, e, e).unwrap());
-        let mask = crate::nn::AttentionMask::causal(lq, &dev).unwrap().0;
+        let mask = crate::nn::AttentionMask::causal(0, lq, &dev).unwrap().0;
         let cases = [
             (Projections::Packed(&qkv), Some(&mask)),
             (Projections::QueryKeyValue(&q, &kv), None),

@@ -538,7 +538,9 @@ mod tests {
     fn packed_self_attention_with_a_causal_mask() {
         let (b, l, e, heads) = (3, 7, 12, 3);
         let qkv = var((b, l, 3 * e));
-        let mask = crate::nn::AttentionMask::causal(l, &Device::Cpu).unwrap().0;
+        let mask = crate::nn::AttentionMask::causal(0, l, &Device::Cpu)
+            .unwrap()
+            .0;
         let fused =
             multi_head_attention(Projections::Packed(qkv.as_tensor()), heads, Some(&mask)).unwrap();
         let t = qkv.as_tensor();
@@ -553,7 +555,7 @@ mod tests {
         let qkv = var((b, l, 3 * e));
         // The text tower's CLS mask (broadcast over heads): padding keys are blocked for the last query.
         let ids = vec![vec![5u32, 6, 0, 0], vec![5, 6, 7, 8]];
-        let cls = crate::text::legacy_cls_mask(&ids, 0, &Device::Cpu).unwrap();
+        let cls = crate::text::legacy_cls_mask(&ids, 0, 0, 5, &Device::Cpu).unwrap();
         let t = qkv.as_tensor();
         let part = |i: usize| t.narrow(2, i * e, e).unwrap();
         let fused = multi_head_attention(Projections::Packed(t), heads, Some(&cls)).unwrap();

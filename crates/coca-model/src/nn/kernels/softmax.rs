@@ -231,11 +231,11 @@ mod tests {
     #[test]
     fn causal_and_per_batch_masks() {
         let dev = Device::Cpu;
-        let causal = crate::nn::AttentionMask::causal(9, &dev).unwrap().0;
+        let causal = crate::nn::AttentionMask::causal(0, 9, &dev).unwrap().0;
         check(&[2, 3, 9, 9], Some(causal), false);
         // A per-batch mask broadcast over heads, as the text tower's legacy CLS mask.
         let ids = vec![vec![5u32, 6, 0, 0], vec![5, 6, 7, 8]];
-        let m = crate::text::legacy_cls_mask(&ids, 0, &dev).unwrap();
+        let m = crate::text::legacy_cls_mask(&ids, 0, 0, 5, &dev).unwrap();
         check(&[2, 3, 5, 5], Some(m), false);
     }
 
