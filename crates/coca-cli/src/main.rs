@@ -3,6 +3,7 @@
 mod cli;
 mod commands;
 mod csv_args;
+mod generation_args;
 mod model_args;
 mod output;
 mod pipeline;

@@ -14,8 +14,8 @@ use serde_json::{json, Map, Value};
 
 use super::references::{id_string, kind, Reference, ReferenceArgs};
 use super::{load_samples, report, result_json, OutputArgs};
-use crate::commands::caption::GenerationArgs;
 use crate::commands::embed::progress::Skipped;
+use crate::generation_args::GenerationArgs;
 use crate::model_args::ModelArgs;
 use crate::output::write_json;
 use crate::pipeline::preprocess_config;

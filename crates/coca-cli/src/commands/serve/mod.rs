@@ -29,8 +29,8 @@ use coca_text::Tokenizer;
 use tokio::sync::Semaphore;
 
 use crate::cli::seconds;
-use crate::commands::caption::{GenerationArgs, StrategyArg};
 use crate::commands::classify::ClassifierArgs;
+use crate::generation_args::{GenerationArgs, StrategyArg};
 use crate::model_args::ModelArgs;
 use crate::pipeline::preprocess_config;
 
