@@ -64,7 +64,9 @@ pub use error::DataError;
 pub use folder::{is_image_path, FolderSource, IMAGE_EXTENSIONS};
 pub use list::ListSource;
 pub use sample::{ImageData, Sample};
-pub use shards::{ShardRecord, ShardRecords, ShardSource, SHARD_IMAGE_KEYS, SHARD_TEXT_KEY};
+pub use shards::{
+    ShardCursor, ShardRecord, ShardRecords, ShardSource, SHARD_IMAGE_KEYS, SHARD_TEXT_KEY,
+};
 pub use train::{Batch, LoaderConfig, LoaderState, SkipCounts, TrainLoader, TrainSource};
 
 /// A collection to read.

@@ -12,7 +12,9 @@
 //! unreadable image, a malformed CSV row, a damaged shard) are reported and left out, so a partition can
 //! hold fewer rows than its size. Because the cut depends only on the input, a restarted run skips the
 //! partitions already written and computes the others exactly as an uninterrupted run would; batches never
-//! cross a partition boundary, so even the batch composition is the same.
+//! cross a partition boundary, so even the batch composition is the same. Partitions a run does not embed
+//! (complete ones, other workers') are only counted: for tar shards, from the headers of the shards they
+//! fill alone, whose contents are not read.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -22,7 +24,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use clap::{Args, ValueEnum};
 use coca_data::video::VideoKind;
-use coca_data::{DataError, FolderSource, Input, Sample, Samples};
+use coca_data::{DataError, FolderSource, Input, Sample, Samples, ShardCursor};
 use coca_image::PreprocessConfig;
 use coca_model::{Coca, CocaConfig};
 use coca_retrieval::{
@@ -171,10 +173,40 @@ impl CollectionArgs {
     }
 }
 
+/// The items of the collection, which the run either embeds or passes over (another worker's partitions,
+/// partitions already complete).
+enum Source {
+    /// Tar shards: a shard whose items are all passed over is not read, only walked header by header.
+    Shards(ShardCursor),
+    /// Folders, lists and CSV files, whose items are paths: passing over them reads no image.
+    Other(Samples),
+}
+
+impl Source {
+    /// Pass over the next `n` items; how many there were.
+    fn skip_items(&mut self, n: usize) -> usize {
+        match self {
+            Source::Shards(shards) => shards.skip_items(n),
+            Source::Other(items) => items.take(n).count(),
+        }
+    }
+}
+
+impl Iterator for Source {
+    type Item = Result<Sample, DataError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self {
+            Source::Shards(shards) => shards.next(),
+            Source::Other(items) => items.next(),
+        }
+    }
+}
+
 /// A source with the first readable sample looked at in advance (for `--embeddings auto`).
 struct Lookahead {
     buffered: VecDeque<Result<Sample, DataError>>,
-    rest: Samples,
+    rest: Source,
 }
 
 impl Lookahead {
@@ -194,6 +226,13 @@ impl Lookahead {
             }
         }
         false
+    }
+
+    /// Pass over the next `n` items; how many there were.
+    fn skip_items(&mut self, n: usize) -> usize {
+        let buffered = n.min(self.buffered.len());
+        self.buffered.drain(..buffered);
+        buffered + self.rest.skip_items(n - buffered)
     }
 }
 
@@ -531,14 +570,18 @@ pub fn run(args: &EmbedArgs) -> Result<()> {
         std::env::var(name).ok()
     })?;
     let share = assignment.share;
-    let source: Samples = match &input {
+    let cannot_read = || format!("cannot read {input}");
+    let source = match &input {
         // Video files in a folder are embedded too (coca_data::open walks images only, for training).
-        Input::Folder(dir) => Box::new(
+        Input::Folder(dir) => Source::Other(Box::new(
             FolderSource::new(dir)
-                .with_context(|| format!("cannot read {input}"))?
+                .with_context(cannot_read)?
                 .including_videos(),
-        ),
-        _ => coca_data::open(&input).with_context(|| format!("cannot read {input}"))?,
+        )),
+        Input::Shards(pattern) => {
+            Source::Shards(ShardCursor::open(pattern).with_context(cannot_read)?)
+        }
+        _ => Source::Other(coca_data::open(&input).with_context(cannot_read)?),
     };
     let mut source = Lookahead {
         buffered: VecDeque::new(),
@@ -583,10 +626,9 @@ pub fn run(args: &EmbedArgs) -> Result<()> {
     let mut embedder: Option<Embedder> = None;
     let mut tally = Tally::default();
     for partition in 0.. {
-        let items = source.by_ref().take(c.partition_size);
         if !share.owns(partition) {
-            // Another worker's: only counted, never decoded.
-            let seen = items.count();
+            // Another worker's: only counted, never decoded (nor read, for shards it fills alone).
+            let seen = source.skip_items(c.partition_size);
             tally.input_items += seen;
             if seen < c.partition_size {
                 tally.partitions = partition + usize::from(seen > 0);
@@ -596,7 +638,7 @@ pub fn run(args: &EmbedArgs) -> Result<()> {
         }
         tally.partitions_owned += 1;
         if output.is_complete(partition) {
-            let seen = items.count();
+            let seen = source.skip_items(c.partition_size);
             progress.advance(seen);
             tally.input_items += seen;
             if seen == 0 {
@@ -615,7 +657,7 @@ pub fn run(args: &EmbedArgs) -> Result<()> {
         let mut data = PartitionData::default();
         let mut batch = Vec::with_capacity(args.batch_size);
         let mut seen = 0;
-        for item in items {
+        for item in source.by_ref().take(c.partition_size) {
             seen += 1;
             match item {
                 Ok(sample) => batch.push(sample),
