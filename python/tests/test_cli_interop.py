@@ -81,3 +81,60 @@ def test_faiss_index_from_coca_collection(demo: coca.Model, coca_bin: Path, tmp_
     exact = np.argsort(-(vectors @ query[0]), kind="stable")
     assert ids[0].tolist() == exact.tolist()
     assert np.allclose(scores[0], np.sort(vectors @ query[0])[::-1], atol=1e-5)
+
+
+def test_autofaiss_index_of_coca_output_finds_what_coca_search_finds(coca_bin: Path, tmp_path: Path) -> None:
+    """autofaiss, the index builder clip-retrieval runs, reads coca's folder through embedding_reader; its flat
+    index finds for a coca text embedding the rows `coca search` finds, for image and caption embeddings alike,
+    and the metadata read the way clip-retrieval's back end reads it names the same samples."""
+    try:
+        import pandas as pd
+        from autofaiss import build_index
+    except ImportError as e:
+        print(f"SKIPPED: autofaiss is not installed ({e}); pip install -r scripts/ci/requirements-autofaiss.txt")
+        pytest.skip(f"autofaiss is not installed: {e}")
+    names = ["astronaut_420.jpg", "camera_grey.jpg", "chelsea.png", "china.jpg", "coffee.webp", "coins.png"]
+    names += ["flower.jpg", "horse.png", "rocket.jpg", "palette.png", "gradient_rgba.png", "grey16.png"]
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for name in names:
+        shutil.copy(IMAGES / name, folder / name)
+        (folder / name).with_suffix(".txt").write_text(f"a picture called {Path(name).stem.replace('_', ' ')}")
+    out = tmp_path / "out"
+    subprocess.run(
+        [str(coca_bin), "embed", *MODEL, "--input-dir", str(folder), "--output-dir", str(out)]
+        + ["--partition-size", "5", "-q"],
+        check=True,
+        capture_output=True,
+    )
+    query = "a photo of a horse in a field"
+    (q,) = run_json(coca_bin, "embed", *MODEL, "--text", query, "--json")["text_embeddings"]
+    q = np.array([q], dtype=np.float32)
+    # clip-retrieval's back end (ParquetMetadataProvider): the metadata files in name order, concatenated; the
+    # faiss id is the position in that frame.
+    metadata = pd.concat(pd.read_parquet(f) for f in sorted((out / "metadata").glob("*.parquet")))
+    assert {"image_path", "caption"} <= set(metadata.columns)
+    k = 6
+    for folder_name, against in [("img_emb", "image"), ("text_emb", "text")]:
+        files = sorted((out / folder_name).glob("*.npy"))
+        assert len(files) == 3, files
+        index, _ = build_index(
+            embeddings=str(out / folder_name),
+            index_path=str(tmp_path / f"{against}.index"),
+            index_infos_path=str(tmp_path / f"{against}.json"),
+            index_key="Flat",
+            metric_type="ip",
+            file_format="npy",
+            nb_cores=1,
+            verbose=30,
+        )
+        assert index.ntotal == len(names) == len(metadata)
+        _, ids = index.search(q, k)
+        rows = [(p, r) for p, f in enumerate(files) for r in range(np.load(f).shape[0])]
+        coca = run_json(coca_bin, "search", *MODEL, "--index", str(out), "--text", query, "--against", against, "--json")
+        assert coca["method"] == "exact"
+        hits = coca["results"][:k]
+        assert [rows[i] for i in ids[0]] == [(h["partition"], h["row"]) for h in hits]
+        for i, hit in zip(ids[0], hits):
+            meta = metadata[i : i + 1][["image_path", "caption"]].to_dict(orient="records")[0]
+            assert (meta["image_path"], meta["caption"]) == (hit["image_path"], hit["caption"])
