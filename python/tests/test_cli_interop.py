@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import subprocess
 from pathlib import Path
@@ -126,12 +127,13 @@ def test_autofaiss_index_of_coca_output_finds_what_coca_search_finds(coca_bin: P
             metric_type="ip",
             file_format="npy",
             nb_cores=1,
-            verbose=30,
+            verbose=logging.WARNING,
         )
         assert index.ntotal == len(names) == len(metadata)
         _, ids = index.search(q, k)
         rows = [(p, r) for p, f in enumerate(files) for r in range(np.load(f).shape[0])]
-        coca = run_json(coca_bin, "search", *MODEL, "--index", str(out), "--text", query, "--against", against, "--json")
+        search = ["search", *MODEL, "--index", str(out), "--text", query, "--against", against, "--json"]
+        coca = run_json(coca_bin, *search)
         assert coca["method"] == "exact"
         hits = coca["results"][:k]
         assert [rows[i] for i in ids[0]] == [(h["partition"], h["row"]) for h in hits]
