@@ -175,7 +175,7 @@ pub struct ConvertArgs {
     pub output: PathBuf,
     /// Storage dtype of the output (default: keep each tensor's dtype).
     #[arg(long = "save-dtype", value_name = "f32|f16|bf16")]
-    pub save_dtype: Option<String>,
+    pub save_dtype: Option<coca_pipeline::Precision>,
     /// Replace an existing output file.
     #[arg(long)]
     pub force: bool,
@@ -215,10 +215,10 @@ pub struct ParityArgs {
     pub all: bool,
     /// Device to check: cpu, or cuda:N in builds with the `cuda` feature (the GPU parity check).
     #[arg(long, default_value = "cpu", value_name = "cpu|cuda:N")]
-    pub device: String,
+    pub device: coca_pipeline::DeviceSpec,
     /// Inference precision: fp32 (gradients too), or bf16/fp16 held to a half-precision tolerance.
     #[arg(long, default_value = "fp32", value_name = "fp32|bf16|fp16")]
-    pub precision: String,
+    pub precision: coca_pipeline::Precision,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,

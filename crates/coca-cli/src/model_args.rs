@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::Args;
 use coca_model::{Coca, CocaConfig};
-pub use coca_pipeline::{name_list, parse_device, parse_precision, resolve_config};
+pub use coca_pipeline::{name_list, resolve_config, DeviceSpec, Precision};
 
 /// Which model to run and where.
 #[derive(Debug, Clone, Args)]
@@ -20,10 +20,10 @@ pub struct ModelArgs {
     pub pretrained: String,
     /// Compute precision, as open_clip's --precision: fp32, fp16 or bf16.
     #[arg(long, default_value = "fp32", value_name = "fp32|fp16|bf16")]
-    pub precision: String,
+    pub precision: Precision,
     /// Device: cpu (default), or cuda:N in builds with the `cuda` feature.
     #[arg(long, default_value = "cpu", value_name = "cpu|cuda:N")]
-    pub device: String,
+    pub device: DeviceSpec,
     /// Run a checkpoint whose weights hold NaN or infinite values (refused by default, as its outputs would be
     /// NaN too); the affected tensors are named in a warning.
     #[arg(long)]
@@ -42,8 +42,8 @@ impl ModelArgs {
         coca_pipeline::ModelSpec {
             model: &self.model,
             pretrained: &self.pretrained,
-            precision: &self.precision,
-            device: &self.device,
+            precision: self.precision,
+            device: self.device,
             allow_nonfinite_weights: self.allow_nonfinite_weights,
         }
         .load()

@@ -333,3 +333,42 @@ fn parity_command_passes_on_a_fixture() {
     assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
     assert!(stdout(&o).contains("relative_norm"));
 }
+
+#[test]
+fn precision_and_device_are_checked_when_the_flags_are_parsed() {
+    // Before any model is read: clap refuses the value with the parser's reason.
+    let embed = |flag: &str, value: &str| {
+        coca(&[
+            "embed",
+            "--model",
+            DEMO_CFG,
+            "--pretrained",
+            "no-such-checkpoint.safetensors",
+            flag,
+            value,
+            "--text",
+            "a cat",
+        ])
+    };
+    let o = embed("--precision", "fp8");
+    assert_fails_with(
+        &o,
+        &[
+            "--precision",
+            "unknown precision `fp8`; use fp32, fp16 or bf16",
+        ],
+    );
+    let o = embed("--device", "tpu");
+    assert_fails_with(&o, &["--device", "unknown device `tpu`; use cpu or cuda:N"]);
+    let o = embed("--device", "cuda:x");
+    assert_fails_with(&o, &["bad device `cuda:x`"]);
+    // The spellings open_clip and dtypes use are accepted.
+    for value in ["BF16", "bfloat16", "float32", "pure_fp16"] {
+        let o = embed("--precision", value);
+        assert!(
+            !stderr(&o).contains("--precision"),
+            "{value}: {}",
+            stderr(&o)
+        );
+    }
+}

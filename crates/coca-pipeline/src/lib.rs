@@ -6,6 +6,4 @@ pub mod inputs;
 pub mod model;
 
 pub use inputs::{load_images, preprocess_config, set_decode_limits, tokenize_texts};
-pub use model::{
-    name_list, parse_device, parse_precision, resolve_config, weights_path, ModelSpec,
-};
+pub use model::{name_list, resolve_config, weights_path, DeviceSpec, ModelSpec, Precision};

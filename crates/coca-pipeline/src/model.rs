@@ -14,32 +14,107 @@ use coca_model::budget::{check_fits, Workload};
 use coca_model::load::{validate_checkpoint, LoadOptions};
 use coca_model::{Coca, CocaConfig, ConfigSource, ModelError};
 
-/// Parse open_clip-style precision names (also accepting dtype spellings).
-pub fn parse_precision(s: &str) -> Result<DType> {
-    Ok(match s.to_ascii_lowercase().as_str() {
-        "fp32" | "f32" | "float32" | "pure_fp32" => DType::F32,
-        "fp16" | "f16" | "float16" | "pure_fp16" => DType::F16,
-        "bf16" | "bfloat16" | "pure_bf16" => DType::BF16,
-        other => bail!("unknown precision `{other}`; use fp32, fp16 or bf16"),
-    })
+/// Compute precision, as open_clip's `--precision` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precision {
+    /// 32-bit floats.
+    Fp32,
+    /// 16-bit IEEE floats.
+    Fp16,
+    /// bfloat16.
+    Bf16,
 }
 
-/// Parse `cpu` / `cuda` / `cuda:N`.
-pub fn parse_device(s: &str) -> Result<Device> {
-    if s == "cpu" {
-        return Ok(Device::Cpu);
+impl Precision {
+    /// The tensors' element type.
+    pub fn dtype(self) -> DType {
+        match self {
+            Self::Fp32 => DType::F32,
+            Self::Fp16 => DType::F16,
+            Self::Bf16 => DType::BF16,
+        }
     }
-    let ordinal = match s.strip_prefix("cuda") {
-        Some("") => 0,
-        Some(rest) => rest
-            .strip_prefix(':')
-            .and_then(|n| n.parse::<usize>().ok())
-            .with_context(|| format!("bad device `{s}`; use cpu or cuda:N"))?,
-        None => bail!("unknown device `{s}`; use cpu or cuda:N"),
-    };
-    Device::new_cuda(ordinal).with_context(|| {
-        format!("cannot use device `{s}` (this binary needs the `cuda` feature and an NVIDIA GPU)")
-    })
+
+    /// open_clip's name: `fp32`, `fp16` or `bf16`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Fp32 => "fp32",
+            Self::Fp16 => "fp16",
+            Self::Bf16 => "bf16",
+        }
+    }
+}
+
+/// open_clip's names, and the dtype spellings (`float32`, `bfloat16`, ...), in any case.
+impl std::str::FromStr for Precision {
+    type Err = anyhow::Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        Ok(match s.to_ascii_lowercase().as_str() {
+            "fp32" | "f32" | "float32" | "pure_fp32" => Self::Fp32,
+            "fp16" | "f16" | "float16" | "pure_fp16" => Self::Fp16,
+            "bf16" | "bfloat16" | "pure_bf16" => Self::Bf16,
+            other => bail!("unknown precision `{other}`; use fp32, fp16 or bf16"),
+        })
+    }
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Where a model runs: parsed from `cpu`, `cuda` or `cuda:N` without touching the device, opened by
+/// [`DeviceSpec::open`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceSpec {
+    /// The CPU.
+    Cpu,
+    /// The NVIDIA GPU of this ordinal.
+    Cuda(usize),
+}
+
+impl DeviceSpec {
+    /// The device itself (a CUDA device needs the `cuda` feature and a GPU).
+    pub fn open(self) -> Result<Device> {
+        match self {
+            Self::Cpu => Ok(Device::Cpu),
+            Self::Cuda(ordinal) => Device::new_cuda(ordinal).with_context(|| {
+                format!(
+                    "cannot use device `{self}` (this binary needs the `cuda` feature and an NVIDIA GPU)"
+                )
+            }),
+        }
+    }
+}
+
+impl std::str::FromStr for DeviceSpec {
+    type Err = anyhow::Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        if s == "cpu" {
+            return Ok(Self::Cpu);
+        }
+        match s.strip_prefix("cuda") {
+            Some("") => Ok(Self::Cuda(0)),
+            Some(rest) => rest
+                .strip_prefix(':')
+                .and_then(|n| n.parse::<usize>().ok())
+                .map(Self::Cuda)
+                .with_context(|| format!("bad device `{s}`; use cpu or cuda:N")),
+            None => bail!("unknown device `{s}`; use cpu or cuda:N"),
+        }
+    }
+}
+
+impl std::fmt::Display for DeviceSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Cpu => f.write_str("cpu"),
+            Self::Cuda(ordinal) => write!(f, "cuda:{ordinal}"),
+        }
+    }
 }
 
 /// Up to ten names, then how many more.
@@ -198,10 +273,10 @@ pub struct ModelSpec<'a> {
     pub model: &'a str,
     /// Checkpoint file or pretrained tag.
     pub pretrained: &'a str,
-    /// fp32, fp16 or bf16.
-    pub precision: &'a str,
-    /// cpu or cuda:N.
-    pub device: &'a str,
+    /// Compute precision.
+    pub precision: Precision,
+    /// Where the model runs.
+    pub device: DeviceSpec,
     /// Run a checkpoint with NaN or infinite weights (with a warning) instead of refusing it.
     pub allow_nonfinite_weights: bool,
 }
@@ -212,8 +287,8 @@ impl ModelSpec<'_> {
     pub fn load(&self) -> Result<(Coca, CocaConfig)> {
         let (cfg, source) = resolve_config(self.model)?;
         let opts = LoadOptions {
-            dtype: parse_precision(self.precision)?,
-            device: parse_device(self.device)?,
+            dtype: self.precision.dtype(),
+            device: self.device.open()?,
         };
         let workload = Workload {
             batch: 1,

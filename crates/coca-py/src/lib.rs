@@ -152,11 +152,12 @@ fn load(
     precision: &str,
     allow_nonfinite_weights: bool,
 ) -> PyResult<model::Model> {
+    let bad_value = |e: anyhow::Error| PyErr::from(errors::Error::value(e.to_string()));
     let spec = coca_pipeline::ModelSpec {
         model: &model,
         pretrained: &pretrained,
-        precision,
-        device,
+        precision: precision.parse().map_err(bad_value)?,
+        device: device.parse().map_err(bad_value)?,
         allow_nonfinite_weights,
     };
     Ok(errors::without_gil(py, || model::Model::load(&spec))?)

@@ -115,7 +115,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let report = json!({
         "implementation": "coca",
         "model": args.model.model,
-        "precision": args.model.precision,
+        "precision": args.model.precision.name(),
         "threads": std::env::var("RAYON_NUM_THREADS").ok(),
         "load_seconds": load_seconds,
         "encode_image": image,
@@ -146,7 +146,7 @@ mod train {
 
     use super::peak_rss_mib;
     use crate::cli::BenchArgs;
-    use crate::model_args::{parse_device, resolve_config};
+    use crate::model_args::{resolve_config, Precision};
     use crate::output::write_json;
 
     /// open_clip's AdamW defaults for CoCa training (`--lr 5e-4 --beta1 0.9 --beta2 0.98 --eps 1e-6 --wd 0.2`).
@@ -302,9 +302,9 @@ mod train {
     pub fn run(args: &BenchArgs) -> Result<()> {
         let (cfg, _) = resolve_config(&args.model.model)?;
         let mode = StepMode {
-            amp_bf16: match args.model.precision.as_str() {
-                "fp32" | "f32" => None,
-                "bf16" | "amp_bf16" => Some(&cfg),
+            amp_bf16: match args.model.precision {
+                Precision::Fp32 => None,
+                Precision::Bf16 => Some(&cfg),
                 other => bail!(
                     "--train times fp32 or bf16 mixed-precision (`bf16`, as coca train's amp_bf16) \
                      training, not `{other}`"
@@ -312,7 +312,7 @@ mod train {
             },
             grad_checkpointing: args.grad_checkpointing,
         };
-        let device = parse_device(&args.model.device)?;
+        let device = args.model.device.open()?;
         let started = Instant::now();
         let weights = args.model.weights_path()?;
         let ckpt = coca_checkpoint::Checkpoint::open(&weights)?;

@@ -13,7 +13,7 @@ use coca_zeroshot::{
 };
 use serde_json::json;
 
-use crate::model_args::{parse_precision, ModelArgs};
+use crate::model_args::ModelArgs;
 use crate::output::write_json;
 use crate::pipeline::{load_images, preprocess_config};
 use crate::progress::Progress;
@@ -238,7 +238,7 @@ pub fn class_embeddings(
     };
     let cache = ClassifierCache::new(dir);
     let identity = CheckpointIdentity::of(&model_args.weights_path()?)?;
-    let dtype = parse_precision(&model_args.precision)?;
+    let dtype = model_args.precision.dtype();
     let key = CacheKey::new(&identity, cfg, dtype, classnames, templates)?;
     let description = BTreeMap::from([
         (
@@ -248,7 +248,7 @@ pub fn class_embeddings(
         ("model".to_string(), model_args.model.clone()),
         ("classes".to_string(), lists.classes.to_string()),
         ("templates".to_string(), lists.templates.to_string()),
-        ("precision".to_string(), model_args.precision.clone()),
+        ("precision".to_string(), model_args.precision.to_string()),
     ]);
     let (classifier, outcome) = cache.load_or_build(
         &key,

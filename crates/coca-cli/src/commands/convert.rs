@@ -8,7 +8,7 @@ use coca_checkpoint::{save_safetensors, Checkpoint};
 use coca_model::load::validate_checkpoint;
 
 use crate::cli::ConvertArgs;
-use crate::model_args::{parse_precision, resolve_config};
+use crate::model_args::resolve_config;
 
 /// Run the command.
 pub fn run(args: ConvertArgs) -> Result<()> {
@@ -25,11 +25,7 @@ pub fn run(args: ConvertArgs) -> Result<()> {
             bail!("--output must differ from --pretrained");
         }
     }
-    let save_dtype = args
-        .save_dtype
-        .as_deref()
-        .map(parse_precision)
-        .transpose()?;
+    let save_dtype = args.save_dtype.map(|p| p.dtype());
     let ckpt = Checkpoint::open(&weights)?;
     validate_checkpoint(&cfg, &ckpt)?;
     let tensors: Vec<(String, candle_core::Tensor)> = ckpt

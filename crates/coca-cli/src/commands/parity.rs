@@ -4,7 +4,6 @@ use anyhow::{bail, Result};
 use coca_model::parity::{compare_dir, ParityOptions};
 
 use crate::cli::ParityArgs;
-use crate::model_args::{parse_device, parse_precision};
 use crate::output::write_json;
 
 /// Run the command; fails when any check exceeds its tolerance.
@@ -12,8 +11,8 @@ pub fn run(args: ParityArgs) -> Result<()> {
     let opts = ParityOptions {
         gradients: !args.no_grads,
         use_pytorch_bin: args.bin,
-        device: parse_device(&args.device)?,
-        dtype: parse_precision(&args.precision)?,
+        device: args.device.open()?,
+        dtype: args.precision.dtype(),
     };
     let mut reports = Vec::new();
     for dir in &args.dirs {

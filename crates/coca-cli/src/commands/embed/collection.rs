@@ -266,10 +266,7 @@ fn settings(args: &EmbedArgs, input: &Input) -> BTreeMap<String, serde_json::Val
     let mut m = BTreeMap::new();
     m.insert("model".into(), json!(existing(&args.model.model)));
     m.insert("pretrained".into(), json!(existing(&args.model.pretrained)));
-    m.insert(
-        "precision".into(),
-        json!(args.model.precision.to_ascii_lowercase()),
-    );
+    m.insert("precision".into(), json!(args.model.precision.name()));
     let (kind, path) = match input {
         Input::Folder(p) => ("folder", stable(p)),
         Input::List(p) => ("list", stable(p)),

@@ -26,7 +26,7 @@ use coca_model::{Coca, CocaConfig};
 use serde_json::json;
 
 use crate::commands::embed::progress::Skipped;
-use crate::model_args::{parse_precision, resolve_config, ModelArgs};
+use crate::model_args::{resolve_config, ModelArgs};
 use crate::output::write_json;
 use features::{FeatureSpec, Features, Provenance};
 use fit::{fit, FitOptions};
@@ -179,7 +179,7 @@ fn cache_dir(args: &ProbeArgs) -> Option<PathBuf> {
 fn train(args: &ProbeArgs, quiet: bool) -> Result<()> {
     let train_dir = args.train_dir.as_deref().expect("clap requires it");
     let (cfg, _) = resolve_config(&args.model.model)?;
-    let dtype = parse_precision(&args.model.precision)?;
+    let dtype = args.model.precision.dtype();
     let frames = args.video.then_some(args.frames);
     let weights = args.model.weights_path()?;
     let cache = cache_dir(args);

@@ -32,7 +32,7 @@ use self::data::{
 use self::dist::{DistBackend, QuietHooks};
 use self::eval::{evaluate, ValSet, ZeroShotSet};
 use self::hooks::RunHooks;
-use crate::model_args::parse_device;
+use crate::model_args::DeviceSpec;
 use crate::output::write_json;
 use crate::pipeline::preprocess_config;
 
@@ -329,7 +329,9 @@ fn run_rank(mut args: TrainArgs, given: &dyn Fn(&str) -> bool, env: &DistEnv) ->
         bail!("--batch-size must be at least 1");
     }
     let run_dir = args.output.clone().context("give --output RUN_DIR")?;
-    let device = parse_device(&dist::rank_device(&args.device, env))?;
+    let device = dist::rank_device(&args.device, env)
+        .parse::<DeviceSpec>()?
+        .open()?;
     // Weights and optimizer work in fp32 whatever the autocast precision.
     let workload = Workload {
         batch: args.batch_size,
