@@ -1,0 +1,745 @@
+//! What this CPU's multiply-add instructions reach, and what the existing f32, bf16 and int8 kernels reach at
+//! `coca_ViT-B-32`'s shapes: the measured ground for choosing low-precision CPU kernels.
+//!
+//! `cargo run --release -p coca-model --example kernel_peaks [-- SECONDS_PER_CASE]`
+//!
+//! Prints markdown tables:
+//! 1. the per-core peak of f32 FMA (zmm and ymm), bf16 dot (`vdpbf16ps`), int8 dot (`vpdpbusd` zmm, and the
+//!    AVX-VNNI ymm form), each from independent accumulators, timed by the thread's CPU time (the machine may be
+//!    shared), on one core and on two cores at once; an instruction the CPU lacks is reported as skipped;
+//! 2. read bandwidth from an array sum, of an array that fits this CPU's last-level cache and of one larger than
+//!    any (wall time: CPU time says nothing about memory);
+//! 3. GOP/s of coca's f32 kernels (`ops::linear` / `ops::project`: the fused GEMM or the thin mat-vec kernel),
+//!    candle's f32 and bf16 matmul and candle's quantized `QMatMul` (Q8_0, Q4_0, Q4K) on the towers' and the
+//!    decoder's products, by process CPU time per thread and by wall time, on 1 and 2 threads (each thread count
+//!    runs in a child process, because candle sizes its quantized worker pool once per process);
+//! 4. each low-precision output against coca's f32 output on the same operands;
+//! 5. the weight bytes a batch-1 decoding step streams, and the token rate that bandwidth allows.
+
+use std::error::Error;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use candle_core::{DType, Device, Module, Tensor};
+use coca_model::nn::ops;
+use coca_model::CocaConfig;
+
+type Res<T> = std::result::Result<T, Box<dyn Error>>;
+
+/// The model whose shapes are measured.
+const MODEL: &str = "coca_ViT-B-32";
+
+/// Seconds of the clock `clock` (`CLOCK_THREAD_CPUTIME_ID`, `CLOCK_PROCESS_CPUTIME_ID`).
+fn clock_seconds(clock: libc::clockid_t) -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec for the duration of the call.
+    let rc = unsafe { libc::clock_gettime(clock, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime({clock}) failed");
+    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
+}
+
+/// Instruction peaks: each kernel runs `iters` rounds of [`ACCUMULATORS`] independent instructions and returns a
+/// value derived from every accumulator, so that nothing is optimised away.
+#[cfg(target_arch = "x86_64")]
+mod peaks {
+    use std::arch::x86_64::*;
+    use std::hint::black_box;
+
+    /// Independent accumulators: more than latency × throughput of any of these instructions.
+    pub const ACCUMULATORS: usize = 12;
+
+    /// One instruction's peak kernel.
+    pub struct Peak {
+        /// Row label.
+        pub name: &'static str,
+        /// Multiply-adds per instruction, counted as 2 ops each.
+        pub ops_per_instruction: f64,
+        /// The kernel, `None` when this CPU lacks the instruction (with the missing feature).
+        pub kernel: Result<fn(u64) -> f32, &'static str>,
+    }
+
+    /// `vfmadd231ps zmm`: 16 f32 multiply-adds.
+    #[target_feature(enable = "avx512f")]
+    fn fma_zmm(iters: u64) -> f32 {
+        let (a, b) = (
+            black_box(_mm512_set1_ps(1.0)),
+            black_box(_mm512_set1_ps(1e-9)),
+        );
+        let mut acc = [_mm512_setzero_ps(); ACCUMULATORS];
+        for _ in 0..iters {
+            for c in acc.iter_mut() {
+                *c = _mm512_fmadd_ps(a, b, *c);
+            }
+        }
+        acc.iter().map(|&c| _mm512_reduce_add_ps(c)).sum()
+    }
+
+    /// `vfmadd231ps ymm` (AVX2/FMA, what the `gemm` crate's default kernels run): 8 f32 multiply-adds.
+    #[target_feature(enable = "avx2,fma")]
+    fn fma_ymm(iters: u64) -> f32 {
+        let (a, b) = (
+            black_box(_mm256_set1_ps(1.0)),
+            black_box(_mm256_set1_ps(1e-9)),
+        );
+        let mut acc = [_mm256_setzero_ps(); ACCUMULATORS];
+        for _ in 0..iters {
+            for c in acc.iter_mut() {
+                *c = _mm256_fmadd_ps(a, b, *c);
+            }
+        }
+        let mut lanes = [0f32; 8];
+        let mut total = 0.0;
+        for c in acc {
+            // SAFETY: `lanes` holds the 8 f32 of a ymm store.
+            unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), c) };
+            total += lanes.iter().sum::<f32>();
+        }
+        total
+    }
+
+    /// `vdpbf16ps zmm`: 32 bf16 products summed pairwise into 16 f32 lanes.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    fn dpbf16_zmm(iters: u64) -> f32 {
+        let a = black_box(_mm512_cvtne2ps_pbh(
+            _mm512_set1_ps(1.0),
+            _mm512_set1_ps(1.0),
+        ));
+        let b = black_box(_mm512_cvtne2ps_pbh(
+            _mm512_set1_ps(1e-9),
+            _mm512_set1_ps(1e-9),
+        ));
+        let mut acc = [_mm512_setzero_ps(); ACCUMULATORS];
+        for _ in 0..iters {
+            for c in acc.iter_mut() {
+                *c = _mm512_dpbf16_ps(*c, a, b);
+            }
+        }
+        acc.iter().map(|&c| _mm512_reduce_add_ps(c)).sum()
+    }
+
+    /// `vpdpbusd zmm` (AVX512-VNNI): 64 u8 × i8 products summed four at a time into 16 i32 lanes.
+    #[target_feature(enable = "avx512f,avx512vnni")]
+    fn dpbusd_zmm(iters: u64) -> f32 {
+        let (a, b) = (
+            black_box(_mm512_set1_epi8(1)),
+            black_box(_mm512_set1_epi8(1)),
+        );
+        let mut acc = [_mm512_setzero_si512(); ACCUMULATORS];
+        for _ in 0..iters {
+            for c in acc.iter_mut() {
+                *c = _mm512_dpbusd_epi32(*c, a, b);
+            }
+        }
+        acc.iter().map(|&c| _mm512_reduce_add_epi32(c) as f32).sum()
+    }
+
+    /// `vpdpbusd ymm` (AVX-VNNI, the VEX form of CPUs without AVX-512): 32 u8 × i8 products.
+    #[target_feature(enable = "avx2,avxvnni")]
+    fn dpbusd_ymm(iters: u64) -> f32 {
+        let (a, b) = (
+            black_box(_mm256_set1_epi8(1)),
+            black_box(_mm256_set1_epi8(1)),
+        );
+        let mut acc = [_mm256_setzero_si256(); ACCUMULATORS];
+        for _ in 0..iters {
+            for c in acc.iter_mut() {
+                *c = _mm256_dpbusd_avx_epi32(*c, a, b);
+            }
+        }
+        let mut lanes = [0i32; 8];
+        let mut total = 0.0;
+        for c in acc {
+            // SAFETY: `lanes` holds the 8 i32 of a ymm store.
+            unsafe { _mm256_storeu_si256(lanes.as_mut_ptr().cast(), c) };
+            total += lanes.iter().map(|&v| v as f32).sum::<f32>();
+        }
+        total
+    }
+
+    /// The safe entry points: each calls its kernel only after detecting the features it was compiled for.
+    fn run_fma_zmm(iters: u64) -> f32 {
+        // SAFETY: `all` hands this out only when avx512f was detected.
+        unsafe { fma_zmm(iters) }
+    }
+    fn run_fma_ymm(iters: u64) -> f32 {
+        // SAFETY: `all` hands this out only when avx2 and fma were detected.
+        unsafe { fma_ymm(iters) }
+    }
+    fn run_dpbf16_zmm(iters: u64) -> f32 {
+        // SAFETY: `all` hands this out only when avx512f and avx512bf16 were detected.
+        unsafe { dpbf16_zmm(iters) }
+    }
+    fn run_dpbusd_zmm(iters: u64) -> f32 {
+        // SAFETY: `all` hands this out only when avx512f and avx512vnni were detected.
+        unsafe { dpbusd_zmm(iters) }
+    }
+    fn run_dpbusd_ymm(iters: u64) -> f32 {
+        // SAFETY: `all` hands this out only when avx2 and avxvnni were detected.
+        unsafe { dpbusd_ymm(iters) }
+    }
+
+    /// Every instruction measured, with its kernel where the CPU has it.
+    pub fn all() -> Vec<Peak> {
+        let pick = |present: bool, f: fn(u64) -> f32, missing: &'static str| {
+            if present {
+                Ok(f)
+            } else {
+                Err(missing)
+            }
+        };
+        vec![
+            Peak {
+                name: "f32 FMA `vfmadd231ps` zmm (AVX-512F)",
+                ops_per_instruction: 32.0,
+                kernel: pick(is_x86_feature_detected!("avx512f"), run_fma_zmm, "avx512f"),
+            },
+            Peak {
+                name: "f32 FMA `vfmadd231ps` ymm (AVX2/FMA)",
+                ops_per_instruction: 16.0,
+                kernel: pick(
+                    is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"),
+                    run_fma_ymm,
+                    "avx2+fma",
+                ),
+            },
+            Peak {
+                name: "bf16 dot `vdpbf16ps` zmm (AVX512-BF16)",
+                ops_per_instruction: 64.0,
+                kernel: pick(
+                    is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bf16"),
+                    run_dpbf16_zmm,
+                    "avx512bf16",
+                ),
+            },
+            Peak {
+                name: "int8 dot `vpdpbusd` zmm (AVX512-VNNI)",
+                ops_per_instruction: 128.0,
+                kernel: pick(
+                    is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vnni"),
+                    run_dpbusd_zmm,
+                    "avx512vnni",
+                ),
+            },
+            Peak {
+                name: "int8 dot `vpdpbusd` ymm (AVX-VNNI)",
+                ops_per_instruction: 64.0,
+                kernel: pick(
+                    is_x86_feature_detected!("avx2") && is_x86_feature_detected!("avxvnni"),
+                    run_dpbusd_ymm,
+                    "avxvnni",
+                ),
+            },
+        ]
+    }
+}
+
+/// Rounds of accumulators per timed run of a peak kernel (about 0.05 s at these instructions' rates).
+#[cfg(target_arch = "x86_64")]
+const PEAK_ITERS: u64 = 8_000_000;
+/// Timed runs per peak; the best counts.
+#[cfg(target_arch = "x86_64")]
+const PEAK_RUNS: usize = 7;
+
+/// Best GOP/s of `kernel` on the calling thread, by its CPU time.
+#[cfg(target_arch = "x86_64")]
+fn peak_on_thread(kernel: fn(u64) -> f32, ops_per_round: f64) -> f64 {
+    let mut best = f64::INFINITY;
+    std::hint::black_box(kernel(PEAK_ITERS / 8));
+    for _ in 0..PEAK_RUNS {
+        let t = clock_seconds(libc::CLOCK_THREAD_CPUTIME_ID);
+        std::hint::black_box(kernel(PEAK_ITERS));
+        best = best.min(clock_seconds(libc::CLOCK_THREAD_CPUTIME_ID) - t);
+    }
+    ops_per_round * PEAK_ITERS as f64 / best / 1e9
+}
+
+/// Per-core peak (GOP/s) of each instruction, in the order of `peaks::all`, `None` where skipped; prints the
+/// table.
+#[cfg(target_arch = "x86_64")]
+fn instruction_peaks() -> Vec<Option<f64>> {
+    println!("## Instruction peaks (thread CPU time, best of {PEAK_RUNS})\n");
+    println!("| instruction | ops / instruction | GOP/s, 1 core | GOP/s, 2 cores at once |");
+    println!("|---|---:|---:|---:|");
+    let mut out = Vec::new();
+    for peak in peaks::all() {
+        let per_round = peak.ops_per_instruction * peaks::ACCUMULATORS as f64;
+        let kernel = match peak.kernel {
+            Ok(k) => k,
+            Err(missing) => {
+                println!(
+                    "| {} | {} | skipped: no {missing} | |",
+                    peak.name, peak.ops_per_instruction
+                );
+                out.push(None);
+                continue;
+            }
+        };
+        let one = peak_on_thread(kernel, per_round);
+        let two: f64 = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..2)
+                .map(|_| s.spawn(move || peak_on_thread(kernel, per_round)))
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap_or(0.0)).sum()
+        });
+        println!(
+            "| {} | {} | {one:.1} | {two:.1} |",
+            peak.name, peak.ops_per_instruction
+        );
+        out.push(Some(one));
+    }
+    println!();
+    out
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn instruction_peaks() -> Vec<Option<f64>> {
+    println!("## Instruction peaks\n\nskipped: not an x86_64 CPU\n");
+    vec![None; 5]
+}
+
+/// Read bandwidth (GB/s) of summing `data` on `threads` threads, best of 5 by wall time.
+fn read_bandwidth(data: &[u32], threads: usize) -> f64 {
+    fn sum(chunk: &[u32]) -> u32 {
+        let mut acc = [0u32; 16];
+        for block in chunk.chunks_exact(16) {
+            for (a, v) in acc.iter_mut().zip(block) {
+                *a = a.wrapping_add(*v);
+            }
+        }
+        acc.iter().fold(0, |a, &b| a.wrapping_add(b))
+    }
+    let part = data.len().div_ceil(threads);
+    let mut best = f64::INFINITY;
+    for _ in 0..5 {
+        let t = Instant::now();
+        let total = std::thread::scope(|s| {
+            let handles: Vec<_> = data.chunks(part).map(|c| s.spawn(move || sum(c))).collect();
+            handles
+                .into_iter()
+                .fold(0u32, |a, h| a.wrapping_add(h.join().unwrap_or(0)))
+        });
+        std::hint::black_box(total);
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    std::mem::size_of_val(data) as f64 / best / 1e9
+}
+
+/// One product `x (m × k) · Wᵀ`, `W` (n × k).
+struct Shape {
+    name: String,
+    m: usize,
+    k: usize,
+    n: usize,
+    /// The weight is a bare (k, n) projection (the LM head), which coca multiplies through `ops::project`.
+    projection: bool,
+}
+
+/// The products of `coca_ViT-B-32`'s towers (batch 1 and 8) and of one batch-1 decoding step.
+fn shapes(cfg: &CocaConfig) -> Vec<Shape> {
+    let v = &cfg.vision_cfg;
+    let (gh, gw) = v.grid();
+    let image_tokens = gh * gw + 1;
+    let t = &cfg.text_cfg;
+    let text_tokens = t.context_length + usize::from(t.embed_cls);
+    let d = &cfg.multimodal_cfg;
+    let s = |name: String, m, k, n| Shape {
+        name,
+        m,
+        k,
+        n,
+        projection: false,
+    };
+    let mut out = vec![
+        s(
+            format!("image qkv {image_tokens}×{}→{}", v.width, 3 * v.width),
+            image_tokens,
+            v.width,
+            3 * v.width,
+        ),
+        s(
+            format!("image c_fc {image_tokens}×{}→{}", v.width, v.mlp_width()),
+            image_tokens,
+            v.width,
+            v.mlp_width(),
+        ),
+        s(
+            format!("image c_proj {image_tokens}×{}→{}", v.mlp_width(), v.width),
+            image_tokens,
+            v.mlp_width(),
+            v.width,
+        ),
+        s(
+            format!(
+                "image c_fc batch 8: {}×{}→{}",
+                8 * image_tokens,
+                v.width,
+                v.mlp_width()
+            ),
+            8 * image_tokens,
+            v.width,
+            v.mlp_width(),
+        ),
+        s(
+            format!("text c_fc {text_tokens}×{}→{}", t.width, t.mlp_width()),
+            text_tokens,
+            t.width,
+            t.mlp_width(),
+        ),
+        s(
+            format!(
+                "text c_fc batch 8: {}×{}→{}",
+                8 * text_tokens,
+                t.width,
+                t.mlp_width()
+            ),
+            8 * text_tokens,
+            t.width,
+            t.mlp_width(),
+        ),
+        s(
+            format!("decode c_fc 1×{}→{}", d.width, d.mlp_width()),
+            1,
+            d.width,
+            d.mlp_width(),
+        ),
+        s(
+            format!("decode c_proj 1×{}→{}", d.mlp_width(), d.width),
+            1,
+            d.mlp_width(),
+            d.width,
+        ),
+        s(
+            format!("1 row {}→{}", v.width, v.mlp_width()),
+            1,
+            v.width,
+            v.mlp_width(),
+        ),
+    ];
+    for rows in [1, 6] {
+        out.push(Shape {
+            name: format!("LM head {rows}×{}→{}", d.width, d.vocab_size),
+            m: rows,
+            k: d.width,
+            n: d.vocab_size,
+            projection: true,
+        });
+    }
+    out
+}
+
+/// Deterministic N(0, std²) values (SplitMix64 and Box–Muller).
+fn normal(len: usize, std: f32, seed: u64) -> Vec<f32> {
+    let mut state = seed;
+    let mut next = || {
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+    };
+    (0..len)
+        .map(|_| {
+            let (u, v) = (next().max(1e-300), next());
+            ((-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()) as f32 * std
+        })
+        .collect()
+}
+
+/// The operands of one shape and every kernel's prepared weight.
+struct Operands {
+    x: Tensor,
+    w: Tensor,
+    w_proj: Tensor,
+    x_bf16: Tensor,
+    w_bf16: Tensor,
+    quantized: Vec<(GgmlDType, QMatMul)>,
+}
+
+/// The quantized formats measured: GGML's 8-bit and 4-bit blocks of 32, and the 4-bit k-quant.
+const QUANTS: [GgmlDType; 3] = [GgmlDType::Q8_0, GgmlDType::Q4_0, GgmlDType::Q4K];
+
+impl Operands {
+    /// N(0, 1) activations (as after a LayerNorm) and N(0, 1/k) weights (outputs of unit scale, as a trained
+    /// layer keeps them).
+    fn new(s: &Shape) -> Res<Self> {
+        let dev = Device::Cpu;
+        let x = Tensor::from_vec(normal(s.m * s.k, 1.0, 1), (s.m, s.k), &dev)?;
+        let w = Tensor::from_vec(
+            normal(s.n * s.k, (s.k as f32).powf(-0.5), 2),
+            (s.n, s.k),
+            &dev,
+        )?;
+        let mut quantized = Vec::new();
+        for q in QUANTS {
+            quantized.push((q, QMatMul::from_qtensor(QTensor::quantize(&w, q)?)?));
+        }
+        Ok(Self {
+            w_proj: w.t()?.contiguous()?,
+            x_bf16: x.to_dtype(DType::BF16)?,
+            w_bf16: w.to_dtype(DType::BF16)?,
+            x,
+            w,
+            quantized,
+        })
+    }
+
+    /// coca's f32 product on the path the model takes.
+    fn coca_f32(&self, s: &Shape) -> candle_core::Result<Tensor> {
+        if s.projection {
+            ops::project(&self.x, &self.w_proj)
+        } else {
+            ops::linear(&self.x, &self.w, None)
+        }
+    }
+
+    fn candle_f32(&self) -> candle_core::Result<Tensor> {
+        self.x.matmul(&self.w.t()?)
+    }
+
+    fn candle_bf16(&self) -> candle_core::Result<Tensor> {
+        self.x_bf16.matmul(&self.w_bf16.t()?)
+    }
+}
+
+/// Which of coca's kernels `ops` picks for `s`.
+fn coca_kernel_name(s: &Shape) -> &'static str {
+    if s.m <= 8 {
+        "coca f32 thin mat-vec"
+    } else {
+        "coca f32 gemm512"
+    }
+}
+
+/// Best (process CPU seconds per thread, wall seconds) of repeated calls of `f` for about `budget`.
+fn time_kernel(
+    threads: usize,
+    budget: Duration,
+    mut f: impl FnMut() -> candle_core::Result<Tensor>,
+) -> Res<(f64, f64)> {
+    std::hint::black_box(f()?);
+    let start = Instant::now();
+    let (mut cpu, mut wall) = (f64::INFINITY, f64::INFINITY);
+    let mut runs = 0;
+    while runs < 3 || start.elapsed() < budget {
+        let (c0, w0) = (
+            clock_seconds(libc::CLOCK_PROCESS_CPUTIME_ID),
+            Instant::now(),
+        );
+        std::hint::black_box(f()?);
+        wall = wall.min(w0.elapsed().as_secs_f64());
+        cpu = cpu.min((clock_seconds(libc::CLOCK_PROCESS_CPUTIME_ID) - c0) / threads as f64);
+        runs += 1;
+    }
+    Ok((cpu, wall))
+}
+
+/// The speed table for `threads` threads (run in a child process). `peaks` are the per-core GOP/s of f32 zmm
+/// FMA, bf16 dot and int8 dot.
+fn kernel_table(threads: usize, budget: Duration, peaks: [f64; 3]) -> Res<()> {
+    let cfg = CocaConfig::builtin(MODEL)?;
+    println!("### {threads} thread(s)\n");
+    println!("| product | kernel | GOP/s by CPU time | GOP/s by wall time | % of the matching instruction peak ({threads} core(s), CPU time) |");
+    println!("|---|---|---:|---:|---:|");
+    for s in shapes(&cfg) {
+        let ops = Operands::new(&s)?;
+        let flops = 2.0 * (s.m * s.n * s.k) as f64;
+        let row = |kernel: &str,
+                   peak: f64,
+                   f: &mut dyn FnMut() -> candle_core::Result<Tensor>|
+         -> Res<()> {
+            let (cpu, wall) = time_kernel(threads, budget, f)?;
+            let (by_cpu, by_wall) = (flops / cpu / 1e9, flops / wall / 1e9);
+            let pct = if peak > 0.0 {
+                format!("{:.1}%", 100.0 * by_cpu / (peak * threads as f64))
+            } else {
+                "n/a".into()
+            };
+            println!(
+                "| {} | {kernel} | {by_cpu:.1} | {by_wall:.1} | {pct} |",
+                s.name
+            );
+            Ok(())
+        };
+        row(coca_kernel_name(&s), peaks[0], &mut || ops.coca_f32(&s))?;
+        row("candle f32 matmul", peaks[0], &mut || ops.candle_f32())?;
+        row("candle bf16 matmul", peaks[1], &mut || ops.candle_bf16())?;
+        for (q, qm) in &ops.quantized {
+            row(&format!("candle QMatMul {q:?}"), peaks[2], &mut || {
+                qm.forward(&ops.x)
+            })?;
+        }
+    }
+    println!();
+    Ok(())
+}
+
+/// Max abs error and cosine of `got` against `want`.
+fn compare(want: &Tensor, got: &Tensor) -> Res<(f64, f64)> {
+    let a = want.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+    let b = got.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+    let (mut max, mut dot, mut aa, mut bb) = (0f64, 0f64, 0f64, 0f64);
+    for (&x, &y) in a.iter().zip(&b) {
+        let (x, y) = (f64::from(x), f64::from(y));
+        max = max.max((x - y).abs());
+        dot += x * y;
+        aa += x * x;
+        bb += y * y;
+    }
+    Ok((max, dot / (aa.sqrt() * bb.sqrt())))
+}
+
+/// Every low-precision output against coca's f32 output on the same operands.
+fn accuracy_table(cfg: &CocaConfig) -> Res<()> {
+    println!("## Accuracy against coca's f32 output (outputs have unit scale)\n");
+    print!("| product |");
+    let kernels: Vec<String> = std::iter::once("bf16".to_string())
+        .chain(QUANTS.iter().map(|q| format!("{q:?}")))
+        .collect();
+    for k in &kernels {
+        print!(" {k} max abs err | {k} cosine |");
+    }
+    println!();
+    println!("|---|{}", "---:|---:|".repeat(kernels.len()));
+    for s in shapes(cfg) {
+        let ops = Operands::new(&s)?;
+        let reference = ops.coca_f32(&s)?;
+        print!("| {} |", s.name);
+        let mut outputs = vec![ops.candle_bf16()?];
+        for (_, qm) in &ops.quantized {
+            outputs.push(qm.forward(&ops.x)?);
+        }
+        for out in outputs {
+            let (max, cos) = compare(&reference, &out)?;
+            print!(" {max:.2e} | {cos:.6} |");
+        }
+        println!();
+    }
+    println!();
+    Ok(())
+}
+
+/// Weight parameters a cached batch-1 decoding step reads, and the ones it does not (token embeddings beyond the
+/// row looked up, the cross-attention key/value projections, applied once per image).
+fn decode_step_params(cfg: &CocaConfig) -> (usize, usize) {
+    let block = |w: usize, mlp: usize| 4 * w * w + 2 * w * mlp;
+    let t = &cfg.text_cfg;
+    let d = &cfg.multimodal_cfg;
+    let text = t.layers * block(t.width, t.mlp_width());
+    // Each decoder layer: a self-attention block, then a cross-attention block whose keys and values are cached.
+    let decoder = d.layers
+        * (block(d.width, d.mlp_width()) + 2 * d.width * d.width + 2 * d.width * d.mlp_width());
+    let lm_head = d.width * d.vocab_size;
+    let not_read = t.vocab_size * t.width + d.layers * 2 * d.width * d.width;
+    (text + decoder + lm_head, not_read)
+}
+
+fn model_name() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|v| v.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into())
+}
+
+fn main() -> Res<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let seconds: f64 = match args.first().map(|a| a.parse()) {
+        Some(Ok(s)) if s > 0.0 => s,
+        Some(_) => {
+            return Err(format!(
+                "expected SECONDS_PER_CASE (a positive number), got {:?}",
+                args[0]
+            )
+            .into())
+        }
+        None => 0.3,
+    };
+    let budget = Duration::from_secs_f64(seconds);
+    // The child for one thread count: `SECONDS --kernels THREADS F32 BF16 INT8`.
+    if args.get(1).map(String::as_str) == Some("--kernels") {
+        let num =
+            |i: usize| -> Res<f64> { Ok(args.get(i).ok_or("missing argument")?.parse::<f64>()?) };
+        return kernel_table(num(2)? as usize, budget, [num(3)?, num(4)?, num(5)?]);
+    }
+
+    let cfg = CocaConfig::builtin(MODEL)?;
+    println!("# Low-precision CPU kernels on {}\n", model_name());
+    let peaks = instruction_peaks();
+
+    println!("## Read bandwidth (array sum, wall time, best of 5)\n");
+    println!("| array | threads | GB/s |\n|---:|---:|---:|");
+    let mut dram = 0f64;
+    for mib in [64usize, 1024] {
+        let data: Vec<u32> = (0..(mib << 20) / 4).map(|i| i as u32).collect();
+        for threads in [1, 2] {
+            let gbs = read_bandwidth(&data, threads);
+            println!("| {mib} MiB | {threads} | {gbs:.1} |");
+            if mib == 1024 {
+                dram = dram.max(gbs);
+            }
+        }
+    }
+    println!();
+
+    println!(
+        "## GOP/s of the existing kernels at {MODEL}'s shapes (best over {seconds} s per case)\n"
+    );
+    let peak = |i: usize| peaks.get(i).copied().flatten().unwrap_or(0.0);
+    let exe = std::env::current_exe()?;
+    for threads in [1usize, 2] {
+        let status = Command::new(&exe)
+            .args([
+                format!("{seconds}"),
+                "--kernels".into(),
+                threads.to_string(),
+                peak(0).to_string(),
+                peak(2).to_string(),
+                peak(3).to_string(),
+            ])
+            .env("RAYON_NUM_THREADS", threads.to_string())
+            .env("CANDLE_NUM_THREADS", threads.to_string())
+            .status()?;
+        if !status.success() {
+            return Err(format!("the {threads}-thread kernel run failed: {status}").into());
+        }
+    }
+
+    accuracy_table(&cfg)?;
+
+    let (params, not_read) = decode_step_params(&cfg);
+    let bw = dram;
+    println!(
+        "## Batch-1 decoding: weight bytes per token, and the floor at the 1 GiB array's bandwidth ({bw:.1} GB/s)\n"
+    );
+    println!(
+        "{:.1} M weights read per token (text tower + decoder + LM head; a further {:.1} M, the token embedding \
+         table and the cross-attention key/value projections, are not read by a cached step).\n",
+        params as f64 / 1e6,
+        not_read as f64 / 1e6
+    );
+    println!("| weights | bytes / weight | MB / token | floor ms / token | ceiling tokens/s |");
+    println!("|---|---:|---:|---:|---:|");
+    for (name, bytes) in [
+        ("f32", 4.0),
+        ("bf16", 2.0),
+        ("int8 (per-channel scales)", 1.0),
+        ("Q8_0", 34.0 / 32.0),
+        ("Q4_0", 18.0 / 32.0),
+    ] {
+        let mb = params as f64 * bytes / 1e6;
+        let ms = mb / 1e3 / bw * 1e3;
+        println!(
+            "| {name} | {bytes:.3} | {mb:.0} | {ms:.2} | {:.0} |",
+            1e3 / ms
+        );
+    }
+    Ok(())
+}
