@@ -58,7 +58,7 @@ mod peaks {
         pub name: &'static str,
         /// Multiply-adds per instruction, counted as 2 ops each.
         pub ops_per_instruction: f64,
-        /// The kernel, `None` when this CPU lacks the instruction (with the missing feature).
+        /// The kernel, or the CPU feature that this CPU lacks for it.
         pub kernel: Result<fn(u64) -> f32, &'static str>,
     }
 
@@ -237,7 +237,7 @@ mod peaks {
     }
 }
 
-/// Rounds of accumulators per timed run of a peak kernel (about 0.05 s at these instructions' rates).
+/// Rounds of accumulators per timed run of a peak kernel: long enough to dwarf the clock's resolution.
 #[cfg(target_arch = "x86_64")]
 const PEAK_ITERS: u64 = 8_000_000;
 /// Timed runs per peak; the best counts.
