@@ -230,6 +230,7 @@ fn a_worker_killed_mid_run_and_restarted_finishes_its_share_exactly_once() {
     // The worker reads its input from a pipe, so the test decides how far it gets before the kill.
     let fifo = dir.path().join("fed.txt");
     let c_path = std::ffi::CString::new(s(&fifo)).unwrap();
+    // SAFETY: `c_path` is a NUL-terminated path that outlives the call.
     assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
     let out = dir.path().join("shared");
     let mut worker = spawn_embed(

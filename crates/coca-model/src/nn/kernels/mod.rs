@@ -18,6 +18,7 @@
 
 pub mod attention;
 pub mod chunked_lm_head;
+pub(crate) mod cpu;
 pub mod cross_entropy;
 #[cfg(feature = "cuda")]
 pub mod cuda;
