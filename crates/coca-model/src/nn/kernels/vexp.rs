@@ -137,6 +137,7 @@ mod x86 {
         unsafe { exp_shifted_sum_avx512_impl(xs, shift) }
     }
 
+    /// `exp` of each lane (the arithmetic of [`super::exp_scalar`]).
     #[target_feature(enable = "avx512f")]
     fn exp_avx512(x: __m512) -> __m512 {
         let x = _mm512_min_ps(
@@ -218,6 +219,7 @@ mod x86 {
         unsafe { exp_shifted_sum_avx2_impl(xs, shift) }
     }
 
+    /// `exp` of each lane (the arithmetic of [`super::exp_scalar`]).
     #[target_feature(enable = "avx2,fma")]
     fn exp_avx2(x: __m256) -> __m256 {
         let x = _mm256_min_ps(

@@ -20,7 +20,8 @@
 //! `k` is never split, and every output element goes through the same sequence of operations
 //! whatever the stripes, so results are bit-identical for any thread count.
 //!
-//! Without AVX-512F (checked once at run time), or with `COCA_GEMM512=0`, calls go to [`gemm::gemm`].
+//! Without AVX-512F (checked once at run time by `kernels::cpu`, which `COCA_AVX512=0` also turns off), or with
+//! `COCA_GEMM512=0`, calls go to [`gemm::gemm`].
 //!
 //! Throughput against the `gemm` crate on the demo's shapes: `cargo run --release -p coca-model --example
 //! gemm_bench`.
