@@ -5,6 +5,10 @@
 //! made by [`simd`] after run-time detection; so no safe code can reach AVX-512 or AVX2 instructions on a CPU that
 //! lacks them, and the `unsafe` calls inside the wrappers rest on the token alone.
 //!
+//! A `#[target_feature]` function whose only precondition is the feature is a safe `fn`: the compiler still asks
+//! for `unsafe` to call it from code compiled without the feature, and that call's `SAFETY` comment names the
+//! token. The others are `unsafe fn`s whose `# Safety` sections add their pointer and length contracts.
+//!
 //! `COCA_AVX512=0` makes every kernel behave as on a CPU without AVX-512 (the AVX2 kernels, or the portable ones,
 //! run instead, and the AVX-512-only tests report themselves skipped): a way to run those paths on a machine that
 //! has AVX-512.
