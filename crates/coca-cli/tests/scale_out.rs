@@ -451,9 +451,10 @@ fn run_measuring_memory(mut cmd: Command, dir: &Path, name: &str) -> (Output, u6
     let child = cmd.spawn().expect("start coca");
     let pid = child.id() as libc::pid_t;
     let mut status = 0;
-    // SAFETY: rusage is plain data, which wait4 fills in; the pid is this test's own child, not yet waited
-    // for (dropping `child` afterwards does not wait again).
+    // SAFETY: rusage is plain data (integers), for which all zero bytes are a valid value.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `status` and `usage` are writable locals that wait4 fills in; the pid is this test's own child, not
+    // yet waited for (dropping `child` afterwards does not wait again).
     assert_eq!(unsafe { libc::wait4(pid, &mut status, 0, &mut usage) }, pid);
     let output = Output {
         status: std::process::ExitStatus::from_raw(status),
