@@ -21,8 +21,6 @@
 //! # Ok::<(), coca_checkpoint::CheckpointError>(())
 //! ```
 
-#![warn(missing_docs)]
-
 mod checkpoint;
 mod detect;
 mod error;

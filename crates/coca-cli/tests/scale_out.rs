@@ -230,6 +230,7 @@ fn a_worker_killed_mid_run_and_restarted_finishes_its_share_exactly_once() {
     // The worker reads its input from a pipe, so the test decides how far it gets before the kill.
     let fifo = dir.path().join("fed.txt");
     let c_path = std::ffi::CString::new(s(&fifo)).unwrap();
+    // SAFETY: `c_path` is a NUL-terminated path that outlives the call.
     assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
     let out = dir.path().join("shared");
     let mut worker = spawn_embed(
@@ -450,9 +451,10 @@ fn run_measuring_memory(mut cmd: Command, dir: &Path, name: &str) -> (Output, u6
     let child = cmd.spawn().expect("start coca");
     let pid = child.id() as libc::pid_t;
     let mut status = 0;
-    // SAFETY: rusage is plain data, which wait4 fills in; the pid is this test's own child, not yet waited
-    // for (dropping `child` afterwards does not wait again).
+    // SAFETY: rusage is plain data (integers), for which all zero bytes are a valid value.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `status` and `usage` are writable locals that wait4 fills in; the pid is this test's own child, not
+    // yet waited for (dropping `child` afterwards does not wait again).
     assert_eq!(unsafe { libc::wait4(pid, &mut status, 0, &mut usage) }, pid);
     let output = Output {
         status: std::process::ExitStatus::from_raw(status),

@@ -28,19 +28,23 @@ fn record(grow: usize, shrink: usize) {
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         record(layout.size(), 0);
-        System.alloc(layout)
+        // SAFETY: the caller upholds `GlobalAlloc`'s contract for this call, which is passed on unchanged.
+        unsafe { System.alloc(layout) }
     }
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         record(layout.size(), 0);
-        System.alloc_zeroed(layout)
+        // SAFETY: the caller upholds `GlobalAlloc`'s contract for this call, which is passed on unchanged.
+        unsafe { System.alloc_zeroed(layout) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         record(0, layout.size());
-        System.dealloc(ptr, layout)
+        // SAFETY: the caller upholds `GlobalAlloc`'s contract for this call, which is passed on unchanged.
+        unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         record(new_size, layout.size());
-        System.realloc(ptr, layout, new_size)
+        // SAFETY: the caller upholds `GlobalAlloc`'s contract for this call, which is passed on unchanged.
+        unsafe { System.realloc(ptr, layout, new_size) }
     }
 }
 

@@ -105,7 +105,7 @@ pub struct ServeArgs {
     /// A host name requests may address in their Host header (repeatable); see "Safety" below.
     #[arg(long = "allowed-host", value_name = "NAME")]
     pub allowed_hosts: Vec<String>,
-    /// An origin whose web pages may call the API, e.g. https://example.org, or `*` for any (repeatable).
+    /// An origin whose web pages may call the API, e.g. `https://example.org`, or `*` for any (repeatable).
     #[arg(long = "cors-origin", value_name = "ORIGIN")]
     pub cors_origins: Vec<String>,
     /// Require `Authorization: Bearer KEY` on every route but /health.

@@ -166,6 +166,7 @@ impl Geometry {
 struct SharedMut(*mut f32);
 // SAFETY: tasks write disjoint elements (distinct batch items or head columns); see the callers.
 unsafe impl Send for SharedMut {}
+// SAFETY: as for `Send`: the tasks sharing the pointer never touch the same element.
 unsafe impl Sync for SharedMut {}
 
 impl SharedMut {
@@ -191,24 +192,28 @@ unsafe fn product(
     if m == 0 || n == 0 {
         return;
     }
-    gemm512::gemm(
-        m,
-        n,
-        k,
-        dst.0,
-        dst.2 as isize,
-        dst.1 as isize,
-        false,
-        lhs.0,
-        lhs.2 as isize,
-        lhs.1 as isize,
-        rhs.0,
-        rhs.2 as isize,
-        rhs.1 as isize,
-        0.0,
-        beta,
-        Parallelism::None,
-    );
+    // SAFETY: the matrices are valid and `dst` aliases neither operand (this function's contract), which is
+    // `gemm512::gemm`'s.
+    unsafe {
+        gemm512::gemm(
+            m,
+            n,
+            k,
+            dst.0,
+            dst.2 as isize,
+            dst.1 as isize,
+            false,
+            lhs.0,
+            lhs.2 as isize,
+            lhs.1 as isize,
+            rhs.0,
+            rhs.2 as isize,
+            rhs.1 as isize,
+            0.0,
+            beta,
+            Parallelism::None,
+        )
+    };
 }
 
 /// The forward: returns the merged output (batch · queries × E) and the probabilities (batch, heads, queries,

@@ -10,6 +10,7 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::cpu::{simd, Simd};
 use super::thin_matmul::madd;
 use super::{f32_slice, vexp, ELEMS_PER_TASK};
 
@@ -55,25 +56,27 @@ const ERFC_POLY: [f32; 10] = [
 
 /// `cdf[i] = Φ(x[i])`, and `pdf[i] = φ(x[i])` when asked; `x.len() ≤ BLOCK`.
 fn normal_cdf_pdf(x: &[f32], cdf: &mut [f32], pdf: Option<&mut [f32]>) {
-    type Kernel = fn(&[f32], &mut [f32], Option<&mut [f32]>);
-    static KERNEL: std::sync::OnceLock<Kernel> = std::sync::OnceLock::new();
-    let kernel = KERNEL.get_or_init(|| {
+    match simd() {
         #[cfg(target_arch = "x86_64")]
-        {
-            if std::arch::is_x86_feature_detected!("avx512f")
-                && std::arch::is_x86_feature_detected!("fma")
-            {
-                return x86::normal_cdf_pdf_avx512;
+        Simd::Avx512(_) => {
+            #[target_feature(enable = "avx512f,fma")]
+            fn avx512(x: &[f32], cdf: &mut [f32], pdf: Option<&mut [f32]>) {
+                normal_cdf_pdf_body::<true>(x, cdf, pdf)
             }
-            if std::arch::is_x86_feature_detected!("avx2")
-                && std::arch::is_x86_feature_detected!("fma")
-            {
-                return x86::normal_cdf_pdf_avx2;
-            }
+            // SAFETY: the `Avx512` token proves that this CPU has AVX-512F and FMA.
+            unsafe { avx512(x, cdf, pdf) }
         }
-        normal_cdf_pdf_body::<false>
-    });
-    kernel(x, cdf, pdf)
+        #[cfg(target_arch = "x86_64")]
+        Simd::Avx2(_) => {
+            #[target_feature(enable = "avx2,fma")]
+            fn avx2(x: &[f32], cdf: &mut [f32], pdf: Option<&mut [f32]>) {
+                normal_cdf_pdf_body::<true>(x, cdf, pdf)
+            }
+            // SAFETY: the `Avx2Fma` token proves that this CPU has AVX2 and FMA.
+            unsafe { avx2(x, cdf, pdf) }
+        }
+        _ => normal_cdf_pdf_body::<false>(x, cdf, pdf),
+    }
 }
 
 /// The arithmetic of [`normal_cdf_pdf`]; inlined into the x86 variants, which compile it with wide vectors and
@@ -104,29 +107,6 @@ fn normal_cdf_pdf_body<const FMA: bool>(x: &[f32], cdf: &mut [f32], pdf: Option<
         }
         vexp::exp_in_place(&mut pdf[..n]);
         pdf[..n].iter_mut().for_each(|p| *p *= INV_SQRT_2PI);
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-mod x86 {
-    pub(super) fn normal_cdf_pdf_avx512(x: &[f32], cdf: &mut [f32], pdf: Option<&mut [f32]>) {
-        // SAFETY: selected only after detecting AVX-512F and FMA.
-        unsafe { avx512(x, cdf, pdf) }
-    }
-
-    #[target_feature(enable = "avx512f,fma")]
-    unsafe fn avx512(x: &[f32], cdf: &mut [f32], pdf: Option<&mut [f32]>) {
-        super::normal_cdf_pdf_body::<true>(x, cdf, pdf)
-    }
-
-    pub(super) fn normal_cdf_pdf_avx2(x: &[f32], cdf: &mut [f32], pdf: Option<&mut [f32]>) {
-        // SAFETY: selected only after detecting AVX2 and FMA.
-        unsafe { avx2(x, cdf, pdf) }
-    }
-
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn avx2(x: &[f32], cdf: &mut [f32], pdf: Option<&mut [f32]>) {
-        super::normal_cdf_pdf_body::<true>(x, cdf, pdf)
     }
 }
 

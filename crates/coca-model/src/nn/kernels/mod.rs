@@ -11,6 +11,8 @@
 //!   themselves custom ops without a backward (second derivatives are out of scope, as in candle). Without a
 //!   gradient candle records nothing and the backward state is dropped with the op.
 //! - [`gemm512`]: the AVX-512 f32 GEMM under those kernels' products; [`vexp`]: the vectorised `exp`.
+//! - [`cpu`]: which vector instructions this CPU runs (detected once), as tokens that the AVX-512 and AVX2 code
+//!   takes, so that no safe call reaches it on a CPU without them.
 //! - [`thin_matmul`]: products with at most [`thin_matmul::MAX_ROWS`] activation rows and no gradient (decoding).
 //! - [`chunked_lm_head`]: the LM head's loss from tensor ops in chunks, for devices without a kernel of their own.
 //! - `cuda` (the `cuda` feature): CUDA forward and backward of LayerNorm, GELU (with the MLP's bias folded in)
@@ -18,6 +20,7 @@
 
 pub mod attention;
 pub mod chunked_lm_head;
+pub(crate) mod cpu;
 pub mod cross_entropy;
 #[cfg(feature = "cuda")]
 pub mod cuda;

@@ -5,10 +5,10 @@
 //! the product itself at this shape. Here each weight row is read once, straight from its storage, and dotted with
 //! all activation rows while it is in L1; rows of the weight are split over rayon's threads.
 
-use std::sync::OnceLock;
-
 use candle_core::{CpuStorage, DType, Device, Result, Storage, Tensor};
 use rayon::prelude::*;
+
+use super::cpu::{simd, Simd};
 
 /// Up to this many activation rows take the thin path; beyond it a packed GEMM wins.
 pub const MAX_ROWS: usize = 8;
@@ -16,21 +16,17 @@ pub const MAX_ROWS: usize = 8;
 /// Weight rows per parallel task: large enough to amortise scheduling, small enough to balance two cores.
 const ROWS_PER_TASK: usize = 64;
 
-type RowsKernel = fn(&[f32], usize, usize, &[f32], &mut [f32]);
-/// `(x, rows, k, p starting at the block's first column, row stride n, acc (rows × width))`.
-type AxpyKernel = fn(&[f32], usize, usize, &[f32], usize, &mut [f32]);
-
 /// `x · Wᵀ` for `x` (rows ≤ [`MAX_ROWS`], k) and `W` (n, k) row-major; the operands must pass [`fits`].
 pub fn thin_matmul_transposed(x: &Tensor, weight: &Tensor) -> Result<Tensor> {
     with_thin_operands(x, weight, 1, |xs, rows, k, w| {
         let n = w.len() / k;
-        let kernel = kernel();
+        let simd = simd();
         // Computed as (n, rows) so each task owns a contiguous slice of the output, then transposed (tiny).
         let mut out_t = vec![0f32; n * rows];
         out_t
             .par_chunks_mut(ROWS_PER_TASK * rows)
             .zip(w.par_chunks(ROWS_PER_TASK * k))
-            .for_each(|(out, w_block)| kernel(xs, rows, k, w_block, out));
+            .for_each(|(out, w_block)| rows_kernel(simd, xs, rows, k, w_block, out));
         let mut out = vec![0f32; rows * n];
         for (j, chunk) in out_t.chunks_exact(rows).enumerate() {
             for (r, v) in chunk.iter().enumerate() {
@@ -97,6 +93,7 @@ fn with_thin_operands(
 pub fn thin_matmul(x: &Tensor, proj: &Tensor) -> Result<Tensor> {
     with_thin_operands(x, proj, 0, |xs, rows, k, p| {
         let n = p.len() / k;
+        let simd = simd();
         // Each task owns a block of output columns and streams the matching slice of every row of P.
         const COLS_PER_TASK: usize = 1024;
         let blocks: Vec<Vec<f32>> = (0..n.div_ceil(COLS_PER_TASK))
@@ -105,7 +102,7 @@ pub fn thin_matmul(x: &Tensor, proj: &Tensor) -> Result<Tensor> {
                 let c0 = b * COLS_PER_TASK;
                 let width = COLS_PER_TASK.min(n - c0);
                 let mut acc = vec![0f32; rows * width];
-                axpy_kernel()(xs, rows, k, &p[c0..], n, &mut acc);
+                axpy_kernel(simd, xs, rows, k, &p[c0..], n, &mut acc);
                 acc
             })
             .collect();
@@ -122,45 +119,29 @@ pub fn thin_matmul(x: &Tensor, proj: &Tensor) -> Result<Tensor> {
     })
 }
 
-/// The widest kernel this CPU runs, chosen once.
-fn kernel() -> RowsKernel {
-    static KERNEL: OnceLock<RowsKernel> = OnceLock::new();
-    *KERNEL.get_or_init(|| {
+/// `out[j·rows + r] = x[r] · w[j]` for every weight row `j` of the block, with the widest kernel of `simd`.
+fn rows_kernel(simd: Simd, x: &[f32], rows: usize, k: usize, w: &[f32], out: &mut [f32]) {
+    match simd {
         #[cfg(target_arch = "x86_64")]
-        {
-            if is_x86_feature_detected!("avx512f") {
-                return rows_avx512;
+        Simd::Avx512(_) => {
+            #[target_feature(enable = "avx512f,fma")]
+            fn inner(x: &[f32], rows: usize, k: usize, w: &[f32], out: &mut [f32]) {
+                rows_generic::<true>(x, rows, k, w, out)
             }
-            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-                return rows_avx2;
-            }
+            // SAFETY: the `Avx512` token proves that this CPU has AVX-512F and FMA.
+            unsafe { inner(x, rows, k, w, out) }
         }
-        rows_portable
-    })
-}
-
-#[cfg(target_arch = "x86_64")]
-fn rows_avx512(x: &[f32], rows: usize, k: usize, w: &[f32], out: &mut [f32]) {
-    #[target_feature(enable = "avx512f,fma")]
-    unsafe fn inner(x: &[f32], rows: usize, k: usize, w: &[f32], out: &mut [f32]) {
-        rows_generic::<true>(x, rows, k, w, out)
+        #[cfg(target_arch = "x86_64")]
+        Simd::Avx2(_) => {
+            #[target_feature(enable = "avx2,fma")]
+            fn inner(x: &[f32], rows: usize, k: usize, w: &[f32], out: &mut [f32]) {
+                rows_generic::<true>(x, rows, k, w, out)
+            }
+            // SAFETY: the `Avx2Fma` token proves that this CPU has AVX2 and FMA.
+            unsafe { inner(x, rows, k, w, out) }
+        }
+        _ => rows_generic::<false>(x, rows, k, w, out),
     }
-    // SAFETY: only selected after `is_x86_feature_detected!("avx512f")`.
-    unsafe { inner(x, rows, k, w, out) }
-}
-
-#[cfg(target_arch = "x86_64")]
-fn rows_avx2(x: &[f32], rows: usize, k: usize, w: &[f32], out: &mut [f32]) {
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn inner(x: &[f32], rows: usize, k: usize, w: &[f32], out: &mut [f32]) {
-        rows_generic::<true>(x, rows, k, w, out)
-    }
-    // SAFETY: only selected after detecting avx2 and fma.
-    unsafe { inner(x, rows, k, w, out) }
-}
-
-fn rows_portable(x: &[f32], rows: usize, k: usize, w: &[f32], out: &mut [f32]) {
-    rows_generic::<false>(x, rows, k, w, out)
 }
 
 /// `a·b + c`, fused where the caller's target features guarantee a hardware FMA (a software `fmaf` would be
@@ -199,41 +180,29 @@ fn rows_generic<const FMA: bool>(x: &[f32], rows: usize, k: usize, w: &[f32], ou
     }
 }
 
-/// The widest column-block kernel for [`thin_matmul`], chosen once.
-fn axpy_kernel() -> AxpyKernel {
-    static KERNEL: OnceLock<AxpyKernel> = OnceLock::new();
-    *KERNEL.get_or_init(|| {
+/// The column-block product of [`thin_matmul`] (see [`axpy_generic`]) with the widest kernel of `simd`.
+fn axpy_kernel(simd: Simd, x: &[f32], rows: usize, k: usize, p: &[f32], n: usize, acc: &mut [f32]) {
+    match simd {
         #[cfg(target_arch = "x86_64")]
-        {
-            if is_x86_feature_detected!("avx512f") {
-                return axpy_avx512;
+        Simd::Avx512(_) => {
+            #[target_feature(enable = "avx512f,fma")]
+            fn inner(x: &[f32], rows: usize, k: usize, p: &[f32], n: usize, acc: &mut [f32]) {
+                axpy_generic::<true>(x, rows, k, p, n, acc)
             }
-            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-                return axpy_avx2;
-            }
+            // SAFETY: the `Avx512` token proves that this CPU has AVX-512F and FMA.
+            unsafe { inner(x, rows, k, p, n, acc) }
         }
-        axpy_generic::<false>
-    })
-}
-
-#[cfg(target_arch = "x86_64")]
-fn axpy_avx512(x: &[f32], rows: usize, k: usize, p: &[f32], n: usize, acc: &mut [f32]) {
-    #[target_feature(enable = "avx512f,fma")]
-    unsafe fn inner(x: &[f32], rows: usize, k: usize, p: &[f32], n: usize, acc: &mut [f32]) {
-        axpy_generic::<true>(x, rows, k, p, n, acc)
+        #[cfg(target_arch = "x86_64")]
+        Simd::Avx2(_) => {
+            #[target_feature(enable = "avx2,fma")]
+            fn inner(x: &[f32], rows: usize, k: usize, p: &[f32], n: usize, acc: &mut [f32]) {
+                axpy_generic::<true>(x, rows, k, p, n, acc)
+            }
+            // SAFETY: the `Avx2Fma` token proves that this CPU has AVX2 and FMA.
+            unsafe { inner(x, rows, k, p, n, acc) }
+        }
+        _ => axpy_generic::<false>(x, rows, k, p, n, acc),
     }
-    // SAFETY: only selected after `is_x86_feature_detected!("avx512f")`.
-    unsafe { inner(x, rows, k, p, n, acc) }
-}
-
-#[cfg(target_arch = "x86_64")]
-fn axpy_avx2(x: &[f32], rows: usize, k: usize, p: &[f32], n: usize, acc: &mut [f32]) {
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn inner(x: &[f32], rows: usize, k: usize, p: &[f32], n: usize, acc: &mut [f32]) {
-        axpy_generic::<true>(x, rows, k, p, n, acc)
-    }
-    // SAFETY: only selected after detecting avx2 and fma.
-    unsafe { inner(x, rows, k, p, n, acc) }
 }
 
 /// `acc[r] += Σ_k x[r][k] · p[k][0..width]`: each row slice of P is streamed once for all activation rows.

@@ -10,7 +10,7 @@
 //! AVX-512F and AVX2+FMA kernels are picked at run time; elsewhere the same arithmetic runs one lane at a time.
 //! Every kernel reduces in a fixed order, so results are reproducible run to run on one machine.
 
-use std::sync::OnceLock;
+use super::cpu::{simd, Simd};
 
 const LOG2E: f32 = std::f32::consts::LOG2_E;
 /// ln 2 = LN2_HI + LN2_LO, LN2_HI with few mantissa bits so that `n · LN2_HI` is exact for |n| ≤ 150.
@@ -55,7 +55,7 @@ fn pow2(n: i32) -> f32 {
 
 /// `xs[i] ← exp(xs[i] − shift)` for every element; returns the sum of the results.
 pub fn exp_shifted_sum(xs: &mut [f32], shift: f32) -> f32 {
-    (kernels().exp_shifted_sum)(xs, shift)
+    exp_shifted_sum_on(simd(), xs, shift)
 }
 
 /// `xs[i] ← exp(xs[i])` for every element.
@@ -65,37 +65,29 @@ pub fn exp_in_place(xs: &mut [f32]) {
 
 /// The largest element of `xs` (−∞ when empty; NaN elements are skipped).
 pub fn max(xs: &[f32]) -> f32 {
-    (kernels().max)(xs)
+    max_on(simd(), xs)
 }
 
-struct Kernels {
-    exp_shifted_sum: fn(&mut [f32], f32) -> f32,
-    max: fn(&[f32]) -> f32,
-}
-
-fn kernels() -> &'static Kernels {
-    static KERNELS: OnceLock<Kernels> = OnceLock::new();
-    KERNELS.get_or_init(|| {
+/// [`exp_shifted_sum`] with the kernel of `simd`.
+fn exp_shifted_sum_on(simd: Simd, xs: &mut [f32], shift: f32) -> f32 {
+    match simd {
         #[cfg(target_arch = "x86_64")]
-        {
-            if is_x86_feature_detected!("avx512f") {
-                return Kernels {
-                    exp_shifted_sum: x86::exp_shifted_sum_avx512,
-                    max: x86::max_avx512,
-                };
-            }
-            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-                return Kernels {
-                    exp_shifted_sum: x86::exp_shifted_sum_avx2,
-                    max: x86::max_avx2,
-                };
-            }
-        }
-        Kernels {
-            exp_shifted_sum: exp_shifted_sum_portable,
-            max: max_portable,
-        }
-    })
+        Simd::Avx512(cpu) => x86::exp_shifted_sum_avx512(cpu, xs, shift),
+        #[cfg(target_arch = "x86_64")]
+        Simd::Avx2(cpu) => x86::exp_shifted_sum_avx2(cpu, xs, shift),
+        _ => exp_shifted_sum_portable(xs, shift),
+    }
+}
+
+/// [`max`] with the kernel of `simd`.
+fn max_on(simd: Simd, xs: &[f32]) -> f32 {
+    match simd {
+        #[cfg(target_arch = "x86_64")]
+        Simd::Avx512(cpu) => x86::max_avx512(cpu, xs),
+        #[cfg(target_arch = "x86_64")]
+        Simd::Avx2(cpu) => x86::max_avx2(cpu, xs),
+        _ => max_portable(xs),
+    }
 }
 
 fn exp_shifted_sum_portable(xs: &mut [f32], shift: f32) -> f32 {
@@ -116,6 +108,7 @@ mod x86 {
     use std::arch::x86_64::*;
 
     use super::{LN2_HI, LN2_LO, LOG2E, POLY, X_MAX, X_MIN};
+    use crate::nn::kernels::cpu::{Avx2Fma, Avx512};
 
     /// Lanes of the widest kernel; tails are padded to it.
     const WIDE: usize = 16;
@@ -139,13 +132,14 @@ mod x86 {
         }
     }
 
-    pub(super) fn exp_shifted_sum_avx512(xs: &mut [f32], shift: f32) -> f32 {
-        // SAFETY: selected only after `is_x86_feature_detected!("avx512f")`.
+    pub(super) fn exp_shifted_sum_avx512(_: Avx512, xs: &mut [f32], shift: f32) -> f32 {
+        // SAFETY: the token proves that this CPU has AVX-512F and FMA.
         unsafe { exp_shifted_sum_avx512_impl(xs, shift) }
     }
 
+    /// `exp` of each lane (the arithmetic of [`super::exp_scalar`]).
     #[target_feature(enable = "avx512f")]
-    unsafe fn exp_avx512(x: __m512) -> __m512 {
+    fn exp_avx512(x: __m512) -> __m512 {
         let x = _mm512_min_ps(
             _mm512_set1_ps(X_MAX),
             _mm512_max_ps(_mm512_set1_ps(X_MIN), x),
@@ -174,6 +168,8 @@ mod x86 {
         _mm512_mul_ps(_mm512_mul_ps(y, s1), s2)
     }
 
+    /// # Safety
+    /// The CPU must have AVX-512F.
     #[target_feature(enable = "avx512f")]
     unsafe fn exp_shifted_sum_avx512_impl(xs: &mut [f32], shift: f32) -> f32 {
         let shift_v = _mm512_set1_ps(shift);
@@ -181,7 +177,8 @@ mod x86 {
         // Padding with −∞ makes the tail's extra lanes exp(−∞) = 0, so the sum needs no mask.
         with_padded_tail::<16>(xs, f32::NEG_INFINITY, |part| {
             for chunk in part.chunks_exact_mut(16) {
-                // SAFETY: `chunk` holds 16 f32; unaligned loads and stores.
+                // SAFETY: `chunk` holds 16 f32, so the unaligned 16-lane load and store stay inside it; the CPU
+                // has AVX-512F (this function's contract).
                 unsafe {
                     let v = _mm512_loadu_ps(chunk.as_ptr());
                     let e = exp_avx512(_mm512_sub_ps(v, shift_v));
@@ -193,33 +190,38 @@ mod x86 {
         _mm512_reduce_add_ps(acc)
     }
 
-    pub(super) fn max_avx512(xs: &[f32]) -> f32 {
-        // SAFETY: selected only after `is_x86_feature_detected!("avx512f")`.
+    pub(super) fn max_avx512(_: Avx512, xs: &[f32]) -> f32 {
+        // SAFETY: the token proves that this CPU has AVX-512F and FMA.
         unsafe { max_avx512_impl(xs) }
     }
 
+    /// # Safety
+    /// The CPU must have AVX-512F.
     #[target_feature(enable = "avx512f")]
     unsafe fn max_avx512_impl(xs: &[f32]) -> f32 {
         let mut acc = _mm512_set1_ps(f32::NEG_INFINITY);
         let chunks = xs.chunks_exact(16);
         let tail = chunks.remainder();
         for chunk in chunks {
-            // SAFETY: `chunk` holds 16 f32. `max(acc, v)` keeps `v` when either is NaN, `max(v, acc)` keeps acc:
-            // NaN elements are skipped as `f32::max` does.
-            acc = _mm512_max_ps(_mm512_loadu_ps(chunk.as_ptr()), acc);
+            // `max(acc, v)` keeps `v` when either is NaN, `max(v, acc)` keeps acc: NaN elements are skipped as
+            // `f32::max` does.
+            // SAFETY: `chunk` holds 16 f32, so the unaligned 16-lane load stays inside it.
+            let v = unsafe { _mm512_loadu_ps(chunk.as_ptr()) };
+            acc = _mm512_max_ps(v, acc);
         }
         tail.iter()
             .copied()
             .fold(_mm512_reduce_max_ps(acc), f32::max)
     }
 
-    pub(super) fn exp_shifted_sum_avx2(xs: &mut [f32], shift: f32) -> f32 {
-        // SAFETY: selected only after detecting avx2 and fma.
+    pub(super) fn exp_shifted_sum_avx2(_: Avx2Fma, xs: &mut [f32], shift: f32) -> f32 {
+        // SAFETY: the token proves that this CPU has AVX2 and FMA.
         unsafe { exp_shifted_sum_avx2_impl(xs, shift) }
     }
 
+    /// `exp` of each lane (the arithmetic of [`super::exp_scalar`]).
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn exp_avx2(x: __m256) -> __m256 {
+    fn exp_avx2(x: __m256) -> __m256 {
         let x = _mm256_min_ps(
             _mm256_set1_ps(X_MAX),
             _mm256_max_ps(_mm256_set1_ps(X_MIN), x),
@@ -248,13 +250,16 @@ mod x86 {
         _mm256_mul_ps(_mm256_mul_ps(y, s1), s2)
     }
 
+    /// # Safety
+    /// The CPU must have AVX2 and FMA.
     #[target_feature(enable = "avx2,fma")]
     unsafe fn exp_shifted_sum_avx2_impl(xs: &mut [f32], shift: f32) -> f32 {
         let shift_v = _mm256_set1_ps(shift);
         let mut acc = _mm256_setzero_ps();
         with_padded_tail::<8>(xs, f32::NEG_INFINITY, |part| {
             for chunk in part.chunks_exact_mut(8) {
-                // SAFETY: `chunk` holds 8 f32; unaligned loads and stores.
+                // SAFETY: `chunk` holds 8 f32, so the unaligned 8-lane load and store stay inside it; the CPU has
+                // AVX2 and FMA (this function's contract).
                 unsafe {
                     let v = _mm256_loadu_ps(chunk.as_ptr());
                     let e = exp_avx2(_mm256_sub_ps(v, shift_v));
@@ -263,77 +268,52 @@ mod x86 {
                 }
             }
         });
-        let mut lanes = [0f32; 8];
-        _mm256_storeu_ps(lanes.as_mut_ptr(), acc);
-        lanes.iter().sum()
+        sum_lanes(acc)
     }
 
-    pub(super) fn max_avx2(xs: &[f32]) -> f32 {
-        // SAFETY: selected only after detecting avx2 and fma.
+    pub(super) fn max_avx2(_: Avx2Fma, xs: &[f32]) -> f32 {
+        // SAFETY: the token proves that this CPU has AVX2 and FMA.
         unsafe { max_avx2_impl(xs) }
     }
 
+    /// # Safety
+    /// The CPU must have AVX2 and FMA.
     #[target_feature(enable = "avx2,fma")]
     unsafe fn max_avx2_impl(xs: &[f32]) -> f32 {
         let mut acc = _mm256_set1_ps(f32::NEG_INFINITY);
         let chunks = xs.chunks_exact(8);
         let tail = chunks.remainder();
         for chunk in chunks {
-            // SAFETY: `chunk` holds 8 f32; NaN elements are skipped (see the AVX-512 kernel).
-            acc = _mm256_max_ps(_mm256_loadu_ps(chunk.as_ptr()), acc);
+            // NaN elements are skipped (see the AVX-512 kernel).
+            // SAFETY: `chunk` holds 8 f32, so the unaligned 8-lane load stays inside it.
+            let v = unsafe { _mm256_loadu_ps(chunk.as_ptr()) };
+            acc = _mm256_max_ps(v, acc);
         }
-        let mut lanes = [0f32; 8];
-        _mm256_storeu_ps(lanes.as_mut_ptr(), acc);
-        lanes
-            .iter()
-            .copied()
+        lanes(acc)
+            .into_iter()
             .chain(tail.iter().copied())
             .fold(f32::NEG_INFINITY, f32::max)
     }
 
-    #[cfg(test)]
-    pub(super) fn available() -> Vec<(&'static str, super::Kernels)> {
-        let mut out = Vec::new();
-        if is_x86_feature_detected!("avx512f") {
-            out.push((
-                "avx512",
-                super::Kernels {
-                    exp_shifted_sum: exp_shifted_sum_avx512,
-                    max: max_avx512,
-                },
-            ));
-        }
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-            out.push((
-                "avx2",
-                super::Kernels {
-                    exp_shifted_sum: exp_shifted_sum_avx2,
-                    max: max_avx2,
-                },
-            ));
-        }
+    /// The eight lanes of `v`, lowest first.
+    #[target_feature(enable = "avx2,fma")]
+    fn lanes(v: __m256) -> [f32; 8] {
+        let mut out = [0f32; 8];
+        // SAFETY: `out` holds the 8 f32 the unaligned store writes.
+        unsafe { _mm256_storeu_ps(out.as_mut_ptr(), v) };
         out
+    }
+
+    /// The sum of `v`'s lanes, lowest first (a fixed order, so results repeat run to run).
+    #[target_feature(enable = "avx2,fma")]
+    fn sum_lanes(v: __m256) -> f32 {
+        lanes(v).iter().sum()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Every kernel this machine can run, the portable one included.
-    fn all_kernels() -> Vec<(&'static str, Kernels)> {
-        #[allow(unused_mut)]
-        let mut out = vec![(
-            "portable",
-            Kernels {
-                exp_shifted_sum: exp_shifted_sum_portable,
-                max: max_portable,
-            },
-        )];
-        #[cfg(target_arch = "x86_64")]
-        out.extend(x86::available());
-        out
-    }
 
     /// Distance in units in the last place between two finite non-negative floats.
     fn ulps(a: f32, b: f32) -> u32 {
@@ -359,12 +339,13 @@ mod tests {
             f32::MAX,
             f32::MIN,
         ]);
-        for (name, k) in all_kernels() {
+        for simd in Simd::all() {
+            let name = simd.name();
             // Odd lengths exercise the tails.
             for len in [xs.len(), 13, 1] {
                 let src = &xs[xs.len() - len..];
                 let mut got = src.to_vec();
-                let sum = (k.exp_shifted_sum)(&mut got, 0.0);
+                let sum = exp_shifted_sum_on(simd, &mut got, 0.0);
                 let mut want_sum = 0f64;
                 for (&x, &g) in src.iter().zip(&got) {
                     let want = x.exp();
@@ -397,34 +378,36 @@ mod tests {
 
     #[test]
     fn shift_large_negatives_and_nan() {
-        for (name, k) in all_kernels() {
+        for simd in Simd::all() {
+            let name = simd.name();
             let mut v = vec![-1e30f32, -5000.0, 0.5, f32::NEG_INFINITY, 2.0];
-            let sum = (k.exp_shifted_sum)(&mut v, 2.0);
+            let sum = exp_shifted_sum_on(simd, &mut v, 2.0);
             assert_eq!(&v[..2], &[0.0, 0.0], "{name}");
             assert_eq!(v[3], 0.0, "{name}");
             assert_eq!(v[4], 1.0, "{name}: exp(0) is exact");
             assert!((v[2] - (-1.5f32).exp()).abs() < 1e-7, "{name}");
             assert!((sum - 1.0 - (-1.5f32).exp()).abs() < 1e-6, "{name}");
             let mut nan = vec![f32::NAN; 19];
-            (k.exp_shifted_sum)(&mut nan, 0.0);
+            exp_shifted_sum_on(simd, &mut nan, 0.0);
             assert!(nan.iter().all(|v| v.is_nan()), "{name}: NaN propagates");
         }
     }
 
     #[test]
     fn max_matches_fold_for_any_length() {
-        for (name, k) in all_kernels() {
-            assert_eq!((k.max)(&[]), f32::NEG_INFINITY, "{name}");
+        for simd in Simd::all() {
+            let name = simd.name();
+            assert_eq!(max_on(simd, &[]), f32::NEG_INFINITY, "{name}");
             for len in [1usize, 7, 16, 17, 33, 1000] {
                 let xs: Vec<f32> = (0..len)
                     .map(|i| ((i * 7919) % 1013) as f32 * 0.37 - 100.0)
                     .collect();
                 let want = xs.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                assert_eq!((k.max)(&xs), want, "{name} len {len}");
+                assert_eq!(max_on(simd, &xs), want, "{name} len {len}");
                 let mut with_nan = xs.clone();
                 with_nan[len / 2] = f32::NAN;
                 let want = with_nan.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                assert_eq!((k.max)(&with_nan), want, "{name} len {len} with NaN");
+                assert_eq!(max_on(simd, &with_nan), want, "{name} len {len} with NaN");
             }
         }
     }

@@ -6,6 +6,7 @@ use rayon::prelude::*;
 
 use super::kernel::{self, Tile, Update, MR, NR};
 use super::pack::{self, Src};
+use crate::nn::kernels::cpu::Avx512;
 
 /// Deepest packed slice of `k`: a `MR × KC` panel of `A` (18 KiB) stays in L1 while the tile sweeps `B`'s block.
 /// `k` is cut into equal slices no deeper than this, so no slice is left with a handful of steps to amortise its
@@ -71,17 +72,19 @@ fn aligned(buf: &mut Vec<f32>, len: usize) -> *mut f32 {
     buf[offset..].as_mut_ptr()
 }
 
-/// Compute the whole product on `threads` threads.
+/// Compute the whole product on `threads` threads (the `Avx512` token proves the CPU runs the kernel).
 ///
 /// # Safety
-/// AVX-512F must be available and the problem must satisfy the contract of [`super::gemm`].
-pub(super) unsafe fn run(p: &Problem, threads: usize) {
+/// The problem must satisfy the contract of [`super::gemm`]: every element its pointers and strides address is
+/// valid (`dst`'s writable), and `dst` overlaps neither operand nor itself.
+pub(super) unsafe fn run(_: Avx512, p: &Problem, threads: usize) {
     let (m, n) = (p.m, p.n);
     if m == 0 || n == 0 {
         return;
     }
     if p.k == 0 {
-        scale_dst(p);
+        // SAFETY: `dst` is valid and writable (this function's contract).
+        unsafe { scale_dst(p) };
         return;
     }
     // Split the longer side of the output: each extra stripe re-packs the operand that spans the other side.
@@ -111,8 +114,8 @@ pub(super) unsafe fn run(p: &Problem, threads: usize) {
         } else {
             (0..m, range)
         };
-        // SAFETY: stripes are disjoint, so each thread writes its own part of `dst`; the rest is the caller's
-        // contract.
+        // SAFETY: the `Avx512` token proves AVX-512F; the stripes are disjoint and inside the output, so each
+        // thread writes its own part of `dst`; the pointers' validity is this function's contract.
         unsafe { block(p, rows, cols) }
     };
     if stripes == 1 {
@@ -123,23 +126,33 @@ pub(super) unsafe fn run(p: &Problem, threads: usize) {
 }
 
 /// `dst = alpha·dst` (or 0 when `dst` is not read): the product of an empty `k`.
+///
+/// # Safety
+/// Every element of the `m × n` destination, as its pointer and strides address it, must be valid and writable.
 unsafe fn scale_dst(p: &Problem) {
     for i in 0..p.m {
         for j in 0..p.n {
-            let c = p
-                .dst
-                .ptr
-                .offset(i as isize * p.dst.rs + j as isize * p.dst.cs);
-            *c = if p.read_dst && p.alpha != 0.0 {
-                p.alpha * *c
-            } else {
-                0.0
-            };
+            // SAFETY: (i, j) is an element of the destination, valid and writable (this function's contract).
+            unsafe {
+                let c = p
+                    .dst
+                    .ptr
+                    .offset(i as isize * p.dst.rs + j as isize * p.dst.cs);
+                *c = if p.read_dst && p.alpha != 0.0 {
+                    p.alpha * *c
+                } else {
+                    0.0
+                };
+            }
         }
     }
 }
 
 /// The output rows `rows` × columns `cols`, on the calling thread.
+///
+/// # Safety
+/// The CPU must have AVX-512F; `p` must satisfy the contract of [`super::gemm`]; `rows` and `cols` must lie inside
+/// the output, and no other thread may access that part of `dst` during the call.
 #[target_feature(enable = "avx512f")]
 unsafe fn block(p: &Problem, rows: std::ops::Range<usize>, cols: std::ops::Range<usize>) {
     BUFFERS.with(|cell| {
@@ -174,23 +187,38 @@ unsafe fn block(p: &Problem, rows: std::ops::Range<usize>, cols: std::ops::Range
                         beta: p.beta,
                     }
                 };
-                pack::pack_b(b_buf, offset(p.rhs, pc, jc), kc, nc);
+                // SAFETY: the `kc × nc` block at (pc, jc) lies inside `rhs` (pc + kc ≤ k, jc + nc ≤ cols.end ≤ n);
+                // `b_buf` holds `block_cols · slice` values, at least the `ceil(nc / NR) · NR · kc` packed ones
+                // (`block_cols` is a multiple of NR no smaller than nc, and kc ≤ slice); AVX-512F is this
+                // function's precondition.
+                unsafe { pack::pack_b(b_buf, offset(p.rhs, pc, jc), kc, nc) };
                 for ic in rows.clone().step_by(MC) {
                     let mc = MC.min(rows.end - ic);
-                    pack::pack_a(a_buf, offset(p.lhs, ic, pc), mc, kc);
+                    // SAFETY: the `mc × kc` block at (ic, pc) lies inside `lhs` (ic + mc ≤ rows.end ≤ m,
+                    // pc + kc ≤ k); `a_buf` holds `MC · slice` values, at least the `ceil(mc / MR) · MR · kc` packed
+                    // ones (MC is a multiple of MR and mc ≤ MC); AVX-512F as above.
+                    unsafe { pack::pack_a(a_buf, offset(p.lhs, ic, pc), mc, kc) };
                     for ir in (0..mc).step_by(MR) {
-                        let a_panel = a_buf.add(ir * kc);
                         for jr in (0..nc).step_by(NR) {
-                            let tile = Tile {
-                                ptr: p.dst.ptr.offset(
-                                    (ic + ir) as isize * p.dst.rs + (jc + jr) as isize * p.dst.cs,
-                                ),
-                                rs: p.dst.rs,
-                                cs: p.dst.cs,
-                                rows: MR.min(mc - ir),
-                                cols: NR.min(nc - jr),
-                            };
-                            kernel::tile(kc, a_panel, b_buf.add(jr * kc), tile, update);
+                            // SAFETY: row panel `ir / MR` of `a_buf` starts at `ir · kc` and holds `kc · MR`
+                            // values, column panel `jr / NR` of `b_buf` starts at `jr · kc` and holds `kc · NR`
+                            // (both packed just above); the tile at (ic + ir, jc + jr), at most MR × NR, lies
+                            // inside this call's part of `dst`, which no other thread touches and which aliases
+                            // neither buffer; AVX-512F as above.
+                            unsafe {
+                                let tile = Tile {
+                                    ptr: p.dst.ptr.offset(
+                                        (ic + ir) as isize * p.dst.rs
+                                            + (jc + jr) as isize * p.dst.cs,
+                                    ),
+                                    rs: p.dst.rs,
+                                    cs: p.dst.cs,
+                                    rows: MR.min(mc - ir),
+                                    cols: NR.min(nc - jr),
+                                };
+                                let (a_panel, b_panel) = (a_buf.add(ir * kc), b_buf.add(jr * kc));
+                                kernel::tile(kc, a_panel, b_panel, tile, update);
+                            }
                         }
                     }
                 }
@@ -205,7 +233,8 @@ unsafe fn block(p: &Problem, rows: std::ops::Range<usize>, cols: std::ops::Range
 /// (i, j) must lie inside the matrix.
 unsafe fn offset(src: Src, i: usize, j: usize) -> Src {
     Src {
-        ptr: src.at(i, j),
+        // SAFETY: (i, j) lies inside the matrix (this function's contract).
+        ptr: unsafe { src.at(i, j) },
         ..src
     }
 }

@@ -42,21 +42,27 @@ pub(super) fn lanes(n: usize) -> __mmask16 {
 /// and apply them to `tile` as `update` says.
 ///
 /// # Safety
-/// AVX-512F must be available; `a` and `b` must hold `kc·MR` and `kc·NR` values; `tile` must address valid,
+/// The CPU must have AVX-512F; `a` and `b` must hold `kc·MR` and `kc·NR` values; `tile` must address valid,
 /// writable elements that alias neither panel, with `rows ≤ MR` and `cols ≤ NR`.
 #[target_feature(enable = "avx512f")]
 pub(super) unsafe fn tile(kc: usize, a: *const f32, b: *const f32, tile: Tile, update: Update) {
     // A panel with at most 16 real columns (the ragged edge, or the attention node's narrow heads) runs half
     // the multiply-adds.
-    let acc = if tile.cols <= 16 {
-        accumulate::<1>(kc, a, b)
-    } else {
-        accumulate::<2>(kc, a, b)
-    };
-    store(&acc, tile, update);
+    // SAFETY: the panels and the tile are as `accumulate` and `store` require (this function's contract).
+    unsafe {
+        let acc = if tile.cols <= 16 {
+            accumulate::<1>(kc, a, b)
+        } else {
+            accumulate::<2>(kc, a, b)
+        };
+        store(&acc, tile, update);
+    }
 }
 
 /// The `MR × 16·VECS` products of the panels (the second vector of each row stays zero when `VECS` is 1).
+///
+/// # Safety
+/// The CPU must have AVX-512F; `a` and `b` must hold `kc·MR` and `kc·NR` values.
 #[target_feature(enable = "avx512f")]
 #[inline]
 unsafe fn accumulate<const VECS: usize>(
@@ -66,23 +72,30 @@ unsafe fn accumulate<const VECS: usize>(
 ) -> [[__m512; 2]; MR] {
     let mut acc = [[_mm512_setzero_ps(); 2]; MR];
     for _ in 0..kc {
-        let mut bv = [_mm512_setzero_ps(); VECS];
-        for (h, v) in bv.iter_mut().enumerate() {
-            *v = _mm512_loadu_ps(b.add(16 * h));
-        }
-        for (i, row) in acc.iter_mut().enumerate() {
-            let ai = _mm512_set1_ps(*a.add(i));
-            for (r, &v) in row.iter_mut().zip(&bv) {
-                *r = _mm512_fmadd_ps(ai, v, *r);
+        // SAFETY: each of the `kc` steps reads the next MR values of `a` and the next 16·VECS ≤ NR of `b`, then
+        // moves both pointers one step on: the reads stay inside the panels' `kc·MR` and `kc·NR` values.
+        unsafe {
+            let mut bv = [_mm512_setzero_ps(); VECS];
+            for (h, v) in bv.iter_mut().enumerate() {
+                *v = _mm512_loadu_ps(b.add(16 * h));
             }
+            for (i, row) in acc.iter_mut().enumerate() {
+                let ai = _mm512_set1_ps(*a.add(i));
+                for (r, &v) in row.iter_mut().zip(&bv) {
+                    *r = _mm512_fmadd_ps(ai, v, *r);
+                }
+            }
+            a = a.add(MR);
+            b = b.add(NR);
         }
-        a = a.add(MR);
-        b = b.add(NR);
     }
     acc
 }
 
 /// Write the accumulators into the destination tile.
+///
+/// # Safety
+/// The CPU must have AVX-512F; `t` must address `t.rows ≤ MR` × `t.cols ≤ NR` valid, writable elements.
 #[target_feature(enable = "avx512f")]
 unsafe fn store(acc: &[[__m512; 2]; MR], t: Tile, u: Update) {
     let beta = _mm512_set1_ps(u.beta);
@@ -91,37 +104,46 @@ unsafe fn store(acc: &[[__m512; 2]; MR], t: Tile, u: Update) {
         // Rows are contiguous: masked vector loads and stores cover the ragged right edge.
         let masks = [lanes(t.cols), lanes(t.cols.saturating_sub(16))];
         for (i, row) in acc.iter().enumerate().take(t.rows) {
-            let c = t.ptr.offset(i as isize * t.rs);
             for (h, (&v, &mask)) in row.iter().zip(&masks).enumerate() {
                 if mask == 0 {
                     continue;
                 }
-                let at = c.add(16 * h);
-                let out = if u.read {
-                    let old = _mm512_maskz_loadu_ps(mask, at);
-                    _mm512_fmadd_ps(beta, v, _mm512_mul_ps(alpha, old))
-                } else {
-                    _mm512_mul_ps(beta, v)
-                };
-                _mm512_mask_storeu_ps(at, mask, out);
+                // SAFETY: row i < t.rows of the tile, columns 16h .. 16h + popcount(mask) ≤ t.cols: elements of the
+                // tile (contiguous, as cs = 1), and the masked load and store touch only those lanes.
+                unsafe {
+                    let at = t.ptr.offset(i as isize * t.rs).add(16 * h);
+                    let out = if u.read {
+                        let old = _mm512_maskz_loadu_ps(mask, at);
+                        _mm512_fmadd_ps(beta, v, _mm512_mul_ps(alpha, old))
+                    } else {
+                        _mm512_mul_ps(beta, v)
+                    };
+                    _mm512_mask_storeu_ps(at, mask, out);
+                }
             }
         }
     } else {
         // Any other layout: spill the tile and update element by element (no caller's hot path uses this).
         let mut tmp = [0f32; MR * NR];
         for (i, row) in acc.iter().enumerate() {
-            _mm512_storeu_ps(tmp.as_mut_ptr().add(i * NR), row[0]);
-            _mm512_storeu_ps(tmp.as_mut_ptr().add(i * NR + 16), row[1]);
+            // SAFETY: row i < MR of `tmp` holds NR = 32 values, the two 16-lane stores' worth.
+            unsafe {
+                _mm512_storeu_ps(tmp.as_mut_ptr().add(i * NR), row[0]);
+                _mm512_storeu_ps(tmp.as_mut_ptr().add(i * NR + 16), row[1]);
+            }
         }
         for i in 0..t.rows {
             for j in 0..t.cols {
-                let c = t.ptr.offset(i as isize * t.rs + j as isize * t.cs);
                 let p = tmp[i * NR + j];
-                *c = if u.read {
-                    u.beta.mul_add(p, u.alpha * *c)
-                } else {
-                    u.beta * p
-                };
+                // SAFETY: (i, j) is an element of the tile (i < t.rows, j < t.cols), valid and writable.
+                unsafe {
+                    let c = t.ptr.offset(i as isize * t.rs + j as isize * t.cs);
+                    *c = if u.read {
+                        u.beta.mul_add(p, u.alpha * *c)
+                    } else {
+                        u.beta * p
+                    };
+                }
             }
         }
     }

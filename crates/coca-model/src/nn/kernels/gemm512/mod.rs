@@ -20,7 +20,8 @@
 //! `k` is never split, and every output element goes through the same sequence of operations
 //! whatever the stripes, so results are bit-identical for any thread count.
 //!
-//! Without AVX-512F (checked once at run time), or with `COCA_GEMM512=0`, calls go to [`gemm::gemm`].
+//! Without AVX-512F (checked once at run time by `kernels::cpu`, which `COCA_AVX512=0` also turns off), or with
+//! `COCA_GEMM512=0`, calls go to [`gemm::gemm`].
 //!
 //! Throughput against the `gemm` crate on the demo's shapes: `cargo run --release -p coca-model --example
 //! gemm_bench`.
@@ -36,17 +37,17 @@ mod tests;
 
 pub use gemm::Parallelism;
 
-/// Whether calls run the AVX-512 kernel: the CPU has AVX-512F and `COCA_GEMM512` is not `0`.
+/// Whether calls run the AVX-512 kernel: the CPU has AVX-512F (see `COCA_AVX512` in the kernels' CPU detection)
+/// and `COCA_GEMM512` is not `0`.
 pub fn available() -> bool {
-    static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *AVAILABLE.get_or_init(|| {
-        let wanted = std::env::var("COCA_GEMM512").map_or(true, |v| v != "0");
-        #[cfg(target_arch = "x86_64")]
-        let present = std::arch::is_x86_feature_detected!("avx512f");
-        #[cfg(not(target_arch = "x86_64"))]
-        let present = false;
-        wanted && present
-    })
+    enabled().is_some()
+}
+
+/// The token that lets calls run the AVX-512 kernel, when [`available`].
+fn enabled() -> Option<super::cpu::Avx512> {
+    static WANTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let wanted = *WANTED.get_or_init(|| std::env::var("COCA_GEMM512").map_or(true, |v| v != "0"));
+    super::cpu::avx512().filter(|_| wanted)
 }
 
 /// `dst := alpha·dst + beta·lhs·rhs` (or `dst := beta·lhs·rhs` when `read_dst` is false) for an `m × n`
@@ -78,7 +79,7 @@ pub unsafe fn gemm(
     parallelism: Parallelism,
 ) {
     #[cfg(target_arch = "x86_64")]
-    if available() {
+    if let Some(cpu) = enabled() {
         let problem = driver::Problem {
             m,
             n,
@@ -102,30 +103,34 @@ pub unsafe fn gemm(
             alpha,
             beta,
         };
-        driver::run(&problem, threads(parallelism));
+        // SAFETY: `cpu` proves AVX-512F; the operands are this function's, under its contract.
+        unsafe { driver::run(cpu, &problem, threads(parallelism)) };
         return;
     }
-    gemm::gemm(
-        m,
-        n,
-        k,
-        dst,
-        dst_cs,
-        dst_rs,
-        read_dst,
-        lhs,
-        lhs_cs,
-        lhs_rs,
-        rhs,
-        rhs_cs,
-        rhs_rs,
-        alpha,
-        beta,
-        false,
-        false,
-        false,
-        parallelism,
-    );
+    // SAFETY: the operands are this function's, under its contract, which is `gemm::gemm`'s.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst,
+            dst_cs,
+            dst_rs,
+            read_dst,
+            lhs,
+            lhs_cs,
+            lhs_rs,
+            rhs,
+            rhs_cs,
+            rhs_rs,
+            alpha,
+            beta,
+            false,
+            false,
+            false,
+            parallelism,
+        )
+    };
 }
 
 /// Threads a [`Parallelism`] asks for (`Rayon(0)`: all of rayon's).

@@ -6,7 +6,9 @@ use super::driver::{self, Dst, Problem};
 use super::kernel::transpose16;
 use super::pack::Src;
 use super::Parallelism;
+use crate::nn::kernels::cpu::Avx512;
 use crate::nn::kernels::tests::values;
+use crate::test_support::avx512_or_skip;
 
 /// How a matrix sits in its buffer.
 #[derive(Clone, Copy, Debug)]
@@ -62,6 +64,7 @@ impl Matrix {
 
 /// Run `dst := alpha·dst + beta·lhs·rhs` through the AVX-512 driver on `threads` threads.
 fn product(
+    cpu: Avx512,
     dst: &mut Matrix,
     read: bool,
     lhs: &Matrix,
@@ -89,13 +92,14 @@ fn product(
         beta,
     };
     // SAFETY: the matrices' buffers cover every element their strides address; `dst` is a distinct buffer.
-    unsafe { driver::run(&problem, threads) };
+    unsafe { driver::run(cpu, &problem, threads) };
 }
 
 /// Check one case: every element within a bound scaled by the magnitudes that went into it, and the padding
 /// between `dst`'s elements untouched.
 #[allow(clippy::too_many_arguments)]
 fn check(
+    cpu: Avx512,
     m: usize,
     n: usize,
     k: usize,
@@ -108,7 +112,7 @@ fn check(
     let rhs = Matrix::new(k, n, layouts[1], 2);
     let mut dst = Matrix::new(m, n, layouts[2], 3);
     let before = dst.data.clone();
-    product(&mut dst, read, &lhs, &rhs, ab, threads);
+    product(cpu, &mut dst, read, &lhs, &rhs, ab, threads);
     let (alpha, beta) = ab;
     let mut touched = vec![false; dst.data.len()];
     for i in 0..m {
@@ -144,17 +148,13 @@ fn check(
     }
 }
 
-fn avx512() -> bool {
-    is_x86_feature_detected!("avx512f")
-}
-
 #[test]
 fn transpose16_swaps_rows_and_columns() {
-    if !avx512() {
+    let Some(_avx512) = avx512_or_skip() else {
         return;
-    }
+    };
     let x: Vec<f32> = (0..256).map(|v| v as f32).collect();
-    // SAFETY: AVX-512F is present; every load and store stays inside the 256-element buffers.
+    // SAFETY: the `Avx512` token proves AVX-512F; every load and store stays inside the 256-element buffers.
     unsafe {
         let mut r = [_mm512_setzero_ps(); 16];
         for (i, v) in r.iter_mut().enumerate() {
@@ -175,9 +175,9 @@ fn transpose16_swaps_rows_and_columns() {
 
 #[test]
 fn every_layout_matches_the_naive_product_on_odd_shapes() {
-    if !avx512() {
+    let Some(cpu) = avx512_or_skip() else {
         return;
-    }
+    };
     for (m, n, k) in [
         (13, 33, 17),
         (12, 32, 16),
@@ -188,8 +188,8 @@ fn every_layout_matches_the_naive_product_on_odd_shapes() {
         for l in LAYOUTS {
             for r in LAYOUTS {
                 for d in LAYOUTS {
-                    check(m, n, k, [l, r, d], false, (1.0, 1.0), 1);
-                    check(m, n, k, [l, r, d], true, (0.5, -1.5), 1);
+                    check(cpu, m, n, k, [l, r, d], false, (1.0, 1.0), 1);
+                    check(cpu, m, n, k, [l, r, d], true, (0.5, -1.5), 1);
                 }
             }
         }
@@ -198,9 +198,9 @@ fn every_layout_matches_the_naive_product_on_odd_shapes() {
 
 #[test]
 fn degenerate_sizes() {
-    if !avx512() {
+    let Some(cpu) = avx512_or_skip() else {
         return;
-    }
+    };
     let layouts = [Layout::RowMajor, Layout::ColMajor, Layout::RowMajor];
     for (m, n, k) in [
         (1, 1, 1),
@@ -211,21 +211,21 @@ fn degenerate_sizes() {
         (2, 3, 1),
     ] {
         for read in [false, true] {
-            check(m, n, k, layouts, read, (1.0, 1.0), 1);
-            check(m, n, k, layouts, read, (0.0, 2.0), 2);
+            check(cpu, m, n, k, layouts, read, (1.0, 1.0), 1);
+            check(cpu, m, n, k, layouts, read, (0.0, 2.0), 2);
         }
     }
     // k = 0: dst becomes alpha·dst, or zero when it is not read.
     for (read, alpha) in [(false, 1.0), (true, 1.0), (true, 0.25), (true, 0.0)] {
-        check(4, 3, 0, layouts, read, (alpha, 1.0), 1);
+        check(cpu, 4, 3, 0, layouts, read, (alpha, 1.0), 1);
     }
 }
 
 #[test]
 fn large_and_blocked_shapes_match_on_several_threads() {
-    if !avx512() {
+    let Some(cpu) = avx512_or_skip() else {
         return;
-    }
+    };
     // k beyond one packed slice, m beyond one row block, n beyond one column block, and a long k.
     let cases = [
         (150, 40, 600, Layout::RowMajor, Layout::ColMajor),
@@ -235,23 +235,32 @@ fn large_and_blocked_shapes_match_on_several_threads() {
     ];
     for (m, n, k, l, r) in cases {
         for threads in [1, 2, 3] {
-            check(m, n, k, [l, r, Layout::RowMajor], true, (1.0, 1.0), threads);
+            check(
+                cpu,
+                m,
+                n,
+                k,
+                [l, r, Layout::RowMajor],
+                true,
+                (1.0, 1.0),
+                threads,
+            );
         }
-        check(m, n, k, [l, r, Layout::ColMajor], false, (1.0, 0.5), 2);
+        check(cpu, m, n, k, [l, r, Layout::ColMajor], false, (1.0, 0.5), 2);
     }
 }
 
 #[test]
 fn results_do_not_depend_on_the_thread_count() {
-    if !avx512() {
+    let Some(cpu) = avx512_or_skip() else {
         return;
-    }
+    };
     // 1000 rows: one stripe on one thread, five (several per thread) on two.
     let lhs = Matrix::new(1000, 517, Layout::RowMajor, 4);
     let rhs = Matrix::new(517, 190, Layout::ColMajor, 5);
     let run = |threads| {
         let mut dst = Matrix::new(1000, 190, Layout::RowMajor, 6);
-        product(&mut dst, true, &lhs, &rhs, (1.0, 1.0), threads);
+        product(cpu, &mut dst, true, &lhs, &rhs, (1.0, 1.0), threads);
         dst.data
     };
     let one = run(1);
