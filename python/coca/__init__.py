@@ -8,7 +8,7 @@
 
 Images may be paths, encoded bytes, PIL images, uint8 ``(H, W, 3)`` arrays, or an already preprocessed float32
 ``(N, 3, H, W)`` array (numpy, or anything with ``__array__`` / ``__dlpack__`` such as a CPU torch tensor).
-Every call releases the GIL while Rust computes, and Ctrl-C interrupts long calls between batches. Errors are
+Every call releases the GIL while Rust computes, and Ctrl-C interrupts a long call within ~0.1 s. Errors are
 :class:`CocaError` subclasses carrying the ``coca`` command's messages.
 """
 
@@ -37,6 +37,7 @@ __all__ = [
     "load",
     "templates",
     "tokenize",
+    "write_collection",
 ]
 
 # PIL modes a PNG keeps exactly (decoded back in the same mode, so resized as open_clip resizes them).
@@ -289,3 +290,56 @@ def _templates(spec: Union[str, "os.PathLike[str]"] = "openai", dataset: Optiona
 def templates(spec: Union[str, "os.PathLike[str]"] = "openai", dataset: Optional[str] = None) -> List[str]:
     """A built-in template set (``openai``, ``simple``) or a template file; ``{c}`` marks the class name."""
     return _templates(spec, dataset)
+
+
+def _embedding_matrix(name: str, x: Any) -> Optional[np.ndarray]:
+    if x is None:
+        return None
+    arr = _as_array(x)
+    if arr is None or arr.dtype.kind != "f" or arr.ndim != 2:
+        shape = getattr(arr, "shape", None)
+        raise CocaValueError(f"{name} must be a 2-D float array (rows, dim), got {type(x).__name__} {shape}")
+    return np.ascontiguousarray(arr, dtype=np.float32)
+
+
+def write_collection(
+    out_dir: Union[str, "os.PathLike[str]"],
+    image_embeddings: Any = None,
+    text_embeddings: Any = None,
+    image_paths: Optional[Sequence[Union[str, "os.PathLike[str]"]]] = None,
+    captions: Optional[Sequence[Optional[str]]] = None,
+    keys: Optional[Sequence[str]] = None,
+    *,
+    model: Optional[Model] = None,
+    partition_size: int = 10_000,
+    dtype: str = "float16",
+) -> dict:
+    """Write embeddings in clip-retrieval's layout, with the writer ``coca embed --output-dir`` uses:
+    ``img_emb/img_emb_N.npy``, ``text_emb/text_emb_N.npy`` (row-aligned), ``metadata/metadata_N.parquet``
+    (``image_path``, ``caption``, ``key`` per row), ``partition_size`` rows a partition, every file written
+    atomically. ``image_paths`` with the embeddings of ``model.encode_image(image_paths)`` gives the files
+    ``coca embed --input-list`` writes for the same list (a row's key is its path unless ``keys`` says
+    otherwise). ``model`` records the model and checkpoint in ``coca_embed.json``, where ``coca index`` and
+    ``coca search`` find them. ``dtype`` is ``"float16"`` (clip-retrieval's) or ``"float32"``. Writing again
+    into the same folder rewrites it when the settings and row count are the same and is refused otherwise.
+    Returns a summary: ``output_dir``, ``rows``, ``partitions``, ``dim``, ``dtype``, ``image_embeddings``,
+    ``text_embeddings``."""
+    settings = {}
+    if model is not None:
+        settings = {"model": _stable(model.name), "pretrained": _stable(model.weights)}
+    return _coca.write_collection(
+        os.fspath(out_dir),
+        _embedding_matrix("image_embeddings", image_embeddings),
+        _embedding_matrix("text_embeddings", text_embeddings),
+        None if image_paths is None else [os.fspath(p) for p in image_paths],
+        None if captions is None else list(captions),
+        None if keys is None else [str(k) for k in keys],
+        partition_size,
+        dtype,
+        settings,
+    )
+
+
+def _stable(name: str) -> str:
+    """A model or checkpoint as ``coca embed`` records it: the absolute path of an existing file, else the name."""
+    return os.path.realpath(name) if os.path.exists(name) else name

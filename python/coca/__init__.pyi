@@ -1,7 +1,7 @@
 """Type stubs of the coca package (see __init__.py for the documentation)."""
 
 import os
-from typing import Any, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import numpy.typing as npt
@@ -81,3 +81,15 @@ def tokenize(
 def decode(ids: Any, caption: bool = False) -> str: ...
 def classnames(spec: Union[str, "os.PathLike[str]"] = "imagenet", dataset: Optional[str] = None) -> List[str]: ...
 def templates(spec: Union[str, "os.PathLike[str]"] = "openai", dataset: Optional[str] = None) -> List[str]: ...
+def write_collection(
+    out_dir: Union[str, "os.PathLike[str]"],
+    image_embeddings: Any = None,
+    text_embeddings: Any = None,
+    image_paths: Optional[Sequence[Union[str, "os.PathLike[str]"]]] = None,
+    captions: Optional[Sequence[Optional[str]]] = None,
+    keys: Optional[Sequence[str]] = None,
+    *,
+    model: Optional[Model] = None,
+    partition_size: int = 10_000,
+    dtype: str = "float16",
+) -> Dict[str, Any]: ...

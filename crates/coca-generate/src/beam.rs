@@ -122,6 +122,7 @@ pub(crate) fn run(
     image_tokens: &Tensor,
     cfg: &GenerationConfig,
     bc: BeamConfig,
+    cancel: &dyn Fn() -> bool,
 ) -> Result<Vec<Caption>> {
     let images = image_tokens.dim(0)?;
     let g = bc.beams_per_group();
@@ -151,6 +152,9 @@ pub(crate) fn run(
     let mut logits_t = session.extend(&vec![start.clone(); images * g])?;
     let mut len = prompt_len;
     loop {
+        if cancel() {
+            return Err(GenerateError::Cancelled);
+        }
         let raw = logits_t.to_vec2::<f32>()?;
         let mut next_beams = Vec::with_capacity(beams.len());
         let mut next_rows = Vec::with_capacity(beams.len());

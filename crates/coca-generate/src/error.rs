@@ -18,6 +18,9 @@ pub enum GenerateError {
     /// A tensor operation failed inside the model.
     #[error("model error during generation: {0}")]
     Model(#[from] candle_core::Error),
+    /// The caller's cancel check (see [`crate::generate_from_tokens_until`]) asked to stop.
+    #[error("generation was cancelled")]
+    Cancelled,
 }
 
 impl From<coca_model::ModelError> for GenerateError {

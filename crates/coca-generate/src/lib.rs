@@ -65,6 +65,18 @@ pub fn generate_from_tokens(
     image_tokens: &Tensor,
     cfg: &GenerationConfig,
 ) -> Result<Vec<Caption>> {
+    generate_from_tokens_until(model, image_tokens, cfg, &|| false)
+}
+
+/// [`generate_from_tokens`] that asks `cancel` before every decoding step and stops with
+/// [`GenerateError::Cancelled`] once it answers true, so that a caller (a Ctrl-C in the Python package) can end
+/// a long beam search within one step.
+pub fn generate_from_tokens_until(
+    model: &Coca,
+    image_tokens: &Tensor,
+    cfg: &GenerationConfig,
+    cancel: &dyn Fn() -> bool,
+) -> Result<Vec<Caption>> {
     let context = model
         .text()
         .context_length()
@@ -74,8 +86,8 @@ pub fn generate_from_tokens(
         return Ok(Vec::new());
     }
     match cfg.strategy {
-        Strategy::Greedy => sampling::run(model, image_tokens, cfg, None),
-        Strategy::Sample(sc) => sampling::run(model, image_tokens, cfg, Some(sc)),
-        Strategy::Beam(bc) => beam::run(model, image_tokens, cfg, bc),
+        Strategy::Greedy => sampling::run(model, image_tokens, cfg, None, cancel),
+        Strategy::Sample(sc) => sampling::run(model, image_tokens, cfg, Some(sc), cancel),
+        Strategy::Beam(bc) => beam::run(model, image_tokens, cfg, bc, cancel),
     }
 }

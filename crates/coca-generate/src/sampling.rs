@@ -7,7 +7,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::caption::Caption;
 use crate::config::{GenerationConfig, SamplingConfig};
-use crate::error::Result;
+use crate::error::{GenerateError, Result};
 use crate::logits;
 use crate::session::DecodeSession;
 
@@ -28,6 +28,7 @@ pub(crate) fn run(
     image_tokens: &Tensor,
     cfg: &GenerationConfig,
     sampling: Option<SamplingConfig>,
+    cancel: &dyn Fn() -> bool,
 ) -> Result<Vec<Caption>> {
     let images = image_tokens.dim(0)?;
     let mut start = vec![cfg.special.sot];
@@ -54,6 +55,9 @@ pub(crate) fn run(
     }
     let mut len = start.len();
     while !active.is_empty() {
+        if cancel() {
+            return Err(GenerateError::Cancelled);
+        }
         let scores = logits_t.to_vec2::<f32>()?;
         let mut keep = Vec::with_capacity(active.len());
         for (r, &img) in active.iter().enumerate() {

@@ -5,6 +5,7 @@
 //! torch tensors) into the few this module takes: image paths, encoded image bytes, uint8 RGB arrays, float32
 //! pixel batches, texts and token ids. Errors become `coca.CocaError` subclasses with the CLI's messages.
 
+pub mod collection;
 pub mod errors;
 pub mod model;
 
@@ -175,6 +176,7 @@ fn _coca(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(classnames, m)?)?;
     m.add_function(wrap_pyfunction!(templates, m)?)?;
     m.add_function(wrap_pyfunction!(class_probabilities, m)?)?;
+    m.add_function(wrap_pyfunction!(collection::write_collection, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

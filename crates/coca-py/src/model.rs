@@ -1,6 +1,8 @@
 //! `coca._coca.Model`: one loaded model, shared by any number of Python threads.
 
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use candle_core::{DType, Tensor};
 use coca_generate::{GenerationOptions, OptionNames, StrategyChoice};
@@ -14,14 +16,15 @@ use numpy::{
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use crate::errors::{check_signals, without_gil, Error, Kind, Result};
+use crate::errors::{check_signals, interruptible, without_gil, Error, Kind, Result};
 use crate::matrix;
 
 /// A CoCa model with its preprocessing and tokenizer. Every method releases the GIL while it computes and
 /// can be called from several threads at once.
 #[pyclass(frozen, module = "coca._coca")]
 pub struct Model {
-    model: Coca,
+    /// Shared with the worker thread of each call (see [`interruptible`]).
+    model: Arc<Coca>,
     cfg: CocaConfig,
     pre: PreprocessConfig,
     tokenizer: Tokenizer,
@@ -37,7 +40,7 @@ impl Model {
         let pre = coca_pipeline::preprocess_config(&cfg)?;
         let weights = coca_pipeline::weights_path(model, pretrained)?;
         Ok(Self {
-            model: coca,
+            model: Arc::new(coca),
             cfg,
             pre,
             tokenizer: Tokenizer::new()?,
@@ -57,7 +60,7 @@ impl Model {
         PyArray1::from_vec(py, flat).reshape([n, 3, s, s])
     }
 
-    /// Embeddings of preprocessed images, `batch_size` at a time with a chance for Ctrl-C in between.
+    /// Embeddings of preprocessed images, `batch_size` at a time, each batch interruptible by Ctrl-C.
     fn embed_pixels(
         &self,
         py: Python<'_>,
@@ -69,12 +72,13 @@ impl Model {
         let mut out = Vec::new();
         for start in (0..n).step_by(batch_size.max(1)) {
             let len = batch_size.min(n - start);
-            let rows = without_gil(py, || {
-                let chunk = pixels.narrow(0, start, len)?;
+            let chunk = pixels.narrow(0, start, len).map_err(Error::from)?;
+            let model = Arc::clone(&self.model);
+            let rows = interruptible(py, move |_| {
                 let emb = if normalize {
-                    self.model.encode_image(&chunk)?.embedding
+                    model.encode_image(&chunk)?.embedding
                 } else {
-                    self.model
+                    model
                         .visual()
                         .forward(&chunk, &coca_model::AllAtOnce)?
                         .pooled
@@ -87,7 +91,7 @@ impl Model {
         Ok(out)
     }
 
-    /// Embeddings of token ids `(n, len)`.
+    /// Embeddings of token ids `(n, len)`, `batch_size` at a time, each batch interruptible by Ctrl-C.
     fn embed_ids(
         &self,
         py: Python<'_>,
@@ -99,15 +103,13 @@ impl Model {
         let mut out = Vec::new();
         for start in (0..n).step_by(batch_size.max(1)) {
             let len = batch_size.min(n - start);
-            let rows = without_gil(py, || {
-                let chunk = ids.narrow(0, start, len)?;
+            let chunk = ids.narrow(0, start, len).map_err(Error::from)?;
+            let model = Arc::clone(&self.model);
+            let rows = interruptible(py, move |_| {
                 let emb = if normalize {
-                    self.model.encode_text(&chunk)?.embedding
+                    model.encode_text(&chunk)?.embedding
                 } else {
-                    self.model
-                        .text()
-                        .forward(&chunk, &coca_model::AllAtOnce)?
-                        .pooled
+                    model.text().forward(&chunk, &coca_model::AllAtOnce)?.pooled
                 };
                 flat_f32(&emb)
             })?;
@@ -474,18 +476,22 @@ impl Model {
         let mut out = Vec::with_capacity(n);
         for start in (0..n).step_by(batch_size) {
             let len = batch_size.min(n - start);
-            let captions = without_gil(py, || {
-                let chunk = tensor.narrow(0, start, len)?;
-                let captions = coca_generate::generate(&self.model, &chunk, &cfg.for_batch(start))?;
-                Ok(captions
-                    .into_iter()
-                    .map(|c| {
-                        let text = c.text(&self.tokenizer);
-                        (c.tokens, text, c.log_prob)
-                    })
-                    .collect::<Vec<_>>())
+            let chunk = tensor.narrow(0, start, len).map_err(Error::from)?;
+            let (model, batch_cfg) = (Arc::clone(&self.model), cfg.for_batch(start));
+            // Decoding asks the stop flag at every step, so Ctrl-C ends even one long beam search.
+            let captions = interruptible(py, move |stop| {
+                let encoding = model.encode_image(&chunk)?;
+                Ok(coca_generate::generate_from_tokens_until(
+                    &model,
+                    &encoding.tokens,
+                    &batch_cfg,
+                    &|| stop.load(Ordering::Relaxed),
+                )?)
             })?;
-            out.extend(captions);
+            out.extend(captions.into_iter().map(|c| {
+                let text = c.text(&self.tokenizer);
+                (c.tokens, text, c.log_prob)
+            }));
             check_signals(py)?;
         }
         Ok(out)
@@ -504,13 +510,14 @@ impl Model {
         if batch_size == 0 {
             return Err(Error::value("batch_size must be at least 1").into());
         }
-        let templates = templates
+        let templates: Arc<[coca_zeroshot::Template]> = templates
             .iter()
             .map(|t| coca_zeroshot::Template::parse(t))
             .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(Error::from)?;
+            .map_err(Error::from)?
+            .into();
         let n = classnames.len();
-        // Built in slices of classes so that Ctrl-C is seen between them; the result does not depend on it.
+        // Built in slices of classes, each interruptible; the result does not depend on the slicing.
         let per_call = (batch_size / templates.len().max(1)).max(1);
         let mut flat = Vec::with_capacity(n * self.dim());
         if n == 0 {
@@ -521,9 +528,13 @@ impl Model {
             })?;
         }
         for chunk in classnames.chunks(per_call) {
-            let part = without_gil(py, || {
-                let w =
-                    coca_zeroshot::build_classifier(&self.model, chunk, &templates, batch_size)?;
+            let (chunk, model, templates) = (
+                chunk.to_vec(),
+                Arc::clone(&self.model),
+                Arc::clone(&templates),
+            );
+            let part = interruptible(py, move |_| {
+                let w = coca_zeroshot::build_classifier(&model, &chunk, &templates, batch_size)?;
                 flat_f32(&w.t()?.contiguous()?)
             })?;
             flat.extend(part);
