@@ -231,11 +231,11 @@ fn a_video_probe_learns_from_gifs_and_frame_folders() {
     let acc1 = v["metrics"]["acc1"].as_f64().unwrap();
     assert!(acc1 >= 0.6, "video probe top-1 {acc1} (chance 0.33)");
 
-    // An unreadable video names itself.
+    // An unreadable video is skipped, named in a warning and counted; the others still train the probe.
     std::fs::write(data.join("red/broken.gif"), b"GIF89a, or so it claims").unwrap();
+    let skipped_out = tmp.path().join("skipped.json");
     let o = command()
         .args([
-            "-q",
             "probe",
             "--model",
             DEMO_CFG,
@@ -243,10 +243,32 @@ fn a_video_probe_learns_from_gifs_and_frame_folders() {
             DEMO_WEIGHTS,
             "--video",
         ])
+        .args([
+            "--frames",
+            "3",
+            "--pooler-heads",
+            "4",
+            "--val-fraction",
+            "0.3",
+        ])
         .args(["--train-dir", data.to_str().unwrap(), "--no-cache"])
+        .args(["--output", skipped_out.to_str().unwrap()])
         .output()
         .unwrap();
-    assert_fails_with(&o, &["broken.gif", "cannot use this video"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("broken.gif"),
+        "the skipped video is named: {}",
+        stderr(&o)
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&skipped_out).unwrap()).unwrap();
+    assert_eq!(v["skipped_images"], 1, "{v}");
+    assert_eq!(
+        v["train_samples"].as_u64().unwrap() + v["val_samples"].as_u64().unwrap(),
+        21,
+        "the 21 readable videos are used"
+    );
 }
 
 /// Every metadata row of an embedding folder, in order.
