@@ -188,7 +188,7 @@ fn caught<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
 const SIGNAL_POLL: Duration = Duration::from_millis(100);
 
 /// Run `f` on a worker thread while the calling thread waits with the GIL released and, every
-/// [`SIGNAL_POLL`], runs Python's signal handlers (which do something only on the main thread). When one raises
+/// `SIGNAL_POLL` (0.1 s), runs Python's signal handlers (which do something only on the main thread). When one raises
 /// (Ctrl-C: `KeyboardInterrupt`), the exception is raised at once and the flag `f` receives is set: a decoding
 /// loop that watches it stops at its next step; other work finishes in the background and its result is
 /// dropped. This is how a single long batch, which Rust cannot pause, still gives Ctrl-C back within ~0.1 s.
