@@ -52,7 +52,8 @@ struct Lines {
     unit: String,
     total: Option<u64>,
     started: Instant,
-    first_position: u64,
+    /// The first position set (a resumed run starts past 0); the rate counts from it.
+    first_position: Option<u64>,
     position: u64,
     last_line: Instant,
     message: String,
@@ -89,7 +90,7 @@ impl Progress {
                     unit: unit.to_string(),
                     total,
                     started: now,
-                    first_position: 0,
+                    first_position: None,
                     position: 0,
                     last_line: now,
                     message: String::new(),
@@ -104,9 +105,7 @@ impl Progress {
     pub fn set_position(&self, position: u64) {
         self.bar.set_position(position);
         self.with_lines(|l| {
-            if l.position == 0 && l.first_position == 0 {
-                l.first_position = position;
-            }
+            l.first_position.get_or_insert(position);
             l.position = position;
         });
     }
@@ -161,7 +160,9 @@ impl Lines {
     /// `training: 120/5000 steps (2.4%), 1.9 steps/s, 42m50s left; loss 3.1 ...`
     fn line(&self, now: Instant) -> String {
         let elapsed = now.duration_since(self.started).as_secs_f64();
-        let done = self.position.saturating_sub(self.first_position) as f64;
+        let done = self
+            .position
+            .saturating_sub(self.first_position.unwrap_or(0)) as f64;
         let rate = if elapsed > 0.0 { done / elapsed } else { 0.0 };
         let mut line = format!("{}: {}", self.label, self.position);
         if let Some(total) = self.total {
@@ -208,7 +209,7 @@ mod tests {
             unit: "steps".into(),
             total: Some(1000),
             started,
-            first_position: 100,
+            first_position: Some(100),
             position: 300,
             last_line: started,
             message: "loss 2.5000".into(),
@@ -229,7 +230,7 @@ mod tests {
             unit: "samples".into(),
             total: None,
             started,
-            first_position: 0,
+            first_position: None,
             position: 50,
             last_line: started,
             message: String::new(),
@@ -239,5 +240,33 @@ mod tests {
             line,
             "embedding: 50 samples, 0.0 samples/s, 1h02m05s elapsed"
         );
+    }
+
+    #[test]
+    fn the_rate_counts_from_the_first_position_set_even_when_it_is_zero() {
+        let now = Instant::now();
+        let lines = |every| Lines {
+            every,
+            label: "training".into(),
+            unit: "steps".into(),
+            total: Some(10),
+            started: now,
+            first_position: None,
+            position: 0,
+            last_line: now,
+            message: String::new(),
+        };
+        let first = |start: u64| {
+            let p = Progress {
+                bar: ProgressBar::hidden(),
+                lines: Some(Mutex::new(lines(Duration::MAX))),
+            };
+            p.set_position(start);
+            p.set_position(start + 1);
+            let l = p.lines.as_ref().unwrap().lock().unwrap();
+            l.first_position
+        };
+        assert_eq!(first(0), Some(0), "a new run");
+        assert_eq!(first(7), Some(7), "a resumed run");
     }
 }
