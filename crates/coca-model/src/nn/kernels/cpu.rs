@@ -11,7 +11,12 @@
 //!
 //! `COCA_AVX512=0` makes every kernel behave as on a CPU without AVX-512 (the AVX2 kernels, or the portable ones,
 //! run instead, and the AVX-512-only tests report themselves skipped): a way to run those paths on a machine that
-//! has AVX-512.
+//! has AVX-512. It turns AMX off too. `COCA_AMX=0` turns off AMX alone, so that the AVX-512 low-precision kernels
+//! can be run and measured on a CPU with AMX.
+//!
+//! The low-precision kernels take narrower tokens: [`Avx512Vnni`] (`vpdpbusd`), [`Avx512Bf16`] (`vdpbf16ps`) and
+//! [`Amx`] (AMX tiles with int8 and bf16 products). AMX also needs the kernel's permission for this process (Linux
+//! `arch_prctl(ARCH_REQ_XCOMP_PERM)`), which [`amx`] asks for once; without it the token is not made.
 
 use std::sync::OnceLock;
 
@@ -91,4 +96,101 @@ pub(crate) fn avx512() -> Option<Avx512> {
         Simd::Avx512(cpu) => Some(cpu),
         Simd::Avx2(_) | Simd::Portable => None,
     }
+}
+
+/// Proof that this CPU runs AVX-512F, AVX-512BW and AVX512-VNNI (`vpdpbusd`). Only [`avx512_vnni`] makes one.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Avx512Vnni(());
+
+/// Proof that this CPU runs AVX-512F, AVX-512BW and AVX512-BF16 (`vdpbf16ps`). Only [`avx512_bf16`] makes one.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Avx512Bf16(());
+
+/// Proof that this CPU runs AMX-TILE, AMX-INT8 and AMX-BF16 and that the kernel lets this process use the tile
+/// registers. Only [`amx`] makes one.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Amx(());
+
+/// An AVX512-VNNI token when the CPU has it (with AVX-512F/BW) and `COCA_AVX512` is not `0`.
+pub(crate) fn avx512_vnni() -> Option<Avx512Vnni> {
+    static VNNI: OnceLock<Option<Avx512Vnni>> = OnceLock::new();
+    *VNNI.get_or_init(|| {
+        avx512()?;
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx512bw")
+            && std::arch::is_x86_feature_detected!("avx512vnni")
+        {
+            return Some(Avx512Vnni(()));
+        }
+        None
+    })
+}
+
+/// An AVX512-BF16 token when the CPU has it (with AVX-512F/BW) and `COCA_AVX512` is not `0`.
+pub(crate) fn avx512_bf16() -> Option<Avx512Bf16> {
+    static BF16: OnceLock<Option<Avx512Bf16>> = OnceLock::new();
+    *BF16.get_or_init(|| {
+        avx512()?;
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx512bw")
+            && std::arch::is_x86_feature_detected!("avx512bf16")
+        {
+            return Some(Avx512Bf16(()));
+        }
+        None
+    })
+}
+
+/// An AMX token when the CPU has AMX-TILE, AMX-INT8 and AMX-BF16, `COCA_AVX512` and `COCA_AMX` are not `0`, and
+/// Linux granted this process the tile data state (asked once).
+pub(crate) fn amx() -> Option<Amx> {
+    static AMX: OnceLock<Option<Amx>> = OnceLock::new();
+    *AMX.get_or_init(|| {
+        avx512()?;
+        if std::env::var("COCA_AMX").is_ok_and(|v| v == "0") {
+            return None;
+        }
+        (cpu_lists_amx() && request_amx_permission()).then_some(Amx(()))
+    })
+}
+
+/// CPUID leaf 7, sub-leaf 0, EDX bits 22 (AMX-BF16), 24 (AMX-TILE) and 25 (AMX-INT8). The standard library's
+/// detection of these features is not stable yet.
+fn cpu_lists_amx() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: CPUID exists on every x86-64 CPU; leaf 7 is defined when the maximum basic leaf is ≥ 7.
+        let max_leaf = unsafe { std::arch::x86_64::__cpuid(0) }.eax;
+        if max_leaf < 7 {
+            return false;
+        }
+        // SAFETY: as above; leaf 7 is within the range just read.
+        let edx = unsafe { std::arch::x86_64::__cpuid_count(7, 0) }.edx;
+        const AMX: u32 = (1 << 22) | (1 << 24) | (1 << 25);
+        edx & AMX == AMX
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// Ask Linux for the AMX tile data state (`arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)`); `true` when
+/// granted. Without this the first tile instruction kills the process with SIGILL.
+fn request_amx_permission() -> bool {
+    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+    {
+        const ARCH_REQ_XCOMP_PERM: libc::c_long = 0x1023;
+        const XFEATURE_XTILEDATA: libc::c_long = 18;
+        // SAFETY: arch_prctl with this code only changes which extended states this process may use; it reads and
+        // writes no memory of ours.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_arch_prctl,
+                ARCH_REQ_XCOMP_PERM,
+                XFEATURE_XTILEDATA,
+            )
+        };
+        rc == 0
+    }
+    #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+    false
 }

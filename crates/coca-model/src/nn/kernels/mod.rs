@@ -14,6 +14,7 @@
 //! - [`cpu`]: which vector instructions this CPU runs (detected once), as tokens that the AVX-512 and AVX2 code
 //!   takes, so that no safe call reaches it on a CPU without them.
 //! - [`thin_matmul`]: products with at most [`thin_matmul::MAX_ROWS`] activation rows and no gradient (decoding).
+//! - [`lowp`]: int8 and bf16 weights packed for the low-precision CPU kernels, and their reference product.
 //! - [`chunked_lm_head`]: the LM head's loss from tensor ops in chunks, for devices without a kernel of their own.
 //! - `cuda` (the `cuda` feature): CUDA forward and backward of LayerNorm, GELU (with the MLP's bias folded in)
 //!   and the attention softmax, for f32 and bf16; the functions above run them for CUDA tensors.
@@ -29,6 +30,7 @@ pub mod gemm512;
 pub mod layer_norm;
 pub mod linear;
 pub mod lm_head;
+pub mod lowp;
 pub mod softmax;
 pub mod thin_matmul;
 pub mod vexp;
