@@ -3,6 +3,8 @@
     scripts/parity/setup.sh                                   # once: the pinned open_clip venv
     cargo build --release -p coca-cli
     scripts/parity/.venv/bin/python scripts/bench/bench_caption.py --model coca_ViT-B-32 --threads 2
+    # low precision: coca bf16 and int8 (files written by `coca quantize`), open_clip with quantize_dynamic int8
+    scripts/parity/.venv/bin/python scripts/bench/bench_caption.py --precisions fp32 bf16 int8 --open-clip-int8
 
 Like bench_embed.py: a checkpoint with perturbed random weights is written once by open_clip; every
 (implementation, strategy) pair runs in its own process with the same thread count, so peak RSS is its own.
@@ -31,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts" / "parity"))
 sys.path.insert(0, str(ROOT / "scripts" / "bench"))
 
-from bench_embed import write_checkpoint  # noqa: E402  (the same random checkpoint for every benchmark)
+from bench_embed import coca_weights, quantize_dynamic, write_checkpoint  # noqa: E402  (the same weights everywhere)
 
 IMAGE = ROOT / "fixtures" / "images" / "sources" / "chelsea.png"
 NEW_TOKENS = 20
@@ -48,6 +50,8 @@ def open_clip_worker(args) -> None:
     started = time.perf_counter()
     model = open_clip.create_model(args.model, pretrained=args.checkpoint, precision="fp32")
     model.eval()
+    if args.quantize_dynamic:
+        model = quantize_dynamic(model)
     load_seconds = time.perf_counter() - started
     preprocess = open_clip.image_transform(model.visual.image_size, is_train=False)
     lengths = dict(seq_len=NEW_TOKENS + 1, min_seq_len=NEW_TOKENS)
@@ -77,12 +81,12 @@ def open_clip_worker(args) -> None:
     }))
 
 
-def coca_run(args, ckpt: Path, strategy: str, env) -> dict:
+def coca_run(args, weights: Path, precision: str, strategy: str, env) -> dict:
     flags = ["--strategy", "greedy"] if strategy == "greedy" else ["--preset", "open_clip"]
     started = time.perf_counter()
     out = subprocess.run(
-        [args.coca_bin, "--threads", str(args.threads), "caption", "--model", args.model, "--pretrained", str(ckpt),
-         *flags, "--max-length", str(NEW_TOKENS + 1), "--min-length", str(NEW_TOKENS), "--bench",
+        [args.coca_bin, "--threads", str(args.threads), "caption", "--model", args.model, "--pretrained",
+         str(weights), "--precision", precision, *flags, "--max-length", str(NEW_TOKENS + 1), "--min-length", str(NEW_TOKENS), "--bench",
          "--bench-iters", str(args.iters), str(IMAGE)],
         env=env, check=True, capture_output=True, text=True)
     res = json.loads(out.stdout)
@@ -99,8 +103,12 @@ def main() -> None:
     p.add_argument("--iters", type=int, default=3)
     p.add_argument("--image", default=str(IMAGE), help=argparse.SUPPRESS)
     p.add_argument("--coca-bin", default=str(ROOT / "target" / "release" / "coca"))
+    p.add_argument("--precisions", nargs="+", default=["fp32"], choices=["fp32", "bf16", "int8"],
+                   help="coca precisions to run (bf16 and int8 from a file written by `coca quantize`)")
+    p.add_argument("--open-clip-int8", action="store_true", help="also run open_clip with quantize_dynamic int8")
     p.add_argument("--markdown", action="store_true", help="also print a markdown table")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--quantize-dynamic", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--strategy", choices=STRATEGIES, help=argparse.SUPPRESS)
     p.add_argument("--checkpoint", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -111,41 +119,50 @@ def main() -> None:
         sys.exit(f"error: {args.coca_bin} not found; run `cargo build --release -p coca-cli` first")
 
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), RAYON_NUM_THREADS=str(args.threads))
-    results = {}
+    results = {}  # (strategy, column) -> result
+    oc_columns = [("open_clip fp32", [])] + ([("open_clip int8", ["--quantize-dynamic"])] if args.open_clip_int8
+                                            else [])
     with tempfile.TemporaryDirectory(prefix="coca-bench-") as tmp:
         ckpt = write_checkpoint(args.model, Path(tmp))
+        weights = {p: coca_weights(args, ckpt, p, Path(tmp), env) for p in args.precisions}
         for strategy in STRATEGIES:
-            oc = subprocess.run(
-                [sys.executable, __file__, "--worker", "--model", args.model, "--checkpoint", str(ckpt),
-                 "--threads", str(args.threads), "--iters", str(args.iters), "--strategy", strategy],
-                env=env, check=True, capture_output=True, text=True)
-            oc = json.loads(oc.stdout.strip().splitlines()[-1])
-            results[strategy] = (oc, coca_run(args, ckpt, strategy, env))
+            for label, extra in oc_columns:
+                oc = subprocess.run(
+                    [sys.executable, __file__, "--worker", "--model", args.model, "--checkpoint", str(ckpt),
+                     "--threads", str(args.threads), "--iters", str(args.iters), "--strategy", strategy, *extra],
+                    env=env, check=True, capture_output=True, text=True)
+                results[strategy, label] = json.loads(oc.stdout.strip().splitlines()[-1])
+            for precision in args.precisions:
+                results[strategy, f"coca {precision}"] = coca_run(args, weights[precision], precision, strategy, env)
 
-    print(f"{args.model}, random weights, fp32, {args.threads} threads, batch 1, {NEW_TOKENS} new tokens, "
+    columns = [label for label, _ in oc_columns] + [f"coca {p}" for p in args.precisions]
+    print(f"{args.model}, random weights, {args.threads} threads, batch 1, {NEW_TOKENS} new tokens, "
           f"{platform.processor() or platform.machine()}")
-    header = (f"{'strategy':<8} {'open_clip s':>12} {'coca s':>8} {'speed':>7} {'TTFC oc s':>10} {'TTFC coca s':>12}"
-              f" {'RSS oc MiB':>11} {'RSS coca MiB':>13} {'same tokens':>12}")
-    print(header)
+    print("seconds per caption (speed vs open_clip fp32); tokens equal to open_clip fp32's / to coca fp32's")
     rows = []
-    for strategy, (oc, cc) in results.items():
-        same = oc["tokens"] == cc["tokens"]
-        ratio = oc["median_run_s"] / cc["median_run_s"]
-        rows.append((strategy, oc, cc, ratio, same))
-        print(f"{strategy:<8} {oc['median_run_s']:>12.3f} {cc['median_run_s']:>8.3f} {ratio:>6.1f}x "
-              f"{oc['time_to_first_caption_s']:>10.2f} {cc['time_to_first_caption_s']:>12.2f} "
-              f"{oc['peak_rss_mib']:>11.0f} {cc['peak_rss_mib']:>13.0f} {str(same):>12}")
-        if not same:
-            print(f"  open_clip {oc['tokens']}\n  coca      {cc['tokens']}")
-    print(f"load: open_clip {results['greedy'][0]['load_s']:.2f}s, coca {results['greedy'][1]['load_s']:.2f}s")
+    for strategy in STRATEGIES:
+        base = results[strategy, "open_clip fp32"]
+        coca_base = results.get((strategy, "coca fp32"))
+        cells = []
+        for c in columns:
+            r = results[strategy, c]
+            same_oc = r["tokens"] == base["tokens"]
+            same_coca = coca_base is not None and r["tokens"] == coca_base["tokens"]
+            cells.append((c, r, base["median_run_s"] / r["median_run_s"], same_oc, same_coca))
+        rows.append((strategy, cells))
+        for c, r, ratio, same_oc, same_coca in cells:
+            print(f"{strategy:<7} {c:<15} {r['median_run_s']:>8.3f} s {ratio:>6.1f}x  TTFC "
+                  f"{r['time_to_first_caption_s']:.2f} s  RSS {r['peak_rss_mib']:.0f} MiB  same tokens "
+                  f"{same_oc}/{same_coca}")
     if args.markdown:
-        print("\n| strategy | open_clip s/caption | coca s/caption | coca/open_clip speed | time to first caption "
-              "(open_clip / coca) | peak RSS MiB (open_clip / coca) | same tokens |")
-        print("|---|---:|---:|---:|---:|---:|---|")
-        for strategy, oc, cc, ratio, same in rows:
-            print(f"| {strategy} | {oc['median_run_s']:.3f} | {cc['median_run_s']:.3f} | {ratio:.1f}× | "
-                  f"{oc['time_to_first_caption_s']:.2f} / {cc['time_to_first_caption_s']:.2f} s | "
-                  f"{oc['peak_rss_mib']:.0f} / {cc['peak_rss_mib']:.0f} | {'yes' if same else 'no'} |")
+        print("\n| strategy | implementation | s/caption | speed vs open_clip fp32 | time to first caption | "
+              "peak RSS MiB | tokens = open_clip fp32 / coca fp32 |")
+        print("|---|---|---:|---:|---:|---:|---|")
+        for strategy, cells in rows:
+            for c, r, ratio, same_oc, same_coca in cells:
+                print(f"| {strategy} | {c} | {r['median_run_s']:.3f} | {ratio:.1f}× | "
+                      f"{r['time_to_first_caption_s']:.2f} s | {r['peak_rss_mib']:.0f} | "
+                      f"{'yes' if same_oc else 'no'} / {'yes' if same_coca else 'no'} |")
 
 
 if __name__ == "__main__":

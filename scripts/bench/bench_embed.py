@@ -3,10 +3,14 @@
     scripts/parity/setup.sh                                   # once: the pinned open_clip venv
     cargo build --release -p coca-cli
     scripts/parity/.venv/bin/python scripts/bench/bench_embed.py --model coca_ViT-B-32 --threads 2
+    # low precision: coca bf16 and int8 (from files written by `coca quantize`) beside open_clip f32 and
+    # open_clip with torch's quantize_dynamic int8
+    scripts/parity/.venv/bin/python scripts/bench/bench_embed.py --precisions fp32 bf16 int8 --open-clip-int8
 
-Both implementations run in their own process (so peak RSS is each one's own) with the same number of threads,
-on a checkpoint written once by open_clip. Prints median seconds per batch, items/s, the coca/open_clip speed
-ratio (> 1 means coca is faster), load time and peak RSS; `--markdown` prints a table for docs/benchmarks.md.
+Every configuration runs in its own process (so peak RSS is each one's own) with the same number of threads,
+on a checkpoint written once by open_clip. Prints median seconds per batch, the speed ratio against open_clip
+f32 (> 1 means faster; and against open_clip int8 with --open-clip-int8), load time and peak RSS; `--markdown`
+prints a table for docs/benchmarks.md.
 """
 
 import argparse
@@ -47,6 +51,18 @@ def median_seconds(fn, warmup: int, iters: int) -> float:
     return statistics.median(times)
 
 
+def quantize_dynamic(model):
+    """open_clip's model with torch's dynamic int8 for every nn.Linear, the best CPU int8 open_clip users have.
+    After quantisation `c_fc.weight` is a method, which open_clip's `get_cast_dtype` reads; patched to f32."""
+    import torch
+
+    q = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+    for module in q.modules():
+        if hasattr(module, "get_cast_dtype"):
+            module.get_cast_dtype = lambda: torch.float32
+    return q
+
+
 def open_clip_worker(args) -> None:
     """Runs in a child process: load the checkpoint with open_clip and time it."""
     import torch
@@ -56,6 +72,8 @@ def open_clip_worker(args) -> None:
     started = time.perf_counter()
     model = open_clip.create_model(args.model, pretrained=args.checkpoint, precision="fp32")
     model.eval()
+    if args.quantize_dynamic:
+        model = quantize_dynamic(model)
     load_seconds = time.perf_counter() - started
     tokenizer = open_clip.get_tokenizer(args.model)
     size = model.visual.image_size
@@ -91,8 +109,12 @@ def main() -> None:
     p.add_argument("--iters", type=int, default=10)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--coca-bin", default=str(ROOT / "target" / "release" / "coca"))
+    p.add_argument("--precisions", nargs="+", default=["fp32"], choices=["fp32", "bf16", "int8"],
+                   help="coca precisions to run (bf16 and int8 from a file written by `coca quantize`)")
+    p.add_argument("--open-clip-int8", action="store_true", help="also run open_clip with quantize_dynamic int8")
     p.add_argument("--markdown", action="store_true", help="also print a markdown table")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--quantize-dynamic", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--checkpoint", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
@@ -102,41 +124,67 @@ def main() -> None:
         sys.exit(f"error: {args.coca_bin} not found; run `cargo build --release -p coca-cli` first")
 
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), RAYON_NUM_THREADS=str(args.threads))
+    runs = {}  # column name -> result JSON
     with tempfile.TemporaryDirectory(prefix="coca-bench-") as tmp:
         ckpt = write_checkpoint(args.model, Path(tmp))
         common = ["--iters", str(args.iters), "--warmup", str(args.warmup)]
-        oc = subprocess.run(
-            [sys.executable, __file__, "--worker", "--model", args.model, "--checkpoint", str(ckpt),
-             "--threads", str(args.threads), "--batch-sizes", *map(str, args.batch_sizes), *common],
-            env=env, check=True, capture_output=True, text=True)
-        oc = json.loads(oc.stdout.strip().splitlines()[-1])
+        for label, extra in [("open_clip fp32", [])] + ([("open_clip int8", ["--quantize-dynamic"])]
+                                                        if args.open_clip_int8 else []):
+            oc = subprocess.run(
+                [sys.executable, __file__, "--worker", "--model", args.model, "--checkpoint", str(ckpt),
+                 "--threads", str(args.threads), "--batch-sizes", *map(str, args.batch_sizes), *common, *extra],
+                env=env, check=True, capture_output=True, text=True)
+            runs[label] = json.loads(oc.stdout.strip().splitlines()[-1])
         bs = [a for b in args.batch_sizes for a in ("--batch-size", str(b))]
-        cc = subprocess.run(
-            [args.coca_bin, "--threads", str(args.threads), "bench", "--model", args.model, "--pretrained",
-             str(ckpt), *bs, *common, "--json"],
-            env=env, check=True, capture_output=True, text=True)
-        cc = json.loads(cc.stdout)
+        for precision in args.precisions:
+            weights = coca_weights(args, ckpt, precision, Path(tmp), env)
+            cc = subprocess.run(
+                [args.coca_bin, "--threads", str(args.threads), "bench", "--model", args.model, "--pretrained",
+                 str(weights), "--precision", precision, *bs, *common, "--json"],
+                env=env, check=True, capture_output=True, text=True)
+            runs[f"coca {precision}"] = json.loads(cc.stdout)
 
+    base = runs["open_clip fp32"]
+    names = list(runs)
+    print(f"{args.model}, random weights, {args.threads} threads, {platform.processor() or platform.machine()}")
+    print("ms per batch (speed vs open_clip fp32" + (", vs open_clip int8)" if args.open_clip_int8 else ")"))
+    print(f"{'task':<13} {'batch':>5} " + " ".join(f"{n:>22}" for n in names))
     rows = []
     for task in ("encode_image", "encode_text"):
         for b in args.batch_sizes:
-            o, c = oc[task][str(b)], cc[task][str(b)]
-            rows.append((task, b, o["seconds"] * 1e3, c["seconds"] * 1e3, c["items_per_second"],
-                         o["seconds"] / c["seconds"]))
-    print(f"{args.model}, fp32, {args.threads} threads, {platform.processor() or platform.machine()}")
-    print(f"{'task':<13} {'batch':>5} {'open_clip ms':>13} {'coca ms':>9} {'coca items/s':>13} {'speed ratio':>12}")
-    for task, b, o_ms, c_ms, ips, ratio in rows:
-        print(f"{task:<13} {b:>5} {o_ms:>13.1f} {c_ms:>9.1f} {ips:>13.1f} {ratio:>11.2f}x")
-    print(f"load: open_clip {oc['load_seconds']:.2f}s, coca {cc['load_seconds']:.2f}s; "
-          f"peak RSS: open_clip {oc['peak_rss_mib']:.0f} MiB, coca {cc['peak_rss_mib']:.0f} MiB")
-    print("coca stages:", json.dumps(cc["stages"]))
+            cells = []
+            for n in names:
+                secs = runs[n][task][str(b)]["seconds"]
+                ratios = [base[task][str(b)]["seconds"] / secs]
+                if args.open_clip_int8:
+                    ratios.append(runs["open_clip int8"][task][str(b)]["seconds"] / secs)
+                cells.append((secs * 1e3, ratios))
+            rows.append((task, b, cells))
+            print(f"{task:<13} {b:>5} " + " ".join(
+                f"{ms:>9.1f} ({'/'.join(f'{r:.2f}x' for r in ratios):>11})" for ms, ratios in cells))
+    print("load s: " + ", ".join(f"{n} {runs[n]['load_seconds']:.2f}" for n in names))
+    print("peak RSS MiB: " + ", ".join(f"{n} {runs[n]['peak_rss_mib']:.0f}" for n in names))
+    for precision in args.precisions:
+        print(f"coca {precision} stages:", json.dumps(runs[f"coca {precision}"]["stages"]))
     if args.markdown:
-        print("\n| task | batch | open_clip ms | coca ms | coca/open_clip speed |")
-        print("|---|---:|---:|---:|---:|")
-        for task, b, o_ms, c_ms, _, ratio in rows:
-            print(f"| {task} | {b} | {o_ms:.1f} | {c_ms:.1f} | {ratio:.2f}× |")
-        print(f"| checkpoint load (s) | | {oc['load_seconds']:.2f} | {cc['load_seconds']:.2f} | |")
-        print(f"| peak RSS (MiB) | | {oc['peak_rss_mib']:.0f} | {cc['peak_rss_mib']:.0f} | |")
+        print("\n| task | batch | " + " | ".join(f"{n} ms" for n in names) + " |")
+        print("|---|---:|" + "---:|" * len(names))
+        for task, b, cells in rows:
+            print(f"| {task} | {b} | " + " | ".join(
+                f"{ms:.1f} ({' / '.join(f'{r:.2f}×' for r in ratios)})" for ms, ratios in cells) + " |")
+        print("| checkpoint load (s) | | " + " | ".join(f"{runs[n]['load_seconds']:.2f}" for n in names) + " |")
+        print("| peak RSS (MiB) | | " + " | ".join(f"{runs[n]['peak_rss_mib']:.0f}" for n in names) + " |")
+
+
+def coca_weights(args, ckpt: Path, precision: str, tmp: Path, env) -> Path:
+    """The checkpoint coca runs at `precision`: the f32 file, or one `coca quantize` writes from it."""
+    if precision == "fp32":
+        return ckpt
+    out = tmp / f"coca-{precision}.safetensors"
+    if not out.exists():
+        subprocess.run([args.coca_bin, "quantize", "--model", args.model, "--pretrained", str(ckpt), "--precision",
+                        precision, "--output", str(out)], env=env, check=True, capture_output=True, text=True)
+    return out
 
 
 if __name__ == "__main__":
