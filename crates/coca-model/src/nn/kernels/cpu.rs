@@ -159,13 +159,11 @@ pub(crate) fn amx() -> Option<Amx> {
 fn cpu_lists_amx() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        // SAFETY: CPUID exists on every x86-64 CPU; leaf 7 is defined when the maximum basic leaf is ≥ 7.
-        let max_leaf = unsafe { std::arch::x86_64::__cpuid(0) }.eax;
-        if max_leaf < 7 {
+        // Leaf 7 is defined when the maximum basic leaf is at least 7.
+        if std::arch::x86_64::__cpuid(0).eax < 7 {
             return false;
         }
-        // SAFETY: as above; leaf 7 is within the range just read.
-        let edx = unsafe { std::arch::x86_64::__cpuid_count(7, 0) }.edx;
+        let edx = std::arch::x86_64::__cpuid_count(7, 0).edx;
         const AMX: u32 = (1 << 22) | (1 << 24) | (1 << 25);
         edx & AMX == AMX
     }
