@@ -38,7 +38,6 @@ sys.path.insert(0, str(ROOT / "scripts" / "bench"))
 
 from bench_embed import quantize_dynamic, write_checkpoint  # noqa: E402  (the same int8 and weights as the speed runs)
 
-PRECISIONS = ["fp32", "bf16", "int8"]
 PHOTOS = ["astronaut_420.jpg", "astronaut_cmyk.jpg", "camera_grey.jpg", "chelsea.png", "chelsea_422.jpg",
           "chelsea_exif_rot6.jpg", "china.jpg", "coffee.webp", "coffee_progressive.jpg", "coins.png",
           "flower.jpg", "horse.png", "rocket.jpg"]
@@ -171,9 +170,9 @@ def trained_model_rows(args, name, config, weights, zs_root, classnames, templat
     references = read_csv(captions_csv)
     rows = []
 
-    coca_caps = {p: coca_captions(args, model_args, p, captions_csv, context, tmp) for p in PRECISIONS}
+    coca_caps = {p: coca_captions(args, model_args, p, captions_csv, context, tmp) for p in args.precisions}
     cap = caption_rows(coca_caps, references)
-    for p in PRECISIONS:
+    for p in args.precisions:
         zs = coca_zeroshot(args, model_args, p, zs_root, classnames, templates)
         probe = None
         if probe_dirs:
@@ -197,8 +196,8 @@ def trained_model_rows(args, name, config, weights, zs_root, classnames, templat
     for i, (label, caps) in enumerate(oc_caps.items()):
         exact = sum(normalise(caps[k]) == normalise(references[k]) for k in keys) / len(keys)
         same = sum(normalise(caps[k]) == normalise(base[k]) for k in keys) / len(keys)
-        n, impl, zs, probe, _, _ = rows[len(PRECISIONS) + i]
-        rows[len(PRECISIONS) + i] = (n, impl, zs, probe, exact, same)
+        n, impl, zs, probe, _, _ = rows[len(args.precisions) + i]
+        rows[len(args.precisions) + i] = (n, impl, zs, probe, exact, same)
     return rows
 
 
@@ -215,7 +214,7 @@ def random_model_rows(args, model_name, tmp):
     ckpt = write_checkpoint(model_name, folder)
     net = open_clip.create_model(model_name, pretrained=str(ckpt), precision="fp32")
     emb = {}
-    for p in PRECISIONS:
+    for p in args.precisions:
         cmd = [args.coca_bin, "embed", "--model", model_name, "--pretrained", str(ckpt), "--precision", p, "--json"]
         for photo in photos:
             cmd += ["--image", str(photo)]
@@ -223,7 +222,7 @@ def random_model_rows(args, model_name, tmp):
             cmd += ["--text", t]
         emb[p] = run_json(cmd, args.threads)
     rows = []
-    for p in PRECISIONS[1:]:
+    for p in args.precisions[1:]:
         ci = cosines(emb[p]["image_embeddings"], emb["fp32"]["image_embeddings"])
         ct = cosines(emb[p]["text_embeddings"], emb["fp32"]["text_embeddings"])
         rows.append((model_name, f"coca {p}", ci.min(), ci.mean(), ct.min(), ct.mean()))
@@ -252,6 +251,8 @@ def main() -> None:
     p.add_argument("--coca-bin", default=str(ROOT / "target" / "release" / "coca"))
     p.add_argument("--export-scenes", default=str(ROOT / "target" / "release" / "examples" / "export_scenes"))
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--precisions", nargs="+", default=["fp32", "bf16", "int8"], choices=["fp32", "bf16", "int8"],
+                   help="coca's precisions (fp32 first: the others are compared with it)")
     p.add_argument("--random", nargs="*", default=[], metavar="MODEL")
     p.add_argument("--demo-run", type=Path, help="run directory of `coca train --demo`")
     p.add_argument("--digits", type=Path, help="WORK_DIR of scripts/realdata/run.sh")
