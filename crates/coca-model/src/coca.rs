@@ -276,8 +276,8 @@ mod tests {
     use crate::test_support::batch;
 
     fn tiny_model() -> Coca {
-        let dir =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/parity/tiny_legacy");
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../fixtures/parity/tiny_legacy");
         let cfg = CocaConfig::from_file(&dir.join("config.json")).unwrap();
         load_model(
             &cfg,
@@ -326,7 +326,10 @@ mod tests {
                 worst_cosine(&image.embedding, &packed_image.embedding),
                 worst_cosine(&text.embedding, &packed_text.embedding),
             );
-            assert!(ci >= bound && ct >= bound, "{format:?}: image {ci}, text {ct}");
+            assert!(
+                ci >= bound && ct >= bound,
+                "{format:?}: image {ci}, text {ct}"
+            );
             let out = model.forward_with_image(&packed_image, &ids).unwrap();
             assert_eq!(out.logits.dims(), &[4, 8, model.text().vocab_size()]);
             let mut cache = model.decode_cache(&packed_image.tokens, 1).unwrap();

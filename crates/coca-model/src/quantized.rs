@@ -136,10 +136,7 @@ pub fn write_quantized(
         .map_err(|e| ModelError::Input(format!("the model config does not serialise: {e}")))?;
     let metadata = BTreeMap::from([
         (META_FORMAT.to_string(), FORMAT_VERSION.to_string()),
-        (
-            META_PRECISION.to_string(),
-            format_name(format).to_string(),
-        ),
+        (META_PRECISION.to_string(), format_name(format).to_string()),
         (META_CONFIG.to_string(), config_json),
     ]);
     let named = tensors.iter().map(|(n, t)| (n, t));

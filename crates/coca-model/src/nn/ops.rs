@@ -631,8 +631,9 @@ pub(crate) mod tests {
             let got = linear(&x, &LinearWeight::Dense(w.clone()), Some(&b)).unwrap();
             assert_eq!(got.dims(), &[2, rows, 40]);
             assert!(max_abs_diff(&got, &reference) < 1e-5, "{rows} rows");
-            let composed =
-                with_composed_ops(|| linear(&x, &LinearWeight::Dense(w.clone()), Some(&b)).unwrap());
+            let composed = with_composed_ops(|| {
+                linear(&x, &LinearWeight::Dense(w.clone()), Some(&b)).unwrap()
+            });
             assert!(
                 max_abs_diff(&composed, &reference) < 1e-5,
                 "{rows} rows, composed"
@@ -691,7 +692,10 @@ pub(crate) mod tests {
         let err = LinearWeight::Dense(w.as_tensor().clone())
             .pack(PackedFormat::Int8)
             .unwrap_err();
-        assert!(err.to_string().contains("training runs the f32 model"), "{err}");
+        assert!(
+            err.to_string().contains("training runs the f32 model"),
+            "{err}"
+        );
         let packed = LinearWeight::Dense(w.as_tensor().detach())
             .pack(PackedFormat::Bf16)
             .unwrap();
