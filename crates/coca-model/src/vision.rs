@@ -23,13 +23,14 @@ enum Pooling {
         average: bool,
         ln_after_pool: bool,
     },
+    // Boxed: a pooler's projections are large next to the token variant.
     Shared {
-        pool: AttentionalPooler,
+        pool: Box<AttentionalPooler>,
         average: bool,
     },
     Split {
-        pool: AttentionalPooler,
-        contrastive: AttentionalPooler,
+        pool: Box<AttentionalPooler>,
+        contrastive: Box<AttentionalPooler>,
         mode: PaperPoolMode,
     },
 }
@@ -63,32 +64,32 @@ impl VisionTower {
                 ln_after_pool: v.final_ln_after_pool,
             },
             VisionPooling::Shared => Pooling::Shared {
-                pool: AttentionalPooler::load(
+                pool: Box::new(AttentionalPooler::load(
                     vb.pp("attn_pool"),
                     embed,
                     width,
                     v.attn_pooler_heads,
                     v.attn_pooler_queries,
-                )?,
+                )?),
                 average: v.pool_type == "avg",
             },
             VisionPooling::Split(mode) => Pooling::Split {
-                pool: AttentionalPooler::load(
+                pool: Box::new(AttentionalPooler::load(
                     vb.pp("attn_pool"),
                     embed,
                     width,
                     v.attn_pooler_heads,
                     v.attn_pooler_queries,
-                )?,
+                )?),
                 // In cascade mode the contrastive pooler reads the caption pooler's output (width embed_dim);
                 // validation guarantees width == embed_dim for the split modes, so both read `width`.
-                contrastive: AttentionalPooler::load(
+                contrastive: Box::new(AttentionalPooler::load(
                     vb.pp("attn_pool_contrastive"),
                     embed,
                     width,
                     v.attn_pooler_heads,
                     1,
-                )?,
+                )?),
                 mode,
             },
         };

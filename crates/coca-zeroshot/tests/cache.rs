@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use candle_core::{DType, Device};
+use candle_core::Device;
 use coca_model::load::{load_model, LoadOptions};
 use coca_model::{Coca, CocaConfig};
 use coca_zeroshot::cache::Lookup;
