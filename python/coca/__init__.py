@@ -246,7 +246,8 @@ def load(
     """Load ``model`` (an open_clip name such as ``coca_ViT-B-32``, or a config JSON path) with the weights
     ``pretrained`` (a checkpoint file, or an open_clip tag such as ``laion2b_s13b_b90k`` fetched into the Hugging
     Face cache). ``device`` is ``cpu`` or ``cuda:N`` (builds with the ``cuda`` feature); ``precision`` is
-    ``fp32``, ``fp16`` or ``bf16``. A checkpoint with NaN or infinite weights is refused unless
+    ``fp32``, ``fp16``, ``bf16`` or ``int8`` (on the CPU bf16 and int8 pack the product weights; int8 is CPU
+    only; see docs/inference.md). A checkpoint with NaN or infinite weights is refused unless
     ``allow_nonfinite_weights``."""
     return Model(_coca.load(os.fspath(model), os.fspath(pretrained), device, precision, allow_nonfinite_weights))
 

@@ -74,6 +74,8 @@ pub struct Checkpoint {
     tensors: BTreeMap<String, Entry>,
     metadata: BTreeMap<String, String>,
     stripped_prefix: bool,
+    /// The tensors stored as `I8` (listed with dtype `U8`), by their names after prefix stripping.
+    int8: std::collections::BTreeSet<String>,
 }
 
 impl Checkpoint {
@@ -96,6 +98,7 @@ impl Checkpoint {
                 })
             }
         };
+        let mut int8 = std::collections::BTreeSet::new();
         let (source, listed, metadata) = match format {
             Format::TorchZip => {
                 let (archive, tensors) = TorchArchive::open(path, map_file(path)?)?;
@@ -114,6 +117,7 @@ impl Checkpoint {
             }
             Format::Safetensors => {
                 let (file, contents) = SafetensorsFile::open(path, file_len)?;
+                int8 = contents.int8;
                 let listed = contents
                     .tensors
                     .into_iter()
@@ -128,6 +132,12 @@ impl Checkpoint {
         };
         let stripped_prefix =
             !listed.is_empty() && listed.iter().all(|(n, _)| n.starts_with(DDP_PREFIX));
+        if stripped_prefix {
+            int8 = int8
+                .into_iter()
+                .map(|n| n[DDP_PREFIX.len()..].to_string())
+                .collect();
+        }
         let tensors = listed
             .into_iter()
             .map(|(name, entry)| {
@@ -145,6 +155,29 @@ impl Checkpoint {
             tensors,
             metadata,
             stripped_prefix,
+            int8,
+        })
+    }
+
+    /// Whether `name` is stored as `I8` (a quantised file's weights; [`TensorInfo::dtype`] says `U8`, and
+    /// [`Checkpoint::get`] refuses it: read it with [`Checkpoint::int8_values`]).
+    pub fn is_int8(&self, name: &str) -> bool {
+        self.int8.contains(name)
+    }
+
+    /// The values of an `I8` tensor, row-major, borrowed from the memory-mapped file.
+    pub fn int8_values(&self, name: &str) -> Result<Cow<'_, [i8]>, CheckpointError> {
+        if !self.is_int8(name) {
+            return Err(CheckpointError::UnsupportedDtype {
+                path: self.path.clone(),
+                name: name.to_string(),
+                dtype: "not I8 (int8 values were asked for)".to_string(),
+            });
+        }
+        let (_, bytes) = self.bytes(name)?;
+        Ok(match bytes {
+            Cow::Borrowed(b) => Cow::Borrowed(bytemuck::cast_slice(b)),
+            Cow::Owned(b) => Cow::Owned(b.into_iter().map(|v| v as i8).collect()),
         })
     }
 
@@ -214,6 +247,13 @@ impl Checkpoint {
         dtype: DType,
         device: &Device,
     ) -> Result<Tensor, CheckpointError> {
+        if self.is_int8(name) {
+            return Err(CheckpointError::UnsupportedDtype {
+                path: self.path.clone(),
+                name: name.to_string(),
+                dtype: "I8 (quantised weights, read by the model loader as they are)".to_string(),
+            });
+        }
         let (entry, bytes) = self.bytes(name)?;
         materialize(&bytes, &entry.info, dtype, device).map_err(|source| CheckpointError::Tensor {
             path: self.path.clone(),

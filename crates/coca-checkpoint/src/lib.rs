@@ -34,5 +34,5 @@ mod var_builder;
 pub use checkpoint::{Checkpoint, TensorInfo};
 pub use detect::Format;
 pub use error::CheckpointError;
-pub use save::save_safetensors;
+pub use save::{save_safetensors, save_safetensors_with_int8};
 pub use validate::{ShapeMismatch, ValidationReport};

@@ -35,8 +35,11 @@ impl std::fmt::Debug for SafetensorsFile {
 
 /// What [`SafetensorsFile::open`] learns about the contents.
 pub(crate) struct Contents {
-    /// Name, on-disk dtype and shape of every tensor.
+    /// Name, on-disk dtype and shape of every tensor (`I8` tensors listed as `U8`: candle has no int8 type;
+    /// their names are also in `int8`).
     pub tensors: Vec<(String, DType, Vec<usize>)>,
+    /// The tensors stored as `I8`.
+    pub int8: std::collections::BTreeSet<String>,
     /// The `__metadata__` string map (empty when absent).
     pub metadata: BTreeMap<String, String>,
 }
@@ -67,7 +70,13 @@ impl SafetensorsFile {
             .map_err(|e| corrupt(crate::checkpoint::innermost_message(&e)))?;
         let metadata = parse_metadata(&header).map_err(corrupt)?;
         let mut listed = Vec::new();
+        let mut int8 = std::collections::BTreeSet::new();
         for (name, view) in tensors.tensors() {
+            if view.dtype().to_string() == "I8" {
+                int8.insert(name.clone());
+                listed.push((name, DType::U8, view.shape().to_vec()));
+                continue;
+            }
             let dtype =
                 DType::try_from(view.dtype()).map_err(|_| CheckpointError::UnsupportedDtype {
                     path: path.to_path_buf(),
@@ -84,6 +93,7 @@ impl SafetensorsFile {
             file,
             Contents {
                 tensors: listed,
+                int8,
                 metadata,
             },
         ))

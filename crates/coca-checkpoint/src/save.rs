@@ -6,7 +6,7 @@
 //! size for zero-copy readers.
 
 use std::borrow::Borrow;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::io::Write;
 use std::path::Path;
 
@@ -36,8 +36,25 @@ where
     N: AsRef<str>,
     T: Borrow<Tensor>,
 {
+    save_safetensors_with_int8(path, tensors, float_dtype, &BTreeSet::new(), metadata)
+}
+
+/// [`save_safetensors`] where the tensors named in `int8` are `U8` tensors holding the bytes of int8 values
+/// (two's complement), written as safetensors `I8` (candle has no int8 type); read back with
+/// [`crate::Checkpoint::int8_values`].
+pub fn save_safetensors_with_int8<N, T>(
+    path: impl AsRef<Path>,
+    tensors: impl IntoIterator<Item = (N, T)>,
+    float_dtype: Option<DType>,
+    int8: &BTreeSet<String>,
+    metadata: &BTreeMap<String, String>,
+) -> Result<(), CheckpointError>
+where
+    N: AsRef<str>,
+    T: Borrow<Tensor>,
+{
     let path = path.as_ref();
-    let plan = Plan::new(path, tensors, float_dtype)?;
+    let plan = Plan::new(path, tensors, float_dtype, int8)?;
     let header = plan.header(metadata);
     write_atomic(path, |w| -> Result<(), CheckpointError> {
         let io = |source| CheckpointError::Write {
@@ -102,6 +119,8 @@ struct Item {
     tensor: Tensor,
     /// The dtype it is written as.
     dtype: DType,
+    /// Written as `I8` (the tensor is `U8`).
+    int8: bool,
 }
 
 /// The tensors in file order, checked for problems before anything is written.
@@ -114,6 +133,7 @@ impl Plan {
         path: &Path,
         tensors: impl IntoIterator<Item = (N, T)>,
         float_dtype: Option<DType>,
+        int8: &BTreeSet<String>,
     ) -> Result<Self, CheckpointError> {
         let invalid = |name: &str, reason: String| CheckpointError::InvalidSave {
             path: path.to_path_buf(),
@@ -140,10 +160,18 @@ impl Plan {
                     format!("element type {dtype:?} cannot be written to safetensors"),
                 ));
             }
+            let is_int8 = int8.contains(name);
+            if is_int8 && dtype != DType::U8 {
+                return Err(invalid(
+                    name,
+                    format!("int8 values must be given as U8 bytes, not {dtype:?}"),
+                ));
+            }
             items.push(Item {
                 name: name.to_string(),
                 tensor: tensor.clone(),
                 dtype,
+                int8: is_int8,
             });
         }
         items.sort_by(|a, b| {
@@ -167,7 +195,7 @@ impl Plan {
             map.insert(
                 item.name.clone(),
                 json!({
-                    "dtype": dtype_name(item.dtype),
+                    "dtype": if item.int8 { Some("I8") } else { dtype_name(item.dtype) },
                     "shape": item.tensor.dims(),
                     "data_offsets": [offset, offset + len],
                 }),

@@ -71,6 +71,8 @@ pub enum Command {
     Tokenize(TokenizeArgs),
     /// Convert an open_clip checkpoint (.bin or .safetensors) to safetensors.
     Convert(ConvertArgs),
+    /// Write a checkpoint with int8 or bf16 product weights, which every command loads directly.
+    Quantize(crate::commands::quantize::QuantizeArgs),
     /// Parameter counts per tower, shapes and dtypes of a model or checkpoint.
     Info(InfoArgs),
     /// Compare coca with open_clip reference outputs written by scripts/parity (a developer tool).

@@ -36,6 +36,7 @@ fn main() -> ExitCode {
         Command::Embed(args) => commands::embed::run(args),
         Command::Tokenize(args) => commands::tokenize::run(args),
         Command::Convert(args) => commands::convert::run(args),
+        Command::Quantize(args) => commands::quantize::run(args),
         Command::Info(args) => commands::info::run(args),
         Command::Parity(args) => commands::parity::run(args),
         Command::Bench(args) => commands::bench::run(args),

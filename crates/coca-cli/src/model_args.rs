@@ -18,8 +18,11 @@ pub struct ModelArgs {
     /// HF_HUB_OFFLINE and HF_TOKEN are honoured).
     #[arg(long, value_name = "FILE|TAG")]
     pub pretrained: String,
-    /// Compute precision, as open_clip's --precision: fp32, fp16 or bf16.
-    #[arg(long, default_value = "fp32", value_name = "fp32|fp16|bf16")]
+    /// Compute precision: fp32, fp16 or bf16 as open_clip's --precision, or int8. On the CPU bf16 and int8 pack
+    /// the product weights (bf16: bf16 weights and f32 activations; int8: int8 weights, activations quantised
+    /// per row); on a GPU bf16 is candle's bf16 and int8 is refused. A file written by coca quantize runs in its
+    /// own precision.
+    #[arg(long, default_value = "fp32", value_name = "fp32|fp16|bf16|int8")]
     pub precision: Precision,
     /// Device: cpu (default), or cuda:N in builds with the `cuda` feature.
     #[arg(long, default_value = "cpu", value_name = "cpu|cuda:N")]

@@ -492,7 +492,7 @@ impl Operands {
         if s.projection {
             ops::project(&self.x, &self.w_proj)
         } else {
-            ops::linear(&self.x, &self.w, None)
+            ops::linear(&self.x, &ops::LinearWeight::Dense(self.w.clone()), None)
         }
     }
 

@@ -5,7 +5,8 @@ use candle_nn::VarBuilder;
 
 use crate::config::CocaConfig;
 use crate::decoder::MultimodalDecoder;
-use crate::nn::ops::{l2_normalize, project};
+use crate::nn::layers::ProductVisitor;
+use crate::nn::ops::{l2_normalize, PackedFormat};
 use crate::nn::{Activation, AllAtOnce, BlockRunner};
 use crate::text::{TextOutput, TextTower};
 use crate::vision::{VisionOutput, VisionTower};
@@ -151,7 +152,7 @@ impl Coca {
         Ok(CocaOutput {
             image_features: out.image_features,
             text_features: out.text_features,
-            logits: project(&out.caption_hidden, &out.lm_head)?,
+            logits: self.text_decoder.apply_lm_head(&out.caption_hidden)?,
             labels: out.labels,
             logit_scale: out.logit_scale,
         })
@@ -169,7 +170,34 @@ impl Coca {
     ) -> Result<TrainOutput> {
         let image = ImageEncoding::of(self.visual.forward(images, runner)?)?;
         let (embedding, tokens) = cut_pair(runner, &image.embedding, &image.tokens)?;
-        self.caption_side(ImageEncoding { embedding, tokens }, ids, runner)
+        let out = self.caption_side(ImageEncoding { embedding, tokens }, ids, runner)?;
+        Ok(TrainOutput {
+            image_features: out.image_features,
+            text_features: out.text_features,
+            caption_hidden: out.caption_hidden,
+            lm_head: self.text_decoder.lm_head()?.clone(),
+            labels: out.labels,
+            logit_scale: out.logit_scale,
+        })
+    }
+
+    /// Replace every product weight (blocks' attention and MLP, poolers, tower projections, LM head) by its
+    /// int8 or bf16 packing, for CPU inference (see `docs/inference.md` for what stays f32 and why). Training,
+    /// gradients and the GPU need the model as loaded.
+    pub fn pack_weights(&mut self, format: PackedFormat) -> Result<()> {
+        self.for_each_product(&mut |_, weight| {
+            *weight = weight.pack(format)?;
+            Ok(())
+        })
+    }
+
+    /// Call `f` with the checkpoint name and the weight of every product of the model, in a fixed order: the
+    /// one walk behind [`Coca::pack_weights`], writing a quantised file and loading one. A projection matrix
+    /// stored as (in, out) is packed as its transpose (out, in), like every packed weight.
+    pub fn for_each_product(&mut self, f: &mut ProductVisitor) -> Result<()> {
+        self.visual.for_each_product(f)?;
+        self.text.for_each_product(f)?;
+        self.text_decoder.for_each_product(f)
     }
 
     /// Everything after the image tower: encode the captions (their outputs handed on through `runner`'s cut),
@@ -180,7 +208,7 @@ impl Coca {
         image: ImageEncoding,
         ids: &Tensor,
         runner: &dyn BlockRunner,
-    ) -> Result<TrainOutput> {
+    ) -> Result<CaptionSide> {
         let text = TextEncoding::of(self.text.forward(ids, runner)?)?;
         let (text_features, tokens) = cut_pair(runner, &text.embedding, &text.tokens)?;
         let len = ids.dim(1)?;
@@ -192,15 +220,23 @@ impl Coca {
         let caption_hidden = self
             .text_decoder
             .final_hidden(&image.tokens, &decoder_in, runner)?;
-        Ok(TrainOutput {
+        Ok(CaptionSide {
             image_features: image.embedding,
             text_features,
             caption_hidden,
-            lm_head: self.text_decoder.lm_head().clone(),
             labels,
             logit_scale: self.logit_scale.exp()?,
         })
     }
+}
+
+/// [`TrainOutput`] without the LM head: what the training and the inference forward share.
+struct CaptionSide {
+    image_features: Tensor,
+    text_features: Tensor,
+    caption_hidden: Tensor,
+    labels: Tensor,
+    logit_scale: Tensor,
 }
 
 impl ImageEncoding {
@@ -230,5 +266,89 @@ fn cut_pair(
     match <[Tensor; 2]>::try_from(runner.cut(&[embedding, tokens])?) {
         Ok([embedding, tokens]) => Ok((embedding, tokens)),
         Err(_) => candle_core::bail!("a cut changed the number of tensors"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::load::{load_model, LoadOptions};
+    use crate::test_support::batch;
+
+    fn tiny_model() -> Coca {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../fixtures/parity/tiny_legacy");
+        let cfg = CocaConfig::from_file(&dir.join("config.json")).unwrap();
+        load_model(
+            &cfg,
+            &dir.join("open_clip_model.safetensors"),
+            &LoadOptions::default(),
+        )
+        .unwrap()
+    }
+
+    /// The smallest cosine between matching rows of two sets of L2-normalised embeddings.
+    fn worst_cosine(a: &Tensor, b: &Tensor) -> f32 {
+        let dots: Vec<f32> = (a * b).unwrap().sum(1).unwrap().to_vec1().unwrap();
+        dots.into_iter().fold(f32::INFINITY, f32::min)
+    }
+
+    /// Counts of (packed, dense) product weights.
+    fn product_kinds(model: &mut Coca) -> (usize, usize) {
+        let (mut packed, mut dense) = (0, 0);
+        model
+            .for_each_product(&mut |_, w| {
+                match w.packed() {
+                    Some(_) => packed += 1,
+                    None => dense += 1,
+                }
+                Ok(())
+            })
+            .unwrap();
+        (packed, dense)
+    }
+
+    #[test]
+    fn packed_models_embed_close_to_f32_and_write_captions() {
+        let mut reference = tiny_model();
+        let (_, products) = product_kinds(&mut reference);
+        let (images, ids) = batch(4, 1);
+        let image = reference.encode_image(&images).unwrap();
+        let text = reference.encode_text(&ids).unwrap();
+        // The accuracy goals for the full models, held here on the tiny fixture.
+        for (format, bound) in [(PackedFormat::Int8, 0.995), (PackedFormat::Bf16, 0.9995)] {
+            let mut model = reference.clone();
+            model.pack_weights(format).unwrap();
+            assert_eq!(product_kinds(&mut model), (products, 0), "{format:?}");
+            let packed_image = model.encode_image(&images).unwrap();
+            let packed_text = model.encode_text(&ids).unwrap();
+            let (ci, ct) = (
+                worst_cosine(&image.embedding, &packed_image.embedding),
+                worst_cosine(&text.embedding, &packed_text.embedding),
+            );
+            assert!(
+                ci >= bound && ct >= bound,
+                "{format:?}: image {ci}, text {ct}"
+            );
+            let out = model.forward_with_image(&packed_image, &ids).unwrap();
+            assert_eq!(out.logits.dims(), &[4, 8, model.text().vocab_size()]);
+            let mut cache = model.decode_cache(&packed_image.tokens, 1).unwrap();
+            let start: Vec<Vec<u32>> = vec![vec![254]; 4];
+            let logits = model.forward_cached(&start, &mut cache).unwrap();
+            let next: Vec<u32> = logits.argmax(1).unwrap().to_vec1().unwrap();
+            assert_eq!(next.len(), 4);
+        }
+    }
+
+    #[test]
+    fn a_packed_model_refuses_training() {
+        let mut model = tiny_model();
+        model.pack_weights(PackedFormat::Int8).unwrap();
+        let (images, ids) = batch(2, 0);
+        let err = model
+            .forward_for_loss(&images, &ids, &AllAtOnce)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("need the f32 model"), "{err}");
     }
 }

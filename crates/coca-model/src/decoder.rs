@@ -6,9 +6,9 @@ use candle_nn::VarBuilder;
 
 use crate::config::MultimodalConfig;
 use crate::nn::attention::KeyValue;
-use crate::nn::ops::project;
+use crate::nn::layers::ProductVisitor;
 use crate::nn::{
-    Activation, AttentionMask, BlockRunner, LayerCache, LayerNorm, ResidualAttentionBlock,
+    Activation, AttentionMask, BlockRunner, LayerCache, LayerNorm, Linear, ResidualAttentionBlock,
 };
 
 /// open_clip's `MultimodalTransformer`.
@@ -17,7 +17,7 @@ pub struct MultimodalDecoder {
     self_blocks: Vec<ResidualAttentionBlock>,
     cross_blocks: Vec<ResidualAttentionBlock>,
     ln_final: LayerNorm,
-    lm_head: Tensor,
+    lm_head: Linear,
     context_length: usize,
 }
 
@@ -43,7 +43,7 @@ impl MultimodalDecoder {
             self_blocks: load_blocks("resblocks", false)?,
             cross_blocks: load_blocks("cross_attn", true)?,
             ln_final: LayerNorm::load(vb.pp("ln_final"), w)?,
-            lm_head: vb.get((w, cfg.vocab_size), "text_projection")?,
+            lm_head: Linear::load_matrix(vb.clone(), "text_projection", w, cfg.vocab_size)?,
             context_length: cfg.context_length,
         })
     }
@@ -68,14 +68,28 @@ impl MultimodalDecoder {
         &self.ln_final
     }
 
-    /// The LM head matrix (width, vocab).
-    pub fn lm_head(&self) -> &Tensor {
-        &self.lm_head
+    /// The LM head matrix (width, vocab); an error once the head is packed for low-precision inference.
+    pub fn lm_head(&self) -> Result<&Tensor> {
+        self.lm_head.weight().dense()
+    }
+
+    /// Call `f` with each product weight of the decoder: the blocks (self-attention, then cross-attention), then
+    /// the LM head.
+    pub(crate) fn for_each_product(&mut self, f: &mut ProductVisitor) -> Result<()> {
+        for block in self.self_blocks.iter_mut().chain(&mut self.cross_blocks) {
+            block.for_each_product(f)?;
+        }
+        self.lm_head.for_each_product(f)
+    }
+
+    /// Apply the LM head alone to hidden states already through `ln_final` (…, width) → (…, vocab).
+    pub fn apply_lm_head(&self, normed: &Tensor) -> Result<Tensor> {
+        self.lm_head.forward(normed)
     }
 
     /// Apply `ln_final` and the LM head to hidden states (…, width) → (…, vocab).
     pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
-        project(&self.ln_final.forward(hidden)?, &self.lm_head)
+        self.lm_head.forward(&self.ln_final.forward(hidden)?)
     }
 
     /// Caption logits for every position: `image_embs` (batch, n_img, width), `text_embs` (batch, len, width), the
@@ -86,10 +100,8 @@ impl MultimodalDecoder {
         text_embs: &Tensor,
         runner: &dyn BlockRunner,
     ) -> Result<Tensor> {
-        project(
-            &self.final_hidden(image_embs, text_embs, runner)?,
-            &self.lm_head,
-        )
+        self.lm_head
+            .forward(&self.final_hidden(image_embs, text_embs, runner)?)
     }
 
     /// What the LM head sees: the decoder's output after `ln_final` (batch, len, width), for losses that apply

@@ -7,7 +7,8 @@
 //! - [`decode`]: the cached forward that writes captions one position at a time ([`DecodeCache`]);
 //! - [`segments`]: a training forward cut into segments, differentiated one at a time (overlapped gradient
 //!   communication) and optionally recomputed (`--grad-checkpointing`);
-//! - [`weights`]: expected parameters and trainable construction; [`load`]: checkpoints to models.
+//! - [`weights`]: expected parameters and trainable construction; [`load`]: checkpoints to models;
+//!   [`quantized`]: checkpoints with int8 or bf16 product weights (`coca quantize`).
 //!
 //! # Running the model
 //!
@@ -76,6 +77,7 @@ pub mod loss;
 pub mod nn;
 pub mod parity;
 pub mod pooler;
+pub mod quantized;
 pub mod segments;
 #[cfg(test)]
 mod test_support;

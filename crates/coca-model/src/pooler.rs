@@ -3,6 +3,7 @@
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
+use crate::nn::layers::ProductVisitor;
 use crate::nn::{LayerNorm, MultiheadAttention};
 
 /// open_clip's `AttentionalPooler`: `attn(ln_q(query), ln_k(x), ln_k(x))`.
@@ -29,6 +30,11 @@ impl AttentionalPooler {
             ln_q: LayerNorm::load(vb.pp("ln_q"), d_model)?,
             ln_k: LayerNorm::load(vb.pp("ln_k"), context_dim)?,
         })
+    }
+
+    /// Call `f` with each of the pooler's product weights (its attention's).
+    pub(crate) fn for_each_product(&mut self, f: &mut ProductVisitor) -> Result<()> {
+        self.attn.for_each_product(f)
     }
 
     /// Pool `x` (batch, tokens, context_dim) into (batch, n_queries, d_model).

@@ -5,8 +5,7 @@ use candle_core::{DType, Device, Result, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::config::TextConfig;
-use crate::nn::layers::Linear;
-use crate::nn::ops::project;
+use crate::nn::layers::{Linear, ProductVisitor};
 use crate::nn::{Activation, AttentionMask, BlockRunner, LayerCache, LayerNorm, Transformer};
 
 /// The output of the text tower.
@@ -20,7 +19,6 @@ pub struct TextOutput {
 
 #[derive(Debug, Clone)]
 enum Projection {
-    Matrix(Tensor),
     Linear(Linear),
     None,
 }
@@ -95,7 +93,12 @@ impl TextTower {
             (_, true) => {
                 Projection::Linear(Linear::load(vb.pp("text_projection"), w, embed_dim, true)?)
             }
-            (_, false) => Projection::Matrix(vb.get((w, embed_dim), "text_projection")?),
+            (_, false) => Projection::Linear(Linear::load_matrix(
+                vb.clone(),
+                "text_projection",
+                w,
+                embed_dim,
+            )?),
         };
         Ok(Self {
             token_embedding: vb.get((cfg.vocab_size, w), "token_embedding.weight")?,
@@ -117,6 +120,15 @@ impl TextTower {
             width: w,
             vocab_size: cfg.vocab_size,
         })
+    }
+
+    /// Call `f` with each product weight of the tower: the blocks, then the projection.
+    pub(crate) fn for_each_product(&mut self, f: &mut ProductVisitor) -> Result<()> {
+        self.transformer.for_each_product(f)?;
+        match &mut self.projection {
+            Projection::Linear(l) => l.for_each_product(f),
+            Projection::None => Ok(()),
+        }
     }
 
     /// Maximum number of input tokens.
@@ -190,7 +202,6 @@ impl TextTower {
         let tokens = x.narrow(1, 0, len)?;
         let cls = self.ln_final.forward(&cls)?;
         let pooled = match &self.projection {
-            Projection::Matrix(p) => project(&cls, p)?,
             Projection::Linear(l) => l.forward(&cls)?,
             Projection::None => cls,
         };

@@ -4,8 +4,8 @@ use candle_core::{DType, Result, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::config::{CocaConfig, PaperPoolMode, VisionPooling};
-use crate::nn::ops::project;
-use crate::nn::{Activation, BlockRunner, LayerNorm, Transformer};
+use crate::nn::layers::ProductVisitor;
+use crate::nn::{Activation, BlockRunner, LayerNorm, Linear, Transformer};
 use crate::pooler::AttentionalPooler;
 
 /// The output of the image tower.
@@ -23,13 +23,14 @@ enum Pooling {
         average: bool,
         ln_after_pool: bool,
     },
+    // Boxed: a pooler's projections are large next to the token variant.
     Shared {
-        pool: AttentionalPooler,
+        pool: Box<AttentionalPooler>,
         average: bool,
     },
     Split {
-        pool: AttentionalPooler,
-        contrastive: AttentionalPooler,
+        pool: Box<AttentionalPooler>,
+        contrastive: Box<AttentionalPooler>,
         mode: PaperPoolMode,
     },
 }
@@ -44,7 +45,7 @@ pub struct VisionTower {
     transformer: Transformer,
     pooling: Pooling,
     ln_post: LayerNorm,
-    proj: Tensor,
+    proj: Linear,
     patch: (usize, usize),
     image_size: (usize, usize),
 }
@@ -63,32 +64,32 @@ impl VisionTower {
                 ln_after_pool: v.final_ln_after_pool,
             },
             VisionPooling::Shared => Pooling::Shared {
-                pool: AttentionalPooler::load(
+                pool: Box::new(AttentionalPooler::load(
                     vb.pp("attn_pool"),
                     embed,
                     width,
                     v.attn_pooler_heads,
                     v.attn_pooler_queries,
-                )?,
+                )?),
                 average: v.pool_type == "avg",
             },
             VisionPooling::Split(mode) => Pooling::Split {
-                pool: AttentionalPooler::load(
+                pool: Box::new(AttentionalPooler::load(
                     vb.pp("attn_pool"),
                     embed,
                     width,
                     v.attn_pooler_heads,
                     v.attn_pooler_queries,
-                )?,
+                )?),
                 // In cascade mode the contrastive pooler reads the caption pooler's output (width embed_dim);
                 // validation guarantees width == embed_dim for the split modes, so both read `width`.
-                contrastive: AttentionalPooler::load(
+                contrastive: Box::new(AttentionalPooler::load(
                     vb.pp("attn_pool_contrastive"),
                     embed,
                     width,
                     v.attn_pooler_heads,
                     1,
-                )?,
+                )?),
                 mode,
             },
         };
@@ -115,10 +116,27 @@ impl VisionTower {
             )?,
             pooling,
             ln_post: LayerNorm::load(vb.pp("ln_post"), pool_dim)?,
-            proj: vb.get((pool_dim, embed), "proj")?,
+            proj: Linear::load_matrix(vb.clone(), "proj", pool_dim, embed)?,
             patch: (ph, pw),
             image_size: v.image_size.hw(),
         })
+    }
+
+    /// Call `f` with each product weight of the tower: the blocks, the poolers, the projection. The patch
+    /// embedding is not one of them: it stays as loaded.
+    pub(crate) fn for_each_product(&mut self, f: &mut ProductVisitor) -> Result<()> {
+        self.transformer.for_each_product(f)?;
+        match &mut self.pooling {
+            Pooling::Token { .. } => {}
+            Pooling::Shared { pool, .. } => pool.for_each_product(f)?,
+            Pooling::Split {
+                pool, contrastive, ..
+            } => {
+                pool.for_each_product(f)?;
+                contrastive.for_each_product(f)?;
+            }
+        }
+        self.proj.for_each_product(f)
     }
 
     /// The expected input resolution `(height, width)`.
@@ -138,7 +156,7 @@ impl VisionTower {
             .contiguous()?
             .reshape((b, gh * gw, c * ph * pw))?;
         let kernel = self.conv1.reshape((width, c * ph * pw))?;
-        crate::nn::ops::linear(&patches, &kernel, None)
+        crate::nn::ops::linear(&patches, &crate::nn::ops::LinearWeight::Dense(kernel), None)
     }
 
     /// Encoder tokens after the transformer, its blocks run by `runner` ([`crate::nn::AllAtOnce`] outside
@@ -239,7 +257,7 @@ impl VisionTower {
             }
         };
         Ok(VisionOutput {
-            pooled: project(&pooled, &self.proj)?,
+            pooled: self.proj.forward(&pooled)?,
             tokens,
         })
     }

@@ -6,4 +6,6 @@ pub mod inputs;
 pub mod model;
 
 pub use inputs::{load_images, preprocess_config, set_decode_limits, tokenize_texts};
-pub use model::{name_list, resolve_config, weights_path, DeviceSpec, ModelSpec, Precision};
+pub use model::{
+    name_list, resolve_config, weights_path, Compute, DeviceSpec, ModelSpec, Precision,
+};

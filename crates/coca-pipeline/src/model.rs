@@ -12,6 +12,7 @@ use candle_nn::{Init, VarBuilder};
 use coca_checkpoint::Checkpoint;
 use coca_model::budget::{check_fits, Workload};
 use coca_model::load::{validate_checkpoint, LoadOptions};
+use coca_model::nn::ops::PackedFormat;
 use coca_model::{Coca, CocaConfig, ConfigSource, ModelError};
 
 /// Compute precision, as open_clip's `--precision` names it.
@@ -21,26 +22,77 @@ pub enum Precision {
     Fp32,
     /// 16-bit IEEE floats.
     Fp16,
-    /// bfloat16.
+    /// bfloat16: on the CPU bf16 product weights with f32 activations (bf16×bf16 products summed in f32), on a
+    /// GPU candle's bf16 tensors.
     Bf16,
+    /// int8 product weights (one scale per output channel) with activations quantised per row, on the CPU.
+    Int8,
+}
+
+/// How a [`Precision`] runs on a device: the dtype the weights load in (which the activations and the inputs
+/// take), and the packing of the product weights, if any ([`Coca::pack_weights`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Compute {
+    /// Element type of the loaded weights, the activations and the input tensors.
+    pub dtype: DType,
+    /// The format the product weights are packed in after load (CPU only).
+    pub packed: Option<PackedFormat>,
+}
+
+impl Compute {
+    /// A short name of what changes the numbers (cache keys): the dtype's name (`f32`, `bf16`, ...), or the
+    /// packing (`int8-packed`, `bf16-packed`).
+    pub fn tag(&self) -> String {
+        match self.packed {
+            None => self.dtype.as_str().to_string(),
+            Some(PackedFormat::Int8) => "int8-packed".to_string(),
+            Some(PackedFormat::Bf16) => "bf16-packed".to_string(),
+        }
+    }
 }
 
 impl Precision {
-    /// The tensors' element type.
-    pub fn dtype(self) -> DType {
+    /// How this precision runs on `device`; int8 on a GPU is refused (there is no int8 GPU kernel), before the
+    /// device is opened.
+    pub fn compute(self, device: DeviceSpec) -> Result<Compute> {
+        let dense = |dtype| Compute {
+            dtype,
+            packed: None,
+        };
+        let packed = |format| Compute {
+            dtype: DType::F32,
+            packed: Some(format),
+        };
+        // Only int8 has no float dtype of its own.
+        Ok(match (self, self.float_dtype(), device) {
+            (Self::Bf16, _, DeviceSpec::Cpu) => packed(PackedFormat::Bf16),
+            (_, Some(dtype), _) => dense(dtype),
+            (_, None, DeviceSpec::Cpu) => packed(PackedFormat::Int8),
+            (_, None, DeviceSpec::Cuda(_)) => bail!(
+                "--precision int8 runs on the CPU only (there is no int8 GPU kernel); use --device cpu, or \
+                 --precision bf16 or fp16 on `{device}`"
+            ),
+        })
+    }
+
+    /// The element type of tensors stored in this precision (`None` for int8, which only packed weights
+    /// have). What runs is [`Precision::compute`]'s.
+    pub fn float_dtype(self) -> Option<DType> {
         match self {
-            Self::Fp32 => DType::F32,
-            Self::Fp16 => DType::F16,
-            Self::Bf16 => DType::BF16,
+            Self::Fp32 => Some(DType::F32),
+            Self::Fp16 => Some(DType::F16),
+            Self::Bf16 => Some(DType::BF16),
+            Self::Int8 => None,
         }
     }
 
-    /// open_clip's name: `fp32`, `fp16` or `bf16`.
+    /// open_clip's name: `fp32`, `fp16` or `bf16`; or `int8`.
     pub fn name(self) -> &'static str {
         match self {
             Self::Fp32 => "fp32",
             Self::Fp16 => "fp16",
             Self::Bf16 => "bf16",
+            Self::Int8 => "int8",
         }
     }
 }
@@ -54,7 +106,8 @@ impl std::str::FromStr for Precision {
             "fp32" | "f32" | "float32" | "pure_fp32" => Self::Fp32,
             "fp16" | "f16" | "float16" | "pure_fp16" => Self::Fp16,
             "bf16" | "bfloat16" | "pure_bf16" => Self::Bf16,
-            other => bail!("unknown precision `{other}`; use fp32, fp16 or bf16"),
+            "int8" | "i8" | "qint8" => Self::Int8,
+            other => bail!("unknown precision `{other}`; use fp32, fp16, bf16 or int8"),
         })
     }
 }
@@ -286,8 +339,9 @@ impl ModelSpec<'_> {
     /// weights are checked to be finite as they load).
     pub fn load(&self) -> Result<(Coca, CocaConfig)> {
         let (cfg, source) = resolve_config(self.model)?;
+        let compute = self.precision.compute(self.device)?;
         let opts = LoadOptions {
-            dtype: self.precision.dtype(),
+            dtype: compute.dtype,
             device: self.device.open()?,
         };
         let workload = Workload {
@@ -299,7 +353,16 @@ impl ModelSpec<'_> {
         check_fits(&cfg, &source, &workload)?;
         let weights = weights_path(self.model, self.pretrained)?;
         let started = std::time::Instant::now();
-        let model = load_checked(&cfg, &weights, &opts, self.allow_nonfinite_weights)?;
+        let checkpoint = Checkpoint::open(&weights).map_err(ModelError::from)?;
+        let model = if coca_model::quantized::is_quantized(&checkpoint) {
+            self.load_quantized(&cfg, checkpoint, &opts)?
+        } else {
+            let mut model = load_checked(&cfg, checkpoint, &opts, self.allow_nonfinite_weights)?;
+            if let Some(format) = compute.packed {
+                model.pack_weights(format)?;
+            }
+            model
+        };
         tracing::info!(
             "loaded {source} from {} in {:.2}s",
             weights.display(),
@@ -309,10 +372,52 @@ impl ModelSpec<'_> {
     }
 }
 
+impl ModelSpec<'_> {
+    /// Load a file written by `coca quantize`: it runs in the precision it records, on the CPU. The default
+    /// `--precision fp32` means "as stored"; another precision than the file's is refused, as is a GPU.
+    fn load_quantized(
+        &self,
+        cfg: &CocaConfig,
+        checkpoint: Checkpoint,
+        opts: &LoadOptions,
+    ) -> Result<Coca> {
+        let path = checkpoint.path().to_path_buf();
+        let format = coca_model::quantized::recorded_format(&checkpoint)?;
+        let stored = coca_model::quantized::format_name(format);
+        if !matches!(opts.device, Device::Cpu) {
+            bail!(
+                "'{}' holds {stored} weights packed for the CPU (written by coca quantize); run it with \
+                 --device cpu, or give the f32 checkpoint for `{}`",
+                path.display(),
+                self.device
+            );
+        }
+        if self.precision != Precision::Fp32 && self.precision.name() != stored {
+            bail!(
+                "'{}' holds {stored} weights (written by coca quantize) and runs in {stored} only, not \
+                 --precision {}: drop --precision, or quantise the f32 checkpoint with --precision {}",
+                path.display(),
+                self.precision,
+                self.precision
+            );
+        }
+        let bad = checkpoint.non_finite_tensors().map_err(ModelError::from)?;
+        refuse_non_finite(&path, &bad, self.allow_nonfinite_weights)?;
+        let (model, _) = coca_model::quantized::load_quantized(cfg, &checkpoint)?;
+        Ok(model)
+    }
+}
+
 /// `coca_model::load::load_model` with every weight checked to be finite as it loads: a checkpoint with NaN or
 /// infinite weights is refused (or, with `allow`, loaded with a warning), naming the tensors.
-fn load_checked(cfg: &CocaConfig, path: &Path, opts: &LoadOptions, allow: bool) -> Result<Coca> {
-    let checkpoint = Checkpoint::open(path).map_err(ModelError::from)?;
+fn load_checked(
+    cfg: &CocaConfig,
+    checkpoint: Checkpoint,
+    opts: &LoadOptions,
+    allow: bool,
+) -> Result<Coca> {
+    let path = checkpoint.path().to_path_buf();
+    let path = path.as_path();
     if let Err(mismatch) = validate_checkpoint(cfg, &checkpoint) {
         // Non-finite weights are reported before a mismatch, as for a checkpoint that fits; this one is not
         // loaded, so its weights are scanned here.

@@ -8,7 +8,7 @@
 //!   would cost seconds per run for a 1 GB checkpoint, and the safetensors header alone cannot tell two
 //!   fine-tunes of one architecture apart (same names, shapes and offsets). A checkpoint rewritten in place
 //!   gets a new mtime and therefore a new key; copying it elsewhere only costs one rebuild.
-//! * the model config (its JSON) and the compute dtype, which change the numbers;
+//! * the model config (its JSON) and the compute (dtype, or packing of the weights), which change the numbers;
 //! * every class name and every template (in canonical `{c}` form), in order;
 //! * a format version of this crate, bumped whenever the computation changes.
 //!
@@ -96,7 +96,7 @@ impl CacheKey {
     pub fn new(
         checkpoint: &CheckpointIdentity,
         config: &CocaConfig,
-        dtype: DType,
+        compute: &str,
         classnames: &[String],
         templates: &[Template],
     ) -> Result<Self> {
@@ -113,7 +113,7 @@ impl CacheKey {
         let config_json = serde_json::to_string(config)
             .map_err(|e| ZeroShotError::Input(format!("model config does not serialise: {e}")))?;
         field(config_json.as_bytes());
-        field(dtype.as_str().as_bytes());
+        field(compute.as_bytes());
         field(&(classnames.len() as u64).to_le_bytes());
         for name in classnames {
             field(name.as_bytes());

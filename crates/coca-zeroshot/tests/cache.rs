@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use candle_core::{DType, Device};
+use candle_core::Device;
 use coca_model::load::{load_model, LoadOptions};
 use coca_model::{Coca, CocaConfig};
 use coca_zeroshot::cache::Lookup;
@@ -37,7 +37,7 @@ fn templates() -> Vec<Template> {
 
 fn key_for(cfg: &CocaConfig, ckpt: &Path, classes: &[String], templates: &[Template]) -> CacheKey {
     let id = CheckpointIdentity::of(ckpt).unwrap();
-    CacheKey::new(&id, cfg, DType::F32, classes, templates).unwrap()
+    CacheKey::new(&id, cfg, "f32", classes, templates).unwrap()
 }
 
 #[test]
@@ -105,7 +105,7 @@ fn key_depends_on_every_input() {
     let id = CheckpointIdentity::of(&ckpt).unwrap();
     assert_ne!(
         base,
-        CacheKey::new(&id, &cfg, DType::F16, &classes(), &templates()).unwrap()
+        CacheKey::new(&id, &cfg, "f16", &classes(), &templates()).unwrap()
     );
     let touched = CheckpointIdentity {
         modified_ns: id.modified_ns + 1,
@@ -113,7 +113,7 @@ fn key_depends_on_every_input() {
     };
     assert_ne!(
         base,
-        CacheKey::new(&touched, &cfg, DType::F32, &classes(), &templates()).unwrap()
+        CacheKey::new(&touched, &cfg, "f32", &classes(), &templates()).unwrap()
     );
     let copied = CheckpointIdentity {
         path: PathBuf::from("/elsewhere/model.safetensors"),
@@ -121,7 +121,7 @@ fn key_depends_on_every_input() {
     };
     assert_ne!(
         base,
-        CacheKey::new(&copied, &cfg, DType::F32, &classes(), &templates()).unwrap()
+        CacheKey::new(&copied, &cfg, "f32", &classes(), &templates()).unwrap()
     );
 }
 

@@ -238,8 +238,8 @@ pub fn class_embeddings(
     };
     let cache = ClassifierCache::new(dir);
     let identity = CheckpointIdentity::of(&model_args.weights_path()?)?;
-    let dtype = model_args.precision.dtype();
-    let key = CacheKey::new(&identity, cfg, dtype, classnames, templates)?;
+    let compute = model_args.precision.compute(model_args.device)?;
+    let key = CacheKey::new(&identity, cfg, &compute.tag(), classnames, templates)?;
     let description = BTreeMap::from([
         (
             "checkpoint".to_string(),

@@ -25,7 +25,13 @@ pub fn run(args: ConvertArgs) -> Result<()> {
             bail!("--output must differ from --pretrained");
         }
     }
-    let save_dtype = args.save_dtype.map(|p| p.dtype());
+    let save_dtype = match args.save_dtype.map(|p| (p, p.float_dtype())) {
+        None => None,
+        Some((_, Some(dtype))) => Some(dtype),
+        Some((p, None)) => bail!(
+            "--save-dtype {p}: convert writes f32, f16 or bf16 tensors; coca quantize writes {p} weights"
+        ),
+    };
     let ckpt = Checkpoint::open(&weights)?;
     validate_checkpoint(&cfg, &ckpt)?;
     let tensors: Vec<(String, candle_core::Tensor)> = ckpt

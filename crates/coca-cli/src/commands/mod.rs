@@ -12,6 +12,7 @@ pub mod launch;
 pub mod parity;
 pub mod plot;
 pub mod probe;
+pub mod quantize;
 pub mod search;
 pub mod serve;
 pub mod tokenize;

@@ -8,11 +8,20 @@ use crate::output::write_json;
 
 /// Run the command; fails when any check exceeds its tolerance.
 pub fn run(args: ParityArgs) -> Result<()> {
+    let compute = args.precision.compute(args.device)?;
+    if compute.packed.is_some() {
+        bail!(
+            "coca parity holds open_clip's own precisions to open_clip; `--precision {}` on {} packs weights \
+             that open_clip has no counterpart for",
+            args.precision,
+            args.device
+        );
+    }
     let opts = ParityOptions {
         gradients: !args.no_grads,
         use_pytorch_bin: args.bin,
         device: args.device.open()?,
-        dtype: args.precision.dtype(),
+        dtype: compute.dtype,
     };
     let mut reports = Vec::new();
     for dir in &args.dirs {

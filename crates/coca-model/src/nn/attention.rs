@@ -3,8 +3,8 @@
 use candle_core::{DType, Device, Result, Tensor};
 use candle_nn::VarBuilder;
 
-use super::layers::Linear;
-use super::ops::{self, Projections};
+use super::layers::{parameter_name, Linear, ProductVisitor};
+use super::ops::{self, LinearWeight, Projections};
 
 /// An additive attention mask (0 = attend, −∞ = blocked), broadcastable to (batch, heads, queries, keys).
 #[derive(Debug, Clone)]
@@ -47,11 +47,23 @@ impl AttentionMask {
 /// The input projections, in whichever layout the checkpoint stores them.
 #[derive(Debug, Clone)]
 enum InProjection {
-    /// `in_proj_weight` (3E, E): query, key and value share the input width.
-    Packed { weight: Tensor, bias: Tensor },
+    /// `in_proj_weight` (3E, E): query, key and value share the input width. `q` and `kv` are its first E and
+    /// last 2E output channels (views, kept so that no call narrows the weight).
+    Packed { qkv: Linear, q: Linear, kv: Linear },
     /// `q_proj_weight` (E, E), `k_proj_weight`/`v_proj_weight` (E, kdim) and one packed `in_proj_bias` (3E): used
     /// by PyTorch whenever the key width differs from the query width (the attentional pooler).
     Separate { q: Linear, k: Linear, v: Linear },
+}
+
+impl InProjection {
+    /// The packed layout from its (3E, E) projection, with the query and key/value parts.
+    fn packed(qkv: Linear, embed_dim: usize) -> Result<Self> {
+        Ok(Self::Packed {
+            q: qkv.narrow_out(0, embed_dim)?,
+            kv: qkv.narrow_out(embed_dim, 2 * embed_dim)?,
+            qkv,
+        })
+    }
 }
 
 /// Multi-head attention; `forward(query, context)` attends from `query` to `context` (or to itself).
@@ -126,18 +138,24 @@ impl MultiheadAttention {
     pub fn load(vb: VarBuilder, embed_dim: usize, kv_dim: usize, heads: usize) -> Result<Self> {
         let bias = vb.get(3 * embed_dim, "in_proj_bias")?;
         let in_proj = if kv_dim == embed_dim {
-            InProjection::Packed {
-                weight: vb.get((3 * embed_dim, embed_dim), "in_proj_weight")?,
-                bias,
-            }
+            let weight = vb.get((3 * embed_dim, embed_dim), "in_proj_weight")?;
+            let name = parameter_name(&vb, "in_proj_weight");
+            InProjection::packed(
+                Linear::from_parts(LinearWeight::Dense(weight), Some(bias), name),
+                embed_dim,
+            )?
         } else {
-            let q_b = bias.narrow(0, 0, embed_dim)?;
-            let k_b = bias.narrow(0, embed_dim, embed_dim)?;
-            let v_b = bias.narrow(0, 2 * embed_dim, embed_dim)?;
+            let part = |name: &str, i: usize, in_dim: usize| -> Result<Linear> {
+                Ok(Linear::from_parts(
+                    LinearWeight::Dense(vb.get((embed_dim, in_dim), name)?),
+                    Some(bias.narrow(0, i * embed_dim, embed_dim)?),
+                    parameter_name(&vb, name),
+                ))
+            };
             InProjection::Separate {
-                q: Linear::from_parts(vb.get((embed_dim, embed_dim), "q_proj_weight")?, Some(q_b)),
-                k: Linear::from_parts(vb.get((embed_dim, kv_dim), "k_proj_weight")?, Some(k_b)),
-                v: Linear::from_parts(vb.get((embed_dim, kv_dim), "v_proj_weight")?, Some(v_b)),
+                q: part("q_proj_weight", 0, embed_dim)?,
+                k: part("k_proj_weight", 1, kv_dim)?,
+                v: part("v_proj_weight", 2, kv_dim)?,
             }
         };
         Ok(Self {
@@ -146,6 +164,22 @@ impl MultiheadAttention {
             heads,
             embed_dim,
         })
+    }
+
+    /// Call `f` with each of the attention's product weights (the packed input projection as one weight).
+    pub(crate) fn for_each_product(&mut self, f: &mut ProductVisitor) -> Result<()> {
+        match &mut self.in_proj {
+            InProjection::Packed { qkv, .. } => {
+                qkv.for_each_product(f)?;
+                self.in_proj = InProjection::packed(qkv.clone(), self.embed_dim)?;
+            }
+            InProjection::Separate { q, k, v } => {
+                q.for_each_product(f)?;
+                k.for_each_product(f)?;
+                v.for_each_product(f)?;
+            }
+        }
+        self.out_proj.for_each_product(f)
     }
 
     /// Number of heads.
@@ -161,11 +195,7 @@ impl MultiheadAttention {
     /// Project the query side: (batch, len, E) → (batch, heads, len, head_dim).
     pub(crate) fn project_query(&self, x: &Tensor) -> Result<Tensor> {
         let q = match &self.in_proj {
-            InProjection::Packed { weight, bias } => {
-                let e = self.embed_dim;
-                ops::linear(x, &weight.narrow(0, 0, e)?, Some(&bias.narrow(0, 0, e)?))?
-            }
-            InProjection::Separate { q, .. } => q.forward(x)?,
+            InProjection::Packed { q, .. } | InProjection::Separate { q, .. } => q.forward(x)?,
         };
         self.split_heads(&q)
     }
@@ -173,13 +203,9 @@ impl MultiheadAttention {
     /// Project a context into keys and values (computed once and reused, e.g. image tokens during generation).
     pub(crate) fn project_kv(&self, context: &Tensor) -> Result<KeyValue> {
         let (k, v) = match &self.in_proj {
-            InProjection::Packed { weight, bias } => {
+            InProjection::Packed { kv, .. } => {
                 let e = self.embed_dim;
-                let kv = ops::linear(
-                    context,
-                    &weight.narrow(0, e, 2 * e)?,
-                    Some(&bias.narrow(0, e, 2 * e)?),
-                )?;
+                let kv = kv.forward(context)?;
                 (kv.narrow(2, 0, e)?, kv.narrow(2, e, e)?)
             }
             InProjection::Separate { k, v, .. } => (k.forward(context)?, v.forward(context)?),
@@ -193,9 +219,9 @@ impl MultiheadAttention {
     /// Project `x` into queries, keys and values at once (self-attention: one GEMM for all three).
     pub(crate) fn project_qkv(&self, x: &Tensor) -> Result<(Tensor, KeyValue)> {
         match &self.in_proj {
-            InProjection::Packed { weight, bias } => {
+            InProjection::Packed { qkv, .. } => {
                 let e = self.embed_dim;
-                let qkv = ops::linear(x, weight, Some(bias))?;
+                let qkv = qkv.forward(x)?;
                 let q = self.split_heads(&qkv.narrow(2, 0, e)?)?;
                 let k = self.split_heads(&qkv.narrow(2, e, e)?)?;
                 let v = self.split_heads(&qkv.narrow(2, 2 * e, e)?)?;
@@ -226,24 +252,14 @@ impl MultiheadAttention {
         context: Option<&Tensor>,
         mask: Option<&Tensor>,
     ) -> Result<Tensor> {
-        let e = self.embed_dim;
         let out = match (&self.in_proj, context) {
-            (InProjection::Packed { weight, bias }, None) => {
-                let qkv = ops::linear(query, weight, Some(bias))?;
+            (InProjection::Packed { qkv, .. }, None) => {
+                let qkv = qkv.forward(query)?;
                 ops::attention(Projections::Packed(&qkv), self.heads, mask)?
             }
-            (InProjection::Packed { weight, bias }, Some(ctx)) => {
-                let q = ops::linear(
-                    query,
-                    &weight.narrow(0, 0, e)?,
-                    Some(&bias.narrow(0, 0, e)?),
-                )?;
-                let q = share_across_batch(q, ctx.dim(0)?)?;
-                let kv = ops::linear(
-                    ctx,
-                    &weight.narrow(0, e, 2 * e)?,
-                    Some(&bias.narrow(0, e, 2 * e)?),
-                )?;
+            (InProjection::Packed { q, kv, .. }, Some(ctx)) => {
+                let q = share_across_batch(q.forward(query)?, ctx.dim(0)?)?;
+                let kv = kv.forward(ctx)?;
                 ops::attention(Projections::QueryKeyValue(&q, &kv), self.heads, mask)?
             }
             (InProjection::Separate { q, k, v }, ctx) => {

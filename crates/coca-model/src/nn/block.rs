@@ -4,7 +4,7 @@ use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
 use super::attention::{KeyValue, LayerCache, MultiheadAttention};
-use super::layers::{Activation, LayerNorm, Mlp};
+use super::layers::{Activation, LayerNorm, Mlp, ProductVisitor};
 
 /// `x + attn(ln_1(x)[, ln_1_kv(ctx)])`, then `x + mlp(ln_2(x))`.
 #[derive(Debug, Clone)]
@@ -38,6 +38,12 @@ impl ResidualAttentionBlock {
             ln_2: LayerNorm::load(vb.pp("ln_2"), width)?,
             mlp: Mlp::load(vb.pp("mlp"), width, mlp_width, act)?,
         })
+    }
+
+    /// Call `f` with each of the block's product weights (attention, then MLP).
+    pub(crate) fn for_each_product(&mut self, f: &mut ProductVisitor) -> Result<()> {
+        self.attn.for_each_product(f)?;
+        self.mlp.for_each_product(f)
     }
 
     /// The MLP half of the block: `x + mlp(ln_2(x))`.
@@ -176,6 +182,13 @@ impl Transformer {
     /// Number of blocks.
     pub fn depth(&self) -> usize {
         self.blocks.len()
+    }
+
+    /// Call `f` with each block's product weights, bottom first.
+    pub(crate) fn for_each_product(&mut self, f: &mut ProductVisitor) -> Result<()> {
+        self.blocks
+            .iter_mut()
+            .try_for_each(|block| block.for_each_product(f))
     }
 
     /// Run every block with the same additive mask, each by `runner`.

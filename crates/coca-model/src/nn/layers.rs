@@ -3,35 +3,89 @@
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
-use super::ops;
+use super::ops::{self, LinearWeight};
 
-/// `nn.Linear`: `y = x·Wᵀ + b` with `W` stored as (out, in).
+/// What a walk over a model's product weights calls for each one: the checkpoint name of the weight and the
+/// weight itself ([`crate::Coca::for_each_product`]).
+pub type ProductVisitor<'a> = dyn FnMut(&str, &mut LinearWeight) -> Result<()> + 'a;
+
+/// The checkpoint name of parameter `name` under `vb`'s prefix.
+pub(crate) fn parameter_name(vb: &VarBuilder, name: &str) -> String {
+    match vb.prefix() {
+        prefix if prefix.is_empty() => name.to_string(),
+        prefix => format!("{prefix}.{name}"),
+    }
+}
+
+/// `nn.Linear`: `y = x·Wᵀ + b` with `W` stored as (out, in); also a bare projection matrix (in, out) without
+/// bias, and either packed for the low-precision CPU kernels.
 #[derive(Debug, Clone)]
 pub struct Linear {
-    weight: Tensor,
+    weight: LinearWeight,
     bias: Option<Tensor>,
+    /// The checkpoint name of the weight.
+    name: String,
 }
 
 impl Linear {
     /// Load `weight` (and `bias` when `with_bias`) under `vb`.
     pub fn load(vb: VarBuilder, in_dim: usize, out_dim: usize, with_bias: bool) -> Result<Self> {
-        let weight = vb.get((out_dim, in_dim), "weight")?;
+        let weight = LinearWeight::Dense(vb.get((out_dim, in_dim), "weight")?);
         let bias = if with_bias {
             Some(vb.get(out_dim, "bias")?)
         } else {
             None
         };
-        Ok(Self { weight, bias })
+        let name = parameter_name(&vb, "weight");
+        Ok(Self { weight, bias, name })
     }
 
-    /// Wrap existing tensors (used for the packed attention projections).
-    pub fn from_parts(weight: Tensor, bias: Option<Tensor>) -> Self {
-        Self { weight, bias }
+    /// A bare projection matrix `name` (in, out) under `vb`, applied as `x·P` ([`ops::project`]).
+    pub fn load_matrix(vb: VarBuilder, name: &str, in_dim: usize, out_dim: usize) -> Result<Self> {
+        Ok(Self {
+            weight: LinearWeight::Matrix(vb.get((in_dim, out_dim), name)?),
+            bias: None,
+            name: parameter_name(&vb, name),
+        })
+    }
+
+    /// Wrap existing parts: the weight, its bias, and the weight's checkpoint name.
+    pub fn from_parts(weight: LinearWeight, bias: Option<Tensor>, name: String) -> Self {
+        Self { weight, bias, name }
+    }
+
+    /// The weight.
+    pub fn weight(&self) -> &LinearWeight {
+        &self.weight
+    }
+
+    /// The bias, if any.
+    pub fn bias(&self) -> Option<&Tensor> {
+        self.bias.as_ref()
+    }
+
+    /// Output channels `start .. start + len` of the product, weight and bias (a part of a packed attention
+    /// projection); named like this one.
+    pub fn narrow_out(&self, start: usize, len: usize) -> Result<Self> {
+        Ok(Self {
+            weight: self.weight.narrow_out(start, len)?,
+            bias: self
+                .bias
+                .as_ref()
+                .map(|b| b.narrow(0, start, len))
+                .transpose()?,
+            name: self.name.clone(),
+        })
     }
 
     /// Apply to `x` of shape (..., in) ([`ops::linear`]).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         ops::linear(x, &self.weight, self.bias.as_ref())
+    }
+
+    /// Call `f` with the weight's checkpoint name and the weight.
+    pub(crate) fn for_each_product(&mut self, f: &mut ProductVisitor) -> Result<()> {
+        f(&self.name, &mut self.weight)
     }
 }
 
@@ -98,5 +152,11 @@ impl Mlp {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let h = ops::linear_activation(x, &self.c_fc.weight, self.c_fc.bias.as_ref(), self.act)?;
         self.c_proj.forward(&h)
+    }
+
+    /// Call `f` with each of the MLP's product weights.
+    pub(crate) fn for_each_product(&mut self, f: &mut ProductVisitor) -> Result<()> {
+        self.c_fc.for_each_product(f)?;
+        self.c_proj.for_each_product(f)
     }
 }

@@ -17,6 +17,10 @@
 //!   candle's own kernels where they exist and no gradient is needed (they have no backward, which would be
 //!   dropped silently), otherwise compositions of differentiable candle primitives.
 //!
+//! Independently of these, a product whose weight is packed to int8 or bf16 ([`LinearWeight::Packed`], CPU
+//! inference only: [`crate::Coca::pack_weights`]) runs the low-precision product of `kernels/lowp`, whatever the
+//! path of its activations, in one function (`packed_linear`); a recorded gradient through it is refused.
+//!
 //! Independently of these, products with at most `thin_matmul::MAX_ROWS` (8) activation rows, f32 on the CPU,
 //! without a gradient and with a contiguous weight (decoding steps) take the thin mat-vec kernel: candle's GEMM
 //! packs the weight on every call, which costs as much as the product at that shape. It is not part of the coca
@@ -24,7 +28,8 @@
 //!
 //! | op | coca CPU | coca CUDA | candle |
 //! |---|---|---|---|
-//! | [`linear`] | thin if it fits, else the fused linear node (bias as the GEMM's accumulator) | candle matmul + bias | thin if it fits, else candle matmul + bias |
+//! | [`linear`] (dense weight) | thin if it fits, else the fused linear node (bias as the GEMM's accumulator) | candle matmul + bias | thin if it fits, else candle matmul + bias |
+//! | [`linear`] (packed weight) | the low-precision product | refused (CPU only) | the low-precision product (f32 activations) |
 //! | [`project`] | thin if it fits, else candle matmul | candle matmul | thin if it fits, else candle matmul |
 //! | [`layer_norm`] | kernel | candle's kernel without a gradient and one dtype, else coca's kernel | candle's kernel without a gradient and one dtype, else composed in f32 |
 //! | [`gelu`] | kernel (vectorised; candle's erf is scalar) | coca's kernel with a gradient, else candle's | candle's `gelu_erf` |
@@ -41,9 +46,10 @@
 
 use candle_core::{DType, Device, Result, Tensor, D};
 
-use super::kernels::{self, chunked_lm_head, thin_matmul};
+use super::kernels::{self, chunked_lm_head, lowp, thin_matmul};
 use super::layers::Activation;
 
+pub use super::kernels::lowp::{Format as PackedFormat, PackedWeight};
 pub use super::kernels::Projections;
 
 /// open_clip's LayerNorm epsilon.
@@ -123,9 +129,154 @@ fn fold_rows(x: &Tensor, out: usize) -> Result<(Tensor, Vec<usize>)> {
     Ok((flat, out_shape))
 }
 
-/// `x·Wᵀ (+ b)` over the last dimension of `x`, `weight` (out, in) as `nn.Linear` stores it. Leading dimensions
-/// are folded so that one large GEMM runs instead of a batch of small ones.
-pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+/// The weight matrix of a product, in the layout it was loaded in or packed for the low-precision CPU kernels.
+#[derive(Debug, Clone)]
+pub enum LinearWeight {
+    /// (out, in), as `nn.Linear` stores it: the product is `x·Wᵀ`.
+    Dense(Tensor),
+    /// (in, out), as open_clip stores its bare projection matrices: the product is `x·P` ([`project`]).
+    Matrix(Tensor),
+    /// Packed int8 or bf16 (out, in) (for a projection matrix, its transpose): CPU inference only.
+    Packed(PackedWeight),
+}
+
+impl LinearWeight {
+    /// Output channels of the product.
+    pub fn out_dim(&self) -> Result<usize> {
+        match self {
+            Self::Dense(w) => w.dim(0),
+            Self::Matrix(p) => p.dim(1),
+            Self::Packed(w) => Ok(w.n()),
+        }
+    }
+
+    /// Input width of the product.
+    pub fn in_dim(&self) -> Result<usize> {
+        match self {
+            Self::Dense(w) => w.dim(1),
+            Self::Matrix(p) => p.dim(0),
+            Self::Packed(w) => Ok(w.k()),
+        }
+    }
+
+    /// The output channels `start .. start + len` (a part of a packed attention projection): a view for a dense
+    /// weight and for whole panels of a packed one, else a copy of those channels.
+    pub fn narrow_out(&self, start: usize, len: usize) -> Result<Self> {
+        Ok(match self {
+            Self::Dense(w) => Self::Dense(w.narrow(0, start, len)?),
+            Self::Matrix(p) => Self::Matrix(p.narrow(1, start, len)?),
+            Self::Packed(w) => Self::Packed(
+                w.narrow_channels(start, len)
+                    .or_else(|_| copy_channels(w, start, len))?,
+            ),
+        })
+    }
+
+    /// This weight packed to `format` (a packed weight is returned as it is if it already has that format).
+    /// Reads the dense values once; the dense tensor is freed when the caller drops it.
+    pub fn pack(&self, format: PackedFormat) -> Result<Self> {
+        let dense = match self {
+            Self::Packed(w) if w.format() == format => return Ok(self.clone()),
+            Self::Packed(w) => candle_core::bail!(
+                "a weight packed as {:?} cannot be repacked as {format:?}",
+                w.format()
+            ),
+            Self::Dense(w) => w.clone(),
+            Self::Matrix(p) => p.t()?,
+        };
+        if dense.track_op() {
+            candle_core::bail!(
+                "trainable weights cannot be packed to {format:?}: training runs the f32 model"
+            );
+        }
+        let (n, k) = dense.dims2()?;
+        let values = dense
+            .to_dtype(DType::F32)?
+            .to_device(&Device::Cpu)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        Ok(Self::Packed(match format {
+            PackedFormat::Int8 => PackedWeight::quantize_int8(&values, n, k)?,
+            PackedFormat::Bf16 => PackedWeight::from_f32_as_bf16(&values, n, k)?,
+        }))
+    }
+
+    /// The packed weight, if this one is packed.
+    pub fn packed(&self) -> Option<&PackedWeight> {
+        match self {
+            Self::Packed(w) => Some(w),
+            Self::Dense(_) | Self::Matrix(_) => None,
+        }
+    }
+
+    /// The dense tensor in its stored layout, or an error for a packed weight (training and gradient-based code
+    /// need the f32 model).
+    pub fn dense(&self) -> Result<&Tensor> {
+        match self {
+            Self::Dense(t) | Self::Matrix(t) => Ok(t),
+            Self::Packed(w) => candle_core::bail!(
+                "this weight is packed as {:?} for inference; training and gradients need the f32 model",
+                w.format()
+            ),
+        }
+    }
+}
+
+/// Channels `start .. start + len` of a packed weight copied into a weight of their own (bit for bit).
+fn copy_channels(w: &PackedWeight, start: usize, len: usize) -> Result<PackedWeight> {
+    let k = w.k();
+    let rows = start * k..(start + len) * k;
+    match w.format() {
+        PackedFormat::Int8 => {
+            let (values, scales) = w.int8_rows()?;
+            PackedWeight::from_int8(&values[rows], &scales[start..start + len], len, k)
+        }
+        PackedFormat::Bf16 => PackedWeight::from_bf16_bits(&w.bf16_rows()?[rows], len, k),
+    }
+}
+
+/// `x·Wᵀ (+ b)` over the last dimension of `x`, for any [`LinearWeight`]. Leading dimensions are folded so that
+/// one large GEMM runs instead of a batch of small ones.
+pub fn linear(x: &Tensor, weight: &LinearWeight, bias: Option<&Tensor>) -> Result<Tensor> {
+    match weight {
+        LinearWeight::Dense(w) => dense_linear(x, w, bias),
+        LinearWeight::Matrix(p) => match bias {
+            Some(b) => project(x, p)?.broadcast_add(b),
+            None => project(x, p),
+        },
+        LinearWeight::Packed(w) => packed_linear(x, w, bias),
+    }
+}
+
+/// `x·Wᵀ (+ b)` with a packed weight: the activations as f32 rows on the CPU, the low-precision product, the
+/// result in the activations' dtype. The one place that runs a packed weight.
+fn packed_linear(x: &Tensor, weight: &PackedWeight, bias: Option<&Tensor>) -> Result<Tensor> {
+    if any_tracks(&[x]) {
+        candle_core::bail!(
+            "no gradient flows through a weight packed as {:?}: training and backward passes need the f32 model",
+            weight.format()
+        );
+    }
+    if !matches!(x.device(), Device::Cpu) {
+        candle_core::bail!(
+            "weights packed as {:?} run on the CPU only, not on {:?}",
+            weight.format(),
+            x.device()
+        );
+    }
+    let (flat, out_shape) = fold_rows(x, weight.n())?;
+    let rows = flat.dim(0)?;
+    let xs = flat.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+    let bias = bias
+        .map(|b| b.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>())
+        .transpose()?;
+    let mut out = vec![0f32; rows * weight.n()];
+    lowp::matmul_reference(&xs, rows, weight, bias.as_deref(), &mut out)?;
+    Tensor::from_vec(out, out_shape, x.device())?.to_dtype(x.dtype())
+}
+
+/// `x·Wᵀ (+ b)` with a dense `weight` (out, in), as `nn.Linear` stores it.
+fn dense_linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
     let (flat, out_shape) = fold_rows(x, weight.dim(0)?)?;
     let mut operands = vec![&flat, weight];
     operands.extend(bias);
@@ -331,17 +482,19 @@ pub fn quick_gelu(x: &Tensor) -> Result<Tensor> {
 /// `act(x·Wᵀ + b)`: the first half of the MLP.
 pub fn linear_activation(
     x: &Tensor,
-    weight: &Tensor,
+    weight: &LinearWeight,
     bias: Option<&Tensor>,
     act: Activation,
 ) -> Result<Tensor> {
-    match (act, bias) {
+    match (act, bias, weight) {
         // With coca's CUDA kernels the bias joins the GELU kernel instead of taking a pass of its own.
-        (Activation::Gelu, Some(b)) if path(&[x, weight, b]) == Path::CocaCuda => {
+        (Activation::Gelu, Some(b), LinearWeight::Dense(w))
+            if path(&[x, w, b]) == Path::CocaCuda =>
+        {
             kernels::bias_gelu_erf(&linear(x, weight, None)?, b)
         }
-        (Activation::Gelu, _) => gelu(&linear(x, weight, bias)?),
-        (Activation::QuickGelu, _) => quick_gelu(&linear(x, weight, bias)?),
+        (Activation::Gelu, _, _) => gelu(&linear(x, weight, bias)?),
+        (Activation::QuickGelu, _, _) => quick_gelu(&linear(x, weight, bias)?),
     }
 }
 
@@ -475,10 +628,12 @@ pub(crate) mod tests {
                 .unwrap()
                 .broadcast_add(&b)
                 .unwrap();
-            let got = linear(&x, &w, Some(&b)).unwrap();
+            let got = linear(&x, &LinearWeight::Dense(w.clone()), Some(&b)).unwrap();
             assert_eq!(got.dims(), &[2, rows, 40]);
             assert!(max_abs_diff(&got, &reference) < 1e-5, "{rows} rows");
-            let composed = with_composed_ops(|| linear(&x, &w, Some(&b)).unwrap());
+            let composed = with_composed_ops(|| {
+                linear(&x, &LinearWeight::Dense(w.clone()), Some(&b)).unwrap()
+            });
             assert!(
                 max_abs_diff(&composed, &reference) < 1e-5,
                 "{rows} rows, composed"
@@ -488,9 +643,66 @@ pub(crate) mod tests {
         let wv = Var::from_tensor(&w).unwrap();
         let x = Tensor::randn(0f32, 1.0, (1, 24), &dev).unwrap();
         assert!(!thin_matmul::fits(&x, wv.as_tensor(), 1));
-        let y = linear(&x, wv.as_tensor(), None).unwrap();
+        let y = linear(&x, &LinearWeight::Dense(wv.as_tensor().clone()), None).unwrap();
         let grads = y.sum_all().unwrap().backward().unwrap();
         assert!(grads.get(wv.as_tensor()).is_some());
+    }
+
+    #[test]
+    fn packed_products_follow_the_reference_and_narrowing_keeps_their_bits() {
+        let dev = Device::Cpu;
+        let (n, k) = (40, 24);
+        let w = Tensor::randn(0f32, 0.1, (n, k), &dev).unwrap();
+        let b = Tensor::randn(0f32, 0.1, n, &dev).unwrap();
+        let x = Tensor::randn(0f32, 1.0, (2, 3, k), &dev).unwrap();
+        for format in [PackedFormat::Int8, PackedFormat::Bf16] {
+            let packed = LinearWeight::Dense(w.clone()).pack(format).unwrap();
+            let got = linear(&x, &packed, Some(&b)).unwrap();
+            assert_eq!(got.dims(), &[2, 3, n]);
+            // The same product through the reference directly.
+            let xs = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let mut want = vec![0f32; 6 * n];
+            let bias = b.to_vec1::<f32>().unwrap();
+            lowp::matmul_reference(&xs, 6, packed.packed().unwrap(), Some(&bias), &mut want)
+                .unwrap();
+            assert_eq!(got.flatten_all().unwrap().to_vec1::<f32>().unwrap(), want);
+            // Close to f32.
+            let dense = linear(&x, &LinearWeight::Dense(w.clone()), Some(&b)).unwrap();
+            assert!(max_abs_diff(&got, &dense) < 0.05, "{format:?}");
+            // A view of whole panels and a copy of a range that is not: the same bits as those columns.
+            for (start, len) in [(16, 24), (8, 20)] {
+                let part = packed.narrow_out(start, len).unwrap();
+                let y = linear(&x, &part, Some(&b.narrow(0, start, len).unwrap())).unwrap();
+                let cols = got.narrow(2, start, len).unwrap();
+                assert_eq!(max_abs_diff(&y, &cols), 0.0, "{format:?} {start}+{len}");
+            }
+            // A projection matrix (in, out) packs as its transpose.
+            let matrix = LinearWeight::Matrix(w.t().unwrap()).pack(format).unwrap();
+            assert_eq!(
+                max_abs_diff(&linear(&x, &matrix, Some(&b)).unwrap(), &got),
+                0.0
+            );
+        }
+    }
+
+    #[test]
+    fn packed_weights_refuse_gradients() {
+        let dev = Device::Cpu;
+        let w = Var::randn(0f32, 0.1, (16, 8), &dev).unwrap();
+        let err = LinearWeight::Dense(w.as_tensor().clone())
+            .pack(PackedFormat::Int8)
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("training runs the f32 model"),
+            "{err}"
+        );
+        let packed = LinearWeight::Dense(w.as_tensor().detach())
+            .pack(PackedFormat::Bf16)
+            .unwrap();
+        let x = Var::randn(0f32, 1.0, (2, 8), &dev).unwrap();
+        let err = linear(x.as_tensor(), &packed, None).unwrap_err();
+        assert!(err.to_string().contains("no gradient flows"), "{err}");
+        assert!(packed.dense().is_err());
     }
 
     #[test]

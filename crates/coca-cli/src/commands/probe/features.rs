@@ -80,8 +80,8 @@ pub struct FeatureSpec<'a> {
     pub weights: &'a Path,
     /// The model config.
     pub config: &'a CocaConfig,
-    /// The compute dtype.
-    pub dtype: DType,
+    /// What the model computes in ([`coca_pipeline::Compute::tag`]): the dtype, or the packing of the weights.
+    pub compute: &'a str,
     /// Frames per video; `None` for images.
     pub frames: Option<usize>,
     /// The items.
@@ -114,7 +114,7 @@ pub fn cache_key(spec: &FeatureSpec) -> Result<String> {
     field(&checkpoint.size.to_le_bytes());
     field(&checkpoint.modified_ns.to_le_bytes());
     field(serde_json::to_string(spec.config)?.as_bytes());
-    field(spec.dtype.as_str().as_bytes());
+    field(spec.compute.as_bytes());
     field(&(spec.frames.unwrap_or(0) as u64).to_le_bytes());
     for item in spec.items {
         let path = item
@@ -445,7 +445,7 @@ mod tests {
         let spec = FeatureSpec {
             weights: &weights,
             config: &config,
-            dtype: DType::F32,
+            compute: "f32",
             frames: None,
             items: &items,
         };
@@ -462,7 +462,7 @@ mod tests {
         assert_ne!(
             key,
             cache_key(&FeatureSpec {
-                dtype: DType::F16,
+                compute: "int8-packed",
                 ..spec.clone()
             })
             .unwrap()

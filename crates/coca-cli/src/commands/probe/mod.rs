@@ -179,7 +179,7 @@ fn cache_dir(args: &ProbeArgs) -> Option<PathBuf> {
 fn train(args: &ProbeArgs, quiet: bool) -> Result<()> {
     let train_dir = args.train_dir.as_deref().expect("clap requires it");
     let (cfg, _) = resolve_config(&args.model.model)?;
-    let dtype = args.model.precision.dtype();
+    let compute = args.model.precision.compute(args.model.device)?.tag();
     let frames = args.video.then_some(args.frames);
     let weights = args.model.weights_path()?;
     let cache = cache_dir(args);
@@ -197,7 +197,7 @@ fn train(args: &ProbeArgs, quiet: bool) -> Result<()> {
         let spec = FeatureSpec {
             weights: &weights,
             config: &cfg,
-            dtype,
+            compute: &compute,
             frames,
             items,
         };
