@@ -53,10 +53,25 @@ pub struct CsvSource {
 impl CsvSource {
     /// Open the file and find the columns in its header.
     pub fn open(path: impl AsRef<Path>, options: &CsvOptions) -> Result<Self, DataError> {
-        let path = path.as_ref().to_path_buf();
+        let text = options
+            .caption_key
+            .as_deref()
+            .map(|key| (key, "--csv-caption-key"));
+        Self::open_columns(path.as_ref(), &options.img_key, text, options.separator)
+    }
+
+    /// Open the file with `img_key` as the image column and an optional text column (the caption, or a class
+    /// label), named with the command-line flag that sets it, for messages.
+    pub(crate) fn open_columns(
+        path: &Path,
+        img_key: &str,
+        text: Option<(&str, &'static str)>,
+        separator: u8,
+    ) -> Result<Self, DataError> {
+        let path = path.to_path_buf();
         let file = File::open(&path).map_err(|e| DataError::io(&path, e))?;
         let mut reader = csv::ReaderBuilder::new()
-            .delimiter(options.separator)
+            .delimiter(separator)
             .has_headers(true)
             .from_reader(file);
         let header: Vec<String> = reader
@@ -80,12 +95,8 @@ impl CsvSource {
                     available: header.clone(),
                 })
         };
-        let img_col = find(&options.img_key, "--csv-img-key")?;
-        let caption_col = options
-            .caption_key
-            .as_deref()
-            .map(|key| find(key, "--csv-caption-key"))
-            .transpose()?;
+        let img_col = find(img_key, "--csv-img-key")?;
+        let caption_col = text.map(|(key, flag)| find(key, flag)).transpose()?;
         Ok(Self {
             path,
             records: reader.into_records(),

@@ -153,6 +153,26 @@ pub enum DataError {
         /// What is wrong.
         detail: String,
     },
+    /// A sample's class label that is not one of the class names (so the class list does not fit the data).
+    #[error("{input}: {detail}")]
+    Label {
+        /// The labelled input, and where in it (file and line, shard member).
+        input: String,
+        /// Which label, and the classes it should be one of.
+        detail: String,
+    },
+    /// Class names or templates that cannot caption labelled images (none given, a blank name, ...).
+    #[error("labels as captions: {detail}")]
+    LabelPrompts {
+        /// What is wrong.
+        detail: String,
+    },
+    /// A mixture of training sources that cannot work (a factor per source, none negative or NaN, ...).
+    #[error("training data mixture: {detail}")]
+    Mixture {
+        /// What is wrong, naming the factors or sources.
+        detail: String,
+    },
     /// The training loader's threads stopped unexpectedly (a bug, e.g. a panic while decoding).
     #[error("training data loader stopped: {detail}")]
     LoaderStopped {

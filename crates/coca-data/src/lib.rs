@@ -23,7 +23,9 @@
 //! from scratch and for tests.
 //!
 //! [`train`] turns any of these (or an indexed generator such as the scenes) into shuffled, augmented,
-//! resumable training batches ([`TrainLoader`]).
+//! resumable training batches ([`TrainLoader`]); labelled datasets train with their class names filled into
+//! prompt templates as captions ([`train::labels`]), and several sources mix with upsampling factors
+//! ([`train::mixture`]).
 //!
 //! [`video`] reads videos (frame folders, animated GIFs, video files through FFmpeg) as sampled frames.
 //!
@@ -67,7 +69,10 @@ pub use sample::{ImageData, Sample};
 pub use shards::{
     ShardCursor, ShardRecord, ShardRecords, ShardSource, SHARD_IMAGE_KEYS, SHARD_TEXT_KEY,
 };
-pub use train::{Batch, LoaderConfig, LoaderState, SkipCounts, TrainLoader, TrainSource};
+pub use train::{
+    Batch, LabelPrompts, LabelledInput, LoaderConfig, LoaderState, SkipCounts, TrainLoader,
+    TrainSource,
+};
 
 /// A collection to read.
 #[derive(Debug, Clone, PartialEq, Eq)]

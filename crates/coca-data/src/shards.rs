@@ -298,7 +298,7 @@ impl Iterator for ShardCursor {
 
 /// How many items reading `shard` yields (samples, and at most one error where it is damaged or unreadable),
 /// from its headers alone.
-fn count_items(shard: &Path) -> usize {
+pub(crate) fn count_items(shard: &Path) -> usize {
     let mut items = 0;
     walk_shard(shard, false, &mut |_| {
         items += 1;

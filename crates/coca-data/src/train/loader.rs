@@ -1,5 +1,6 @@
-//! The loader itself: a producer thread walking the epochs, worker threads decoding and transforming, and
-//! the consumer side that puts results back into stream order and cuts batches.
+//! The loader itself: a producer thread walking the epochs (of one source, or of every source of a mixture
+//! as the draws pick them), worker threads decoding and transforming, and the consumer side that puts
+//! results back into stream order and cuts batches.
 //!
 //! Back-pressure: the producer takes a credit before issuing each item and the consumer returns it when the
 //! item leaves the reorder buffer, so at most `PREFETCH_BATCHES × batch_size + workers` items are in
@@ -16,9 +17,10 @@ use coca_image::{DecodedImage, PreprocessConfig};
 use crate::error::DataError;
 use crate::sample::{clean_caption, ImageData};
 
+use super::mixture::{check_factors, source_seed, Mix};
 use super::rng::{Purpose, Rng};
 use super::source::{Item, Order, Payload, Prepared};
-use super::state::{LoaderState, SkipCounts, SkipKind};
+use super::state::{LoaderState, SkipCounts, SkipKind, SourceState};
 use super::transform::{transform, Picture};
 use super::{Batch, IndexedGet, LoaderConfig, TrainSource, PREFETCH_BATCHES};
 
@@ -28,8 +30,10 @@ struct Job {
     work: Work,
 }
 
+/// `source` is the index of the source (always 0 without a mixture).
 enum Work {
     Sample {
+        source: usize,
         epoch: u64,
         position: u64,
         key: String,
@@ -37,24 +41,40 @@ enum Work {
         payload: Payload,
     },
     Skip {
+        source: usize,
         kind: SkipKind,
         message: String,
     },
-    EpochEnd,
+    EpochEnd {
+        source: usize,
+    },
+    Fatal {
+        input: String,
+        detail: String,
+    },
 }
 
 /// A finished job.
 enum Done {
     Sample {
+        source: usize,
         pixels: Vec<f32>,
         text: String,
         key: String,
     },
     Skip {
+        source: usize,
         kind: SkipKind,
         message: String,
     },
-    EpochEnd,
+    EpochEnd {
+        source: usize,
+    },
+    /// A label outside the class list.
+    Fatal {
+        input: String,
+        detail: String,
+    },
     /// A worker panicked (a bug); the message says where.
     Panicked(String),
 }
@@ -63,6 +83,7 @@ enum Done {
 #[derive(Clone)]
 enum Failure {
     NoSamples { input: String, detail: String },
+    Label { input: String, detail: String },
     Stopped(String),
 }
 
@@ -70,26 +91,50 @@ impl Failure {
     fn error(&self) -> DataError {
         match self.clone() {
             Failure::NoSamples { input, detail } => DataError::NoSamples { input, detail },
+            Failure::Label { input, detail } => DataError::Label { input, detail },
             Failure::Stopped(detail) => DataError::LoaderStopped { detail },
         }
     }
+}
+
+/// One source as the producer walks it.
+struct Lane {
+    prepared: Prepared,
+    order: Order,
+}
+
+/// What a decoding thread needs of one source.
+struct LaneContext {
+    seed: u64,
+    get: Option<IndexedGet>,
 }
 
 /// Everything a decoding thread needs.
 struct WorkerContext {
     preprocess: PreprocessConfig,
     augment: bool,
-    seed: u64,
     rank: u64,
-    get: Option<IndexedGet>,
+    lanes: Vec<LaneContext>,
 }
 
-/// Streams training batches from a [`TrainSource`] forever, epoch after epoch. See the [module
-/// docs](super) for ordering, skipping and resume semantics.
+/// A source checked and ready to read, with its name for messages and its sample count.
+struct Opened {
+    lane: Lane,
+    context: LaneContext,
+    name: String,
+}
+
+/// Streams training batches from a [`TrainSource`] (or a mixture of them) forever, epoch after epoch. See
+/// the [module docs](super) for ordering, skipping and resume semantics.
 pub struct TrainLoader {
     batch_size: usize,
     image_len: usize,
-    input: String,
+    /// The sources' names, for messages.
+    inputs: Vec<String>,
+    /// A mixture's draws and per-source states; `None` for a single source.
+    mix: Option<Mix>,
+    /// The sample counts the mixture is weighed with.
+    sizes: Vec<u64>,
     results: Receiver<(u64, Done)>,
     credits: Option<SyncSender<()>>,
     reorder: HashMap<u64, Done>,
@@ -105,37 +150,90 @@ pub struct TrainLoader {
 impl TrainLoader {
     /// Check the source and settings and start reading at `state` (`LoaderState::default()` for a fresh
     /// run). Fails on unusable settings, an input that matches nothing, a missing or empty shard, a CSV
-    /// without its caption column, or a collection without a single captioned sample.
+    /// without its caption column, a collection without a single captioned sample, a labelled collection
+    /// whose labels do not fit its class names, or a saved state of a mixture.
     pub fn new(
         source: TrainSource,
         cfg: LoaderConfig,
         state: LoaderState,
     ) -> Result<Self, DataError> {
         check_config(&cfg)?;
-        let (prepared, input, get) = match source {
-            TrainSource::Stream(input) => {
-                let prepared = match &input {
-                    crate::Input::Shards(pattern) => Prepared::shards(pattern, cfg.world_size)?,
-                    other => Prepared::listed(other, cfg.world_size)?,
-                };
-                (prepared, input.to_string(), None)
+        if !state.sources.is_empty() {
+            return Err(DataError::LoaderConfig {
+                detail: format!(
+                    "the saved data position is a mixture of {} sources; this run reads one",
+                    state.sources.len()
+                ),
+            });
+        }
+        if let TrainSource::Indexed { len, .. } = &source {
+            let per_rank = len / cfg.world_size as u64;
+            if per_rank < cfg.batch_size as u64 {
+                return Err(DataError::NoSamples {
+                    input: format!("indexed source of {len} samples"),
+                    detail: format!(
+                        "{per_rank} per rank, fewer than one batch of {}",
+                        cfg.batch_size
+                    ),
+                });
             }
-            TrainSource::Indexed { len, get } => {
-                let name = format!("indexed source of {len} samples");
-                if len / (cfg.world_size as u64) < cfg.batch_size as u64 {
-                    return Err(DataError::NoSamples {
-                        input: name,
-                        detail: format!(
-                            "{} per rank, fewer than one batch of {}",
-                            len / cfg.world_size as u64,
-                            cfg.batch_size
-                        ),
-                    });
-                }
-                let prepared = Prepared::indexed(len, cfg.world_size)?;
-                (prepared, name, Some(get))
-            }
-        };
+        }
+        let opened = open_source(source, &cfg, cfg.seed)?;
+        Self::start(vec![opened], None, Vec::new(), cfg, state)
+    }
+
+    /// A loader over a mixture of sources, each with its upsampling factor (see [`super::mixture`] for what
+    /// the factors mean, how sources are drawn and how each cycles through its own epochs). Batches are cut
+    /// from the mixed stream: no source drops a partial batch at the end of its epoch. `state` is
+    /// `LoaderState::default()` for a fresh run, or a mixture's saved state with one entry per source.
+    ///
+    /// Source `i` is ordered and augmented as a loader of it alone with the seed
+    /// [`super::source_seed`]`(cfg.seed, i)`. Fails as [`TrainLoader::new`] does for each source, on factors
+    /// that [`super::parse_upsampling_factors`] would refuse, and on a saved state of another number of
+    /// sources.
+    pub fn mixture(
+        sources: Vec<(TrainSource, f64)>,
+        cfg: LoaderConfig,
+        mut state: LoaderState,
+    ) -> Result<Self, DataError> {
+        check_config(&cfg)?;
+        let factors: Vec<f64> = sources.iter().map(|(_, f)| *f).collect();
+        check_factors(&factors, sources.len()).map_err(|detail| DataError::Mixture {
+            detail: format!("upsampling factors {factors:?}: {detail}"),
+        })?;
+        if state.sources.is_empty() && state == LoaderState::default() {
+            state.sources = vec![SourceState::default(); sources.len()];
+        } else if state.sources.len() != sources.len() {
+            return Err(DataError::Mixture {
+                detail: format!(
+                    "the saved data position holds {} source(s), this mixture has {}: resume with the same \
+                     sources",
+                    state.sources.len(),
+                    sources.len()
+                ),
+            });
+        }
+        let opened = sources
+            .into_iter()
+            .enumerate()
+            .map(|(i, (source, _))| open_source(source, &cfg, source_seed(cfg.seed, i)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let sizes: Vec<u64> = opened
+            .iter()
+            .map(|o| o.lane.prepared.size_estimate())
+            .collect();
+        let mix = Mix::new(&factors, &sizes, cfg.seed, cfg.rank, cfg.world_size);
+        Self::start(opened, Some(mix), sizes, cfg, state)
+    }
+
+    /// Start the producer and the workers.
+    fn start(
+        opened: Vec<Opened>,
+        mix: Option<Mix>,
+        sizes: Vec<u64>,
+        cfg: LoaderConfig,
+        state: LoaderState,
+    ) -> Result<Self, DataError> {
         let workers = match cfg.workers {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
@@ -148,23 +246,24 @@ impl TrainLoader {
             // The channel holds exactly `capacity` credits, so this cannot block.
             let _ = credits.send(());
         }
-        let order = Order {
-            seed: cfg.seed,
-            shuffle_buffer: cfg.shuffle_buffer,
-            rank: cfg.rank,
-            world_size: cfg.world_size,
-        };
+        let mut lanes = Vec::with_capacity(opened.len());
+        let mut contexts = Vec::with_capacity(opened.len());
+        let mut inputs = Vec::with_capacity(opened.len());
+        for o in opened {
+            lanes.push(o.lane);
+            contexts.push(o.context);
+            inputs.push(o.name);
+        }
         let mut threads = Vec::with_capacity(workers + 1);
-        let (epoch, position) = (state.epoch, state.position);
+        let (draws, start) = (mix.clone(), state.clone());
         threads.push(spawn("coca-train-order", move || {
-            produce(&prepared, order, epoch, position, &job_tx, &credit_rx)
+            produce(&lanes, draws.as_ref(), &start, &job_tx, &credit_rx)
         })?);
         let context = Arc::new(WorkerContext {
             preprocess: cfg.preprocess.clone(),
             augment: cfg.augment,
-            seed: cfg.seed,
             rank: cfg.rank as u64,
-            get,
+            lanes: contexts,
         });
         let jobs = Arc::new(Mutex::new(job_rx));
         for i in 0..workers {
@@ -177,7 +276,9 @@ impl TrainLoader {
         Ok(Self {
             batch_size: cfg.batch_size,
             image_len: cfg.preprocess.tensor_len(),
-            input,
+            inputs,
+            mix,
+            sizes,
             results,
             credits: Some(credits),
             reorder: HashMap::new(),
@@ -206,8 +307,18 @@ impl TrainLoader {
                 Err(failure) => return Err(self.fail(failure)),
             };
             match done {
-                Done::Sample { pixels, text, key } => {
+                Done::Sample {
+                    source,
+                    pixels,
+                    text,
+                    key,
+                } => {
                     self.cursor.position += 1;
+                    if let Some(s) = self.cursor.sources.get_mut(source) {
+                        s.position += 1;
+                        s.epoch_samples += 1;
+                        s.samples += 1;
+                    }
                     batch.pixels.extend_from_slice(&pixels);
                     batch.texts.push(text);
                     batch.keys.push(key);
@@ -217,14 +328,26 @@ impl TrainLoader {
                         return Ok(batch);
                     }
                 }
-                Done::Skip { kind, message } => {
+                Done::Skip {
+                    source,
+                    kind,
+                    message,
+                } => {
                     self.cursor.position += 1;
+                    if let Some(s) = self.cursor.sources.get_mut(source) {
+                        s.position += 1;
+                    }
                     self.cursor.skipped.add(kind, message);
                 }
-                Done::EpochEnd => {
+                Done::EpochEnd { source } if self.mix.is_some() => {
+                    if let Err(failure) = self.end_source_epoch(source) {
+                        return Err(self.fail(failure));
+                    }
+                }
+                Done::EpochEnd { .. } => {
                     if self.cursor.batches_in_epoch == 0 {
                         let failure = Failure::NoSamples {
-                            input: self.input.clone(),
+                            input: self.inputs[0].clone(),
                             detail: format!(
                                 "epoch {} gave {} usable samples, fewer than one batch of {} ({})",
                                 self.cursor.epoch,
@@ -243,9 +366,36 @@ impl TrainLoader {
                     self.cursor.batches_in_epoch = 0;
                     self.cursor.position = 0;
                 }
+                Done::Fatal { input, detail } => {
+                    return Err(self.fail(Failure::Label { input, detail }))
+                }
                 Done::Panicked(message) => return Err(self.fail(Failure::Stopped(message))),
             }
         }
+    }
+
+    /// A mixture's source reached the end of its epoch: it starts the next one, unless this one gave
+    /// nothing usable (then it never will).
+    fn end_source_epoch(&mut self, source: usize) -> Result<(), Failure> {
+        let skipped = self.cursor.skipped.to_string();
+        let Some(s) = self.cursor.sources.get_mut(source) else {
+            return Err(Failure::Stopped(format!(
+                "an epoch end of source {source}, which the mixture does not have"
+            )));
+        };
+        if s.epoch_samples == 0 {
+            return Err(Failure::NoSamples {
+                input: self.inputs[source].clone(),
+                detail: format!(
+                    "its epoch {} in the mixture gave no usable sample ({skipped})",
+                    s.epoch
+                ),
+            });
+        }
+        s.epoch += 1;
+        s.position = 0;
+        s.epoch_samples = 0;
+        Ok(())
     }
 
     /// The position after the batches returned so far: save it with a checkpoint, pass it to
@@ -257,6 +407,23 @@ impl TrainLoader {
     /// Samples skipped up to the last returned batch, with the last few messages.
     pub fn skipped(&self) -> SkipCounts {
         self.returned.skipped.clone()
+    }
+
+    /// Usable samples each source of a mixture has put into the batches returned so far, in source order
+    /// (empty for a single source): for the logs and `metrics.jsonl`.
+    pub fn source_samples(&self) -> Vec<u64> {
+        self.returned.source_samples()
+    }
+
+    /// Each source's expected share of the samples, `f_i·n_i / Σ f_j·n_j` (`[1.0]` for a single source).
+    pub fn source_shares(&self) -> Vec<f64> {
+        self.mix.as_ref().map_or_else(|| vec![1.0], Mix::shares)
+    }
+
+    /// The sample counts `n_i` a mixture is weighed with, in source order (empty for a single source): exact
+    /// for listed and indexed sources, estimated for shards (see [`super::mixture`]).
+    pub fn source_sizes(&self) -> Vec<u64> {
+        self.sizes.clone()
     }
 
     fn fail(&mut self, failure: Failure) -> DataError {
@@ -321,6 +488,39 @@ fn check_config(cfg: &LoaderConfig) -> Result<(), DataError> {
     }
 }
 
+/// Check a source and prepare its epochs, with `seed` ordering and augmenting it.
+fn open_source(source: TrainSource, cfg: &LoaderConfig, seed: u64) -> Result<Opened, DataError> {
+    let (prepared, name, get) = match source {
+        TrainSource::Stream(input) => {
+            let prepared = match &input {
+                crate::Input::Shards(pattern) => Prepared::shards(pattern, None, cfg.world_size)?,
+                other => Prepared::listed(other, cfg.world_size)?,
+            };
+            (prepared, input.to_string(), None)
+        }
+        TrainSource::Labelled { input, prompts } => {
+            let prepared = Prepared::labelled(&input, prompts, cfg.world_size)?;
+            (prepared, input.to_string(), None)
+        }
+        TrainSource::Indexed { len, get } => (
+            Prepared::indexed(len, cfg.world_size)?,
+            format!("indexed source of {len} samples"),
+            Some(get),
+        ),
+    };
+    let order = Order {
+        seed,
+        shuffle_buffer: cfg.shuffle_buffer,
+        rank: cfg.rank,
+        world_size: cfg.world_size,
+    };
+    Ok(Opened {
+        lane: Lane { prepared, order },
+        context: LaneContext { seed, get },
+        name,
+    })
+}
+
 fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>, DataError> {
     std::thread::Builder::new()
         .name(name.to_string())
@@ -330,13 +530,12 @@ fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>
         })
 }
 
-/// The producer: every epoch's items from `(epoch, position)` on, numbered, each issued against a credit.
-/// Returns when the loader is dropped.
+/// The producer: from `state` on, every epoch's items of the single source, or for a mixture the next item
+/// of each slot's drawn source, numbered, each issued against a credit. Returns when the loader is dropped.
 fn produce(
-    prepared: &Prepared,
-    order: Order,
-    first_epoch: u64,
-    first_position: u64,
+    lanes: &[Lane],
+    mix: Option<&Mix>,
+    state: &LoaderState,
     jobs: &SyncSender<Job>,
     credits: &Receiver<()>,
 ) {
@@ -349,30 +548,78 @@ fn produce(
         seq += 1;
         sent
     };
-    for epoch in first_epoch.. {
-        let start = if epoch == first_epoch {
-            first_position
-        } else {
-            0
-        };
-        for (position, item) in (start..).zip(prepared.epoch_items(epoch, start, order)) {
-            let work = match item {
-                Item::Sample { key, text, payload } => Work::Sample {
-                    epoch,
-                    position,
-                    key,
-                    text,
-                    payload,
-                },
-                Item::Skip { kind, message } => Work::Skip { kind, message },
+    let Some(mix) = mix else {
+        let lane = &lanes[0];
+        for epoch in state.epoch.. {
+            let start = if epoch == state.epoch {
+                state.position
+            } else {
+                0
             };
-            if !issue(work) {
+            let items = lane.prepared.epoch_items(epoch, start, lane.order);
+            for (position, item) in (start..).zip(items) {
+                if !issue(work(0, epoch, position, item)) {
+                    return;
+                }
+            }
+            if !issue(Work::EpochEnd { source: 0 }) {
                 return;
             }
         }
-        if !issue(Work::EpochEnd) {
-            return;
+        return;
+    };
+    // Each source's epoch and position, and its items from there.
+    let mut at: Vec<(u64, u64)> = state
+        .sources
+        .iter()
+        .map(|s| (s.epoch, s.position))
+        .collect();
+    let mut items: Vec<_> = lanes
+        .iter()
+        .zip(&at)
+        .map(|(lane, &(epoch, position))| lane.prepared.epoch_items(epoch, position, lane.order))
+        .collect();
+    for slot in state.position.. {
+        let i = mix.draw(slot);
+        loop {
+            let (epoch, position) = at[i];
+            match items[i].next() {
+                Some(item) => {
+                    if !issue(work(i, epoch, position, item)) {
+                        return;
+                    }
+                    at[i].1 += 1;
+                    break;
+                }
+                None => {
+                    if !issue(Work::EpochEnd { source: i }) {
+                        return;
+                    }
+                    at[i] = (epoch + 1, 0);
+                    items[i] = lanes[i].prepared.epoch_items(epoch + 1, 0, lanes[i].order);
+                }
+            }
         }
+    }
+}
+
+/// The job for an item of `source` at `(epoch, position)`.
+fn work(source: usize, epoch: u64, position: u64, item: Item) -> Work {
+    match item {
+        Item::Sample { key, text, payload } => Work::Sample {
+            source,
+            epoch,
+            position,
+            key,
+            text,
+            payload,
+        },
+        Item::Skip { kind, message } => Work::Skip {
+            source,
+            kind,
+            message,
+        },
+        Item::Fatal { input, detail } => Work::Fatal { input, detail },
     }
 }
 
@@ -408,18 +655,36 @@ fn decode_loop(
 
 /// Decode and transform one item.
 fn run(context: &WorkerContext, work: Work) -> Done {
-    let (epoch, position, key, text, payload) = match work {
+    let (source, epoch, position, key, text, payload) = match work {
         Work::Sample {
+            source,
             epoch,
             position,
             key,
             text,
             payload,
-        } => (epoch, position, key, text, payload),
-        Work::Skip { kind, message } => return Done::Skip { kind, message },
-        Work::EpochEnd => return Done::EpochEnd,
+        } => (source, epoch, position, key, text, payload),
+        Work::Skip {
+            source,
+            kind,
+            message,
+        } => {
+            return Done::Skip {
+                source,
+                kind,
+                message,
+            }
+        }
+        Work::EpochEnd { source } => return Done::EpochEnd { source },
+        Work::Fatal { input, detail } => return Done::Fatal { input, detail },
+    };
+    let Some(lane) = context.lanes.get(source) else {
+        return Done::Panicked(format!(
+            "an item of source {source}, which the loader does not have"
+        ));
     };
     let corrupt = |message: String| Done::Skip {
+        source,
         kind: SkipKind::CorruptImage,
         message,
     };
@@ -438,7 +703,7 @@ fn run(context: &WorkerContext, work: Work) -> Done {
             }
         }
         Payload::Index(index) => {
-            let Some(get) = &context.get else {
+            let Some(get) = &lane.get else {
                 return Done::Panicked("indexed item without an indexed source".into());
             };
             match get(index) {
@@ -458,17 +723,23 @@ fn run(context: &WorkerContext, work: Work) -> Done {
     };
     let Some(text) = text else {
         return Done::Skip {
+            source,
             kind: SkipKind::MissingCaption,
             message: format!("sample {key}: blank caption"),
         };
     };
     let mut rng = context.augment.then(|| {
         Rng::keyed(
-            context.seed,
+            lane.seed,
             Purpose::Augment,
             &[epoch, context.rank, position],
         )
     });
     let pixels = transform(picture, &context.preprocess, rng.as_mut());
-    Done::Sample { pixels, text, key }
+    Done::Sample {
+        source,
+        pixels,
+        text,
+        key,
+    }
 }

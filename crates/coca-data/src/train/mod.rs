@@ -32,6 +32,16 @@
 //! buffer's `shuffle_buffer` encoded samples (about 5000 × the average JPEG size with the default) for
 //! shards; folders, lists and CSV files are listed whole (paths and captions) at start.
 //!
+//! **Labels as captions.** [`TrainSource::Labelled`] reads an image-classification dataset (class folders,
+//! a CSV label column, shards with `.cls` labels) and captions each sample with a template filled with its
+//! class name, one template per sample per epoch, chosen from `(seed, epoch, sample key)`: see [`labels`].
+//!
+//! **Mixtures.** [`TrainLoader::mixture`] draws every position of the stream from one of several sources
+//! (alt-text and labelled alike) with probability proportional to its upsampling factor times its size
+//! ([`mixture`]). Each source keeps its own epoch and position in [`LoaderState::sources`], so a resumed
+//! mixture continues with exactly the batches the uninterrupted one would have given, and
+//! [`TrainLoader::source_samples`] counts what each source contributed.
+//!
 //! **Transforms.** `augment = true` is open_clip's train transform: `RandomResizedCrop(size, scale=(0.9,
 //! 1.0), ratio=(3/4, 4/3))` with the config's interpolation, then `ToTensor` + `Normalize`. The crop follows
 //! torchvision's sampling algorithm and Pillow's resampling exactly, but draws its random numbers from this
@@ -42,7 +52,9 @@
 //! does with `"pilrgb"`; files from folders/lists/CSV are resized in their own PIL mode, as its `CsvDataset`
 //! does).
 
+pub mod labels;
 mod loader;
+pub mod mixture;
 mod rng;
 mod source;
 mod state;
@@ -53,8 +65,10 @@ use std::sync::Arc;
 use coca_image::image::RgbImage;
 use coca_image::PreprocessConfig;
 
+pub use labels::{LabelPrompts, LabelledInput, CSV_LABEL_FLAG, SHARD_LABEL_KEY};
 pub use loader::TrainLoader;
-pub use state::{LoaderState, SkipCounts, SkipKind, RECENT_SKIPS};
+pub use mixture::{parse_upsampling_factors, source_seed};
+pub use state::{LoaderState, SkipCounts, SkipKind, SourceState, RECENT_SKIPS};
 pub use transform::{CROP_RATIO, CROP_SCALE};
 
 /// Batches prepared ahead of the one being consumed.
@@ -110,6 +124,15 @@ pub enum TrainSource {
     /// folder, file list or CSV file (listed whole at start — paths and captions only — and permuted per
     /// epoch).
     Stream(crate::Input),
+    /// An image-classification dataset whose captions are its class names filled into templates (see
+    /// [`labels`]): shards are read as [`TrainSource::Stream`] shards, class folders and CSV files are
+    /// listed whole as the other collections.
+    Labelled {
+        /// Where the labelled images are.
+        input: LabelledInput,
+        /// The class names and templates.
+        prompts: Arc<LabelPrompts>,
+    },
     /// `len` samples produced on demand by `get` (e.g. synthetic scenes), permuted per epoch.
     Indexed {
         /// Number of samples.
@@ -123,6 +146,11 @@ impl std::fmt::Debug for TrainSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             TrainSource::Stream(input) => f.debug_tuple("Stream").field(input).finish(),
+            TrainSource::Labelled { input, prompts } => f
+                .debug_struct("Labelled")
+                .field("input", input)
+                .field("prompts", prompts)
+                .finish(),
             TrainSource::Indexed { len, .. } => {
                 f.debug_struct("Indexed").field("len", len).finish()
             }

@@ -17,6 +17,12 @@ pub(crate) enum Purpose {
     Permutation = 3,
     /// A sample's augmentation.
     Augment = 4,
+    /// The template that turns a sample's class label into its caption.
+    Template = 5,
+    /// Which source of a mixture the next sample comes from.
+    Mixture = 6,
+    /// The seed of a mixture's source after the first.
+    Source = 7,
 }
 
 /// SplitMix64 (Steele, Lea and Flood 2014): tiny, fast, and statistically good for shuffling and crops.
@@ -71,6 +77,18 @@ impl Rng {
             items.swap(i, j);
         }
     }
+}
+
+/// A stable 64-bit hash of bytes (a sample's key), for keying generators: SplitMix64's mix over 8-byte
+/// words, with the length folded in so that keys differing only in trailing zero bytes differ.
+pub(crate) fn hash_bytes(bytes: &[u8]) -> u64 {
+    let mut state = mix(bytes.len() as u64 ^ GOLDEN);
+    for chunk in bytes.chunks(8) {
+        let mut word = [0u8; 8];
+        word[..chunk.len()].copy_from_slice(chunk);
+        state = mix(state.wrapping_add(GOLDEN) ^ u64::from_le_bytes(word));
+    }
+    state
 }
 
 /// A pseudo-random permutation of `0..len` evaluated one index at a time: a 4-round Feistel network on the
@@ -140,6 +158,17 @@ mod tests {
         let c = Rng::keyed(7, Purpose::Buffer, &[1, 2]).next_u64();
         let d = Rng::keyed(8, Purpose::Augment, &[1, 2]).next_u64();
         assert!(a[0] != b && a[0] != c && a[0] != d && b != c);
+    }
+
+    #[test]
+    fn key_hashes_are_stable_and_distinct() {
+        assert_eq!(hash_bytes(b"000123"), hash_bytes(b"000123"));
+        let keys: [&[u8]; 5] = [b"", b"a", b"a\0", b"000123", b"000124"];
+        for (i, a) in keys.iter().enumerate() {
+            for b in &keys[i + 1..] {
+                assert_ne!(hash_bytes(a), hash_bytes(b), "{a:?} {b:?}");
+            }
+        }
     }
 
     #[test]

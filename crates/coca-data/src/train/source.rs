@@ -3,9 +3,12 @@
 //! Order is a function of `(seed, epoch, rank, world_size)` only:
 //! - shards: the shard list is shuffled per epoch with a generator shared by all ranks, rank `r` reads
 //!   shards `r, r + W, r + 2W, ...` of that order, and its samples pass through a seeded shuffle buffer;
-//! - listed collections (folder, file list, CSV) and indexed sources: a seeded permutation of all items per
-//!   epoch, shared by all ranks; rank `r` takes items `r, r + W, ...` of it, `⌊len / W⌋` each, so every rank
-//!   gets the same number of items (as PyTorch's `DistributedSampler(drop_last=True)`).
+//! - listed collections (folder, file list, CSV, class folders) and indexed sources: a seeded permutation of
+//!   all items per epoch, shared by all ranks; rank `r` takes items `r, r + W, ...` of it, `⌊len / W⌋` each,
+//!   so every rank gets the same number of items (as PyTorch's `DistributedSampler(drop_last=True)`).
+//!
+//! Labelled sources ([`super::labels`]) go through the same orders; their items leave here with the caption
+//! of the epoch's template already filled in.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -13,9 +16,10 @@ use std::sync::Arc;
 
 use crate::error::DataError;
 use crate::sample::{ImageData, Sample};
-use crate::shards::ShardSource;
+use crate::shards::{count_items, ShardRecords};
 use crate::{expand_braces, open, Input};
 
+use super::labels::{self, Entry, LabelPrompts, LabelledInput};
 use super::rng::{Permutation, Purpose, Rng};
 use super::state::SkipKind;
 
@@ -37,16 +41,26 @@ pub(crate) enum Item {
     },
     /// Something to count and skip.
     Skip { kind: SkipKind, message: String },
+    /// Something that stops the loader: a label outside the class list.
+    Fatal { input: String, detail: String },
 }
 
-/// A listed collection entry: a sample, or why its record was unusable.
-type Entry = Result<Sample, (SkipKind, String)>;
+/// A source's sample with its class (`None` for a captioned sample).
+type Labelled = Result<(Sample, Option<usize>), DataError>;
 
-/// A source after its checks at `new`.
+/// A source after its checks at `new`; `labels` caption the samples of a labelled source.
 pub(crate) enum Prepared {
-    Shards(Vec<PathBuf>),
-    Listed(Arc<Vec<Entry>>),
-    Indexed { len: u64 },
+    Shards {
+        shards: Vec<PathBuf>,
+        labels: Option<Arc<LabelPrompts>>,
+    },
+    Listed {
+        entries: Arc<Vec<Entry>>,
+        labels: Option<Arc<LabelPrompts>>,
+    },
+    Indexed {
+        len: u64,
+    },
 }
 
 /// How epochs are ordered and split.
@@ -70,7 +84,11 @@ pub(crate) type Items = Box<dyn Iterator<Item = Item> + Send>;
 impl Prepared {
     /// Check a shard pattern: it must expand, every shard must exist and none may be empty, and there must be
     /// a shard for every rank.
-    pub(crate) fn shards(pattern: &str, world_size: usize) -> Result<Self, DataError> {
+    pub(crate) fn shards(
+        pattern: &str,
+        labels: Option<Arc<LabelPrompts>>,
+        world_size: usize,
+    ) -> Result<Self, DataError> {
         let bad_pattern = |detail: String| DataError::Pattern {
             pattern: pattern.to_string(),
             detail,
@@ -109,7 +127,7 @@ impl Prepared {
                 ),
             });
         }
-        Ok(Self::Shards(shards))
+        Ok(Self::Shards { shards, labels })
     }
 
     /// Read a folder, file list or CSV file whole (paths and captions only; images are read per epoch).
@@ -125,23 +143,57 @@ impl Prepared {
             }
         }
         let entries: Vec<Entry> = open(input)?
-            .map(|item| item.map_err(|e| (classify(&e), e.to_string())))
+            .map(|item| {
+                item.map(|sample| (sample, None))
+                    .map_err(|e| (classify(&e), e.to_string()))
+            })
             .collect();
-        let captioned = entries
+        Self::checked_list(&input.to_string(), entries, None, world_size)
+    }
+
+    /// A labelled source: shards are checked as for captions, class folders and CSV files are read whole and
+    /// every label is checked.
+    pub(crate) fn labelled(
+        input: &LabelledInput,
+        prompts: Arc<LabelPrompts>,
+        world_size: usize,
+    ) -> Result<Self, DataError> {
+        if let LabelledInput::Shards(pattern) = input {
+            return Self::shards(pattern, Some(prompts), world_size);
+        }
+        let entries = labels::list(input, &prompts)?;
+        Self::checked_list(&input.to_string(), entries, Some(prompts), world_size)
+    }
+
+    /// A listed collection with at least one usable entry and one for every rank.
+    fn checked_list(
+        input: &str,
+        entries: Vec<Entry>,
+        labels: Option<Arc<LabelPrompts>>,
+        world_size: usize,
+    ) -> Result<Self, DataError> {
+        let usable = entries
             .iter()
-            .filter(|e| e.as_ref().is_ok_and(|s| s.text.is_some()))
+            .filter(|e| {
+                e.as_ref()
+                    .is_ok_and(|(s, label)| label.is_some() || s.text.is_some())
+            })
             .count();
-        if captioned == 0 {
+        if usable == 0 {
+            let what = if labels.is_some() { "label" } else { "caption" };
             return Err(DataError::NoSamples {
                 input: input.to_string(),
                 detail: format!(
-                    "none of its {} entries has an image with a caption",
+                    "none of its {} entries has an image with a {what}",
                     entries.len()
                 ),
             });
         }
-        check_rank_share(&input.to_string(), entries.len() as u64, world_size)?;
-        Ok(Self::Listed(Arc::new(entries)))
+        check_rank_share(input, entries.len() as u64, world_size)?;
+        Ok(Self::Listed {
+            entries: Arc::new(entries),
+            labels,
+        })
     }
 
     /// Check an indexed source's length.
@@ -150,11 +202,28 @@ impl Prepared {
         Ok(Self::Indexed { len })
     }
 
+    /// How many samples the source has, for weighing it in a mixture: exact for listed and indexed sources;
+    /// for shards, the items of the first shard (counted from its tar headers, contents not read) times the
+    /// number of shards, since counting every shard of a large collection would read every header of it.
+    pub(crate) fn size_estimate(&self) -> u64 {
+        match self {
+            Prepared::Shards { shards, .. } => {
+                let first = shards.first().map_or(0, |s| count_items(s));
+                (first as u64).saturating_mul(shards.len() as u64)
+            }
+            Prepared::Listed { entries, .. } => entries.len() as u64,
+            Prepared::Indexed { len } => *len,
+        }
+    }
+
     /// The items of `epoch` for this rank, from position `start` on. Shard streams read (but do not decode)
     /// the items before `start`; the others jump there directly.
     pub(crate) fn epoch_items(&self, epoch: u64, start: u64, order: Order) -> Items {
         match self {
-            Prepared::Shards(all) => {
+            Prepared::Shards {
+                shards: all,
+                labels,
+            } => {
                 let mut shards = all.clone();
                 if order.shuffles() {
                     Rng::keyed(order.seed, Purpose::ShardOrder, &[epoch]).shuffle(&mut shards);
@@ -169,16 +238,25 @@ impl Prepared {
                     Purpose::Buffer,
                     &[epoch, order.rank as u64, order.world_size as u64],
                 );
-                let buffered =
-                    ShuffleBuffer::new(ShardSource::from_paths(mine), order.shuffle_buffer, rng);
+                let records = ShardRecords::from_paths(mine);
+                let samples: Box<dyn Iterator<Item = Labelled> + Send> = match labels {
+                    Some(prompts) => {
+                        let prompts = Arc::clone(prompts);
+                        Box::new(records.map(move |r| labels::shard_sample(r?, &prompts)))
+                    }
+                    None => Box::new(records.map(|r| Ok((r?.into_sample()?, None)))),
+                };
+                let buffered = ShuffleBuffer::new(samples, order.shuffle_buffer, rng);
                 let start = usize::try_from(start).unwrap_or(usize::MAX);
-                Box::new(buffered.map(stream_item).skip(start))
+                let captions = Captions::new(labels, epoch, order);
+                Box::new(buffered.map(move |s| captions.item(s)).skip(start))
             }
-            Prepared::Listed(entries) => {
+            Prepared::Listed { entries, labels } => {
                 let entries = Arc::clone(entries);
                 let slots = rank_slots(entries.len() as u64, epoch, start, order);
+                let captions = Captions::new(labels, epoch, order);
                 Box::new(slots.map(move |i| match &entries[i as usize] {
-                    Ok(sample) => stream_item(Ok(sample.clone())),
+                    Ok(sample) => captions.item(Ok(sample.clone())),
                     Err((kind, message)) => Item::Skip {
                         kind: *kind,
                         message: message.clone(),
@@ -263,39 +341,71 @@ fn classify(err: &DataError) -> SkipKind {
     }
 }
 
-/// A source's item as a stream item: samples without a caption are skipped here, before any decoding.
-fn stream_item(item: Result<Sample, DataError>) -> Item {
-    match item {
-        Ok(Sample {
-            key,
-            image,
-            text: Some(text),
-        }) => Item::Sample {
-            key,
-            text: Some(text),
-            payload: Payload::Image(image),
-        },
-        Ok(sample) => Item::Skip {
-            kind: SkipKind::MissingCaption,
-            message: format!("{}: no caption", sample.image.name()),
-        },
-        Err(e) => Item::Skip {
-            kind: classify(&e),
-            message: e.to_string(),
-        },
+/// Turns a source's samples into stream items of one epoch, filling in the captions of labelled samples.
+struct Captions {
+    labels: Option<Arc<LabelPrompts>>,
+    seed: u64,
+    epoch: u64,
+}
+
+impl Captions {
+    fn new(labels: &Option<Arc<LabelPrompts>>, epoch: u64, order: Order) -> Self {
+        Self {
+            labels: labels.clone(),
+            seed: order.seed,
+            epoch,
+        }
+    }
+
+    /// A source's sample as a stream item: samples without a caption are skipped here, before any decoding.
+    fn item(&self, item: Labelled) -> Item {
+        match item {
+            Ok((sample, Some(label))) => {
+                let text = self
+                    .labels
+                    .as_ref()
+                    .map(|prompts| prompts.caption(label, self.seed, self.epoch, &sample.key));
+                Item::Sample {
+                    key: sample.key,
+                    text,
+                    payload: Payload::Image(sample.image),
+                }
+            }
+            Ok((
+                Sample {
+                    key,
+                    image,
+                    text: Some(text),
+                },
+                None,
+            )) => Item::Sample {
+                key,
+                text: Some(text),
+                payload: Payload::Image(image),
+            },
+            Ok((sample, None)) => Item::Skip {
+                kind: SkipKind::MissingCaption,
+                message: format!("{}: no caption", sample.image.name()),
+            },
+            Err(DataError::Label { input, detail }) => Item::Fatal { input, detail },
+            Err(e) => Item::Skip {
+                kind: classify(&e),
+                message: e.to_string(),
+            },
+        }
     }
 }
 
 /// WebDataset's `shuffle(n)`: once more than `capacity` samples are held, a random one of them is passed on
 /// for each new sample; at the end the rest leave in random order. Error items pass straight through.
-struct ShuffleBuffer<I> {
+struct ShuffleBuffer<I, T> {
     source: I,
-    held: Vec<Sample>,
+    held: Vec<T>,
     capacity: usize,
     rng: Rng,
 }
 
-impl<I> ShuffleBuffer<I> {
+impl<I, T> ShuffleBuffer<I, T> {
     fn new(source: I, capacity: usize, rng: Rng) -> Self {
         Self {
             source,
@@ -306,8 +416,8 @@ impl<I> ShuffleBuffer<I> {
     }
 }
 
-impl<I: Iterator<Item = Result<Sample, DataError>>> Iterator for ShuffleBuffer<I> {
-    type Item = Result<Sample, DataError>;
+impl<T, I: Iterator<Item = Result<T, DataError>>> Iterator for ShuffleBuffer<I, T> {
+    type Item = Result<T, DataError>;
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {

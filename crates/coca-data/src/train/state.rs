@@ -6,8 +6,13 @@ use serde::{Deserialize, Serialize};
 pub const RECENT_SKIPS: usize = 8;
 
 /// The loader's position after the batches it has returned. Saved in training checkpoints; a loader built
-/// from it (same source, same [`super::LoaderConfig`]) continues with exactly the batches the saving loader
-/// would have returned next. `Default` is the start of epoch 0.
+/// from it (same sources, same [`super::LoaderConfig`]) continues with exactly the batches the saving loader
+/// would have returned next. `Default` is the start of epoch 0 (of every source, for a mixture).
+///
+/// A mixture ([`super::TrainLoader::mixture`]) has no epochs of its own: `epoch` stays 0,
+/// `batches_in_epoch` counts every batch returned, `position` counts the draws of a source (one per stream
+/// item, skips included), and `sources` holds each source's own epoch and position. A single source leaves
+/// `sources` empty, so its state reads and writes as it always has.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LoaderState {
     /// The current epoch, counted from 0.
@@ -16,9 +21,35 @@ pub struct LoaderState {
     pub batches_in_epoch: u64,
     /// Items of this epoch's stream consumed so far, usable or skipped: where a resumed loader picks up.
     pub position: u64,
-    /// Samples skipped so far (all epochs).
+    /// Samples skipped so far (all epochs, all sources).
     #[serde(default)]
     pub skipped: SkipCounts,
+    /// A mixture's sources, in the order they were given; empty for a single source.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<SourceState>,
+}
+
+impl LoaderState {
+    /// Usable samples each source of a mixture has put into the batches returned so far (empty for a single
+    /// source): the per-source counts for logs and metrics.
+    pub fn source_samples(&self) -> Vec<u64> {
+        self.sources.iter().map(|s| s.samples).collect()
+    }
+}
+
+/// Where one source of a mixture is.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceState {
+    /// The source's current epoch, counted from 0; sources cycle independently.
+    pub epoch: u64,
+    /// Items of the source's current epoch consumed, usable or skipped.
+    pub position: u64,
+    /// Usable samples taken from the current epoch (an epoch that ends without one stops the loader).
+    #[serde(default)]
+    pub epoch_samples: u64,
+    /// Usable samples taken from this source in all epochs.
+    #[serde(default)]
+    pub samples: u64,
 }
 
 /// Why a sample was skipped.
