@@ -30,7 +30,8 @@
 //!
 //! **Memory.** At most `PREFETCH_BATCHES × batch_size + workers` items are in flight, plus the shuffle
 //! buffer's `shuffle_buffer` encoded samples (about 5000 × the average JPEG size with the default) for
-//! shards; folders, lists and CSV files are listed whole (paths and captions) at start.
+//! shards; folders, lists and CSV files are listed whole (paths and captions) at start. In a mixture the
+//! items in flight are shared by all sources, and each shard source has its own shuffle buffer.
 //!
 //! **Labels as captions.** [`TrainSource::Labelled`] reads an image-classification dataset (class folders,
 //! a CSV label column, shards with `.cls` labels) and captions each sample with a template filled with its
