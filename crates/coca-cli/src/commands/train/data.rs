@@ -253,6 +253,8 @@ pub fn resume_state(
         } else {
             Default::default()
         },
+        // A changed world size re-deals one source's stream; mixtures are refused by `TrainLoader::mixture`.
+        sources: Vec::new(),
     };
     Ok((state, Some(note)))
 }
