@@ -237,3 +237,30 @@ def test_ctrl_c_interrupts_a_long_call(demo: coca.Model) -> None:
     finally:
         timer.cancel()
     assert time.monotonic() - started < n * one / 2
+
+
+def test_calls_reuse_one_worker_thread() -> None:
+    """Serial calls run on one kept worker thread (its kernel buffers stay warm), not on a new thread each."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    if not Path("/proc/self/task").is_dir():
+        pytest.skip("no /proc/self/task on this system to count threads by name")
+    # Threads a worker starts (the kernels' pool, on first use) inherit its name, so the count is compared.
+    child = f"""
+import pathlib, coca
+def workers():
+    names = [p.read_text().strip() for p in pathlib.Path("/proc/self/task").glob("*/comm")]
+    return names.count("coca-worker")
+model = coca.load({str(DEMO_CONFIG)!r}, pretrained={str(DEMO_WEIGHTS)!r})
+model.encode_image([{str(CAT)!r}])
+first = workers()
+for _ in range(5):
+    model.encode_image([{str(CAT)!r}])
+    model.encode_text(["a cat"])
+print(first, workers())
+"""
+    out = subprocess.run([sys.executable, "-c", child], check=True, capture_output=True, text=True)
+    first, last = map(int, out.stdout.split())
+    assert first >= 1 and last == first, out.stdout + out.stderr

@@ -12,52 +12,38 @@ mod video_input;
 
 use std::process::ExitCode;
 
-use clap::{CommandFactory, FromArgMatches};
+use clap::Parser;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, Global};
 
 fn main() -> ExitCode {
-    let matches = Cli::command().get_matches();
-    let cli = match Cli::from_arg_matches(&matches) {
-        Ok(cli) => cli,
-        Err(err) => err.exit(),
-    };
-    init_logging(cli.global.verbose, cli.global.quiet);
-    progress::configure(cli.global.quiet, cli.global.progress_interval);
+    let cli = Cli::parse();
+    let global = &cli.global;
+    init_logging(global.verbose, global.quiet);
+    progress::configure(global.quiet, global.progress_interval);
     keep_freed_memory();
+    set_thread_counts(global, &cli.command);
     pipeline::set_decode_limits(coca_image::DecodeLimits {
-        max_pixels: cli.global.max_image_pixels,
+        max_pixels: global.max_image_pixels,
     });
-    if let Some(threads) = cli.global.threads {
-        // candle's CPU kernels size their pools from these; set before any tensor work starts.
-        std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
-    }
     let result = match cli.command {
-        Command::Embed(args) => commands::embed::run(args),
-        Command::Tokenize(args) => commands::tokenize::run(args),
-        Command::Convert(args) => commands::convert::run(args),
-        Command::Quantize(args) => commands::quantize::run(args),
-        Command::Info(args) => commands::info::run(args),
-        Command::Parity(args) => commands::parity::run(args),
-        Command::Bench(args) => commands::bench::run(args),
-        Command::Classify(args) => commands::classify::run(args, cli.global.quiet),
-        Command::Caption(args) => commands::caption::run(args),
-        Command::Search(args) => commands::search::run(args),
-        Command::Index(args) => commands::index::run(args),
-        Command::Serve(args) => commands::serve::run(args),
-        Command::Plot(args) => commands::plot::run(args),
-        Command::Launch(args) => commands::launch::run(args),
-        Command::Probe(args) => commands::probe::run(args, cli.global.quiet),
-        Command::Eval(args) => commands::eval::run(args, cli.global.quiet),
-        Command::Train(args) => {
-            // Whether a flag was typed, so `--demo` only fills in the others.
-            let sub = matches.subcommand_matches("train");
-            let given = |id: &str| {
-                sub.and_then(|m| m.value_source(id))
-                    .is_some_and(|s| s == clap::parser::ValueSource::CommandLine)
-            };
-            commands::train::run(args, &given)
-        }
+        Command::Embed(args) => commands::embed::run(args, global),
+        Command::Tokenize(args) => commands::tokenize::run(args, global),
+        Command::Convert(args) => commands::convert::run(args, global),
+        Command::Quantize(args) => commands::quantize::run(args, global),
+        Command::Info(args) => commands::info::run(args, global),
+        Command::Parity(args) => commands::parity::run(args, global),
+        Command::Bench(args) => commands::bench::run(args, global),
+        Command::Classify(args) => commands::classify::run(args, global),
+        Command::Caption(args) => commands::caption::run(args, global),
+        Command::Search(args) => commands::search::run(args, global),
+        Command::Index(args) => commands::index::run(args, global),
+        Command::Serve(args) => commands::serve::run(args, global),
+        Command::Plot(args) => commands::plot::run(args, global),
+        Command::Launch(args) => commands::launch::run(args, global),
+        Command::Probe(args) => commands::probe::run(args, global),
+        Command::Eval(args) => commands::eval::run(args, global),
+        Command::Train(args) => commands::train::run(args, global),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -65,6 +51,20 @@ fn main() -> ExitCode {
             eprintln!("error: {err:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The thread pools' sizes, from the environment variables their libraries read when they first start; set
+/// here, before any tensor work, and nowhere else.
+fn set_thread_counts(global: &Global, command: &Command) {
+    if let Some(threads) = global.threads {
+        // candle's CPU kernels size their pools from this.
+        std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
+    }
+    if matches!(command, Command::Train(_)) && std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        // Training's large products run on rayon's threads; candle's second pool for element-wise kernels
+        // then only spins against them, which slows every step down.
+        std::env::set_var("CANDLE_NUM_THREADS", "1");
     }
 }
 

@@ -362,6 +362,9 @@ fn precision_and_device_are_checked_when_the_flags_are_parsed() {
     assert_fails_with(&o, &["--device", "unknown device `tpu`; use cpu or cuda:N"]);
     let o = embed("--device", "cuda:x");
     assert_fails_with(&o, &["bad device `cuda:x`"]);
+    // `coca train` also takes a bare `cuda` (each rank's GPU) and refuses the rest the same way.
+    let o = coca(&["train", "--demo", "--device", "tpu"]);
+    assert_fails_with(&o, &["--device", "unknown device `tpu`; use cpu or cuda:N"]);
     // The spellings open_clip and dtypes use are accepted.
     for value in ["BF16", "bfloat16", "float32", "pure_fp16"] {
         let o = embed("--precision", value);

@@ -2,9 +2,6 @@
 //! built-in exception Python code expects (`FileNotFoundError`, `ValueError`), and panics caught at the boundary.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
-use std::time::Duration;
 
 use pyo3::prelude::*;
 use pyo3::sync::GILOnceCell;
@@ -170,7 +167,7 @@ where
 }
 
 /// `f()`, with a panic turned into a `coca.CocaError`.
-fn caught<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
+pub(crate) fn caught<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
     catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|panic| {
         let what = panic
             .downcast_ref::<&str>()
@@ -182,54 +179,6 @@ fn caught<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
             format!("internal error (please report it): {what}"),
         ))
     })
-}
-
-/// How often a call waiting for its worker looks for a pending Ctrl-C.
-const SIGNAL_POLL: Duration = Duration::from_millis(100);
-
-/// Run `f` on a worker thread while the calling thread waits with the GIL released and, every
-/// `SIGNAL_POLL` (0.1 s), runs Python's signal handlers (which do something only on the main thread). When one raises
-/// (Ctrl-C: `KeyboardInterrupt`), the exception is raised at once and the flag `f` receives is set: a decoding
-/// loop that watches it stops at its next step; other work finishes in the background and its result is
-/// dropped. This is how a single long batch, which Rust cannot pause, still gives Ctrl-C back within ~0.1 s.
-pub fn interruptible<T, F>(py: Python<'_>, f: F) -> PyResult<T>
-where
-    F: FnOnce(&AtomicBool) -> Result<T> + Send + 'static,
-    T: Send + 'static,
-{
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = Arc::clone(&stop);
-    let (tx, mut rx) = mpsc::sync_channel(1);
-    std::thread::Builder::new()
-        .name("coca-call".into())
-        .spawn(move || {
-            // The receiver is gone when the caller was interrupted; the result is not wanted then.
-            let _ = tx.send(caught(|| f(&flag)));
-        })
-        .map_err(|e| Error::new(Kind::Other, format!("cannot start a worker thread: {e}")))?;
-    loop {
-        let (back, received) = py.allow_threads(move || {
-            let received = rx.recv_timeout(SIGNAL_POLL);
-            (rx, received)
-        });
-        rx = back;
-        match received {
-            Ok(result) => return Ok(result?),
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                if let Err(interrupt) = py.check_signals() {
-                    stop.store(true, Ordering::Relaxed);
-                    return Err(interrupt);
-                }
-            }
-            Err(mpsc::RecvTimeoutError::Disconnected) => {
-                return Err(Error::new(
-                    Kind::Other,
-                    "internal error (please report it): a worker thread ended without a result",
-                )
-                .into())
-            }
-        }
-    }
 }
 
 /// Let a pending Ctrl-C (or another signal handler's exception) interrupt a long call between two batches.

@@ -8,6 +8,7 @@
 pub mod collection;
 pub mod errors;
 pub mod model;
+pub mod worker;
 
 use numpy::{PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray2, PyUntypedArrayMethods};
 use pyo3::prelude::*;

@@ -16,14 +16,15 @@ use numpy::{
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use crate::errors::{check_signals, interruptible, without_gil, Error, Kind, Result};
+use crate::errors::{check_signals, without_gil, Error, Kind, Result};
 use crate::matrix;
+use crate::worker::interruptible;
 
 /// A CoCa model with its preprocessing and tokenizer. Every method releases the GIL while it computes and
 /// can be called from several threads at once.
 #[pyclass(frozen, module = "coca._coca")]
 pub struct Model {
-    /// Shared with the worker thread of each call (see [`interruptible`]).
+    /// Shared with the worker thread that runs each call (see [`interruptible`]).
     model: Arc<Coca>,
     cfg: CocaConfig,
     pre: PreprocessConfig,

@@ -1,14 +1,51 @@
 //! `coca bench`: throughput measurements that scripts/bench compares with open_clip in the same run.
 
+use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Result};
 use candle_core::{DType, Tensor};
+use clap::Args;
 use serde_json::json;
 
-use crate::cli::BenchArgs;
+use crate::cli::Global;
+use crate::model_args::ModelArgs;
 use crate::output::write_json;
 use crate::pipeline::tokenize_texts;
+
+/// `coca bench`.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Reports median seconds per batch, items per second, load time and peak RSS as JSON.
+scripts/bench/bench_embed.py runs this next to open_clip in one run and prints the ratios.")]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Batch size to time; repeat for several.
+    #[arg(long = "batch-size", default_values_t = [1, 8], value_name = "N")]
+    pub batch_sizes: Vec<usize>,
+    /// Timed iterations per measurement (the median is reported).
+    #[arg(long, default_value_t = 10)]
+    pub iters: usize,
+    /// Untimed warm-up iterations.
+    #[arg(long, default_value_t = 2)]
+    pub warmup: usize,
+    /// Print compact JSON (one line).
+    #[arg(long)]
+    pub json: bool,
+    /// Time a training step (forward, CoCa loss λ_cap 2 + λ_con 1, backward, AdamW update) instead of
+    /// embedding throughput; scripts/bench/bench_train.py compares it with open_clip. `--precision bf16` times
+    /// coca train's amp_bf16 (f32 weights, bf16 compute).
+    #[arg(long)]
+    pub train: bool,
+    /// With --train: a safetensors file holding `image` (batch, 3, H, W) and `text` (batch, len) to train on
+    /// (default: seeded random inputs of each --batch-size).
+    #[arg(long, value_name = "FILE", requires = "train")]
+    pub train_inputs: Option<PathBuf>,
+    /// With --train: recompute each residual block in the backward (coca train --grad-checkpointing).
+    #[arg(long, requires = "train")]
+    pub grad_checkpointing: bool,
+}
 
 /// Peak resident set size of this process in MiB (Linux `VmHWM`), if available.
 pub fn peak_rss_mib() -> Option<f64> {
@@ -46,7 +83,7 @@ const CAPTIONS: &[&str] = &[
 ];
 
 /// Run the command.
-pub fn run(args: BenchArgs) -> Result<()> {
+pub fn run(args: BenchArgs, _global: &Global) -> Result<()> {
     if args.batch_sizes.is_empty() || args.batch_sizes.contains(&0) {
         bail!("--batch-size must be given at least once and be positive");
     }
@@ -144,8 +181,7 @@ mod train {
     use coca_train::{AdamW, AdamWConfig, MicroBatch};
     use serde_json::json;
 
-    use super::peak_rss_mib;
-    use crate::cli::BenchArgs;
+    use super::{peak_rss_mib, BenchArgs};
     use crate::model_args::{resolve_config, Precision};
     use crate::output::write_json;
 

@@ -9,6 +9,7 @@ use coca_generate::{generate, Caption};
 use coca_text::Tokenizer;
 use serde_json::json;
 
+use crate::cli::Global;
 use crate::commands::bench::peak_rss_mib;
 use crate::generation_args::GenerationArgs;
 use crate::model_args::ModelArgs;
@@ -92,7 +93,7 @@ fn caption_json(
 }
 
 /// Run the command.
-pub fn run(args: CaptionArgs) -> Result<()> {
+pub fn run(args: CaptionArgs, _global: &Global) -> Result<()> {
     let started = Instant::now();
     if args.batch_size == 0 {
         bail!("--batch-size must be at least 1");

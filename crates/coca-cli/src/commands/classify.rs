@@ -13,6 +13,7 @@ use coca_zeroshot::{
 };
 use serde_json::json;
 
+use crate::cli::Global;
 use crate::model_args::ModelArgs;
 use crate::output::write_json;
 use crate::pipeline::{load_images, preprocess_config};
@@ -90,8 +91,8 @@ pub struct ClassifierArgs {
     pub no_cache: bool,
 }
 
-/// Run the command; `quiet` hides the progress of embedding the class prompts.
-pub fn run(args: ClassifyArgs, quiet: bool) -> Result<()> {
+/// Run the command; `--quiet` hides the progress of embedding the class prompts.
+pub fn run(args: ClassifyArgs, global: &Global) -> Result<()> {
     if args.top_k == 0 {
         bail!("--top-k must be at least 1");
     }
@@ -128,7 +129,7 @@ pub fn run(args: ClassifyArgs, quiet: bool) -> Result<()> {
         &lists,
         (&model, &cfg),
         (&classnames, &templates),
-        quiet,
+        global.quiet,
     )?;
 
     let pre = preprocess_config(&cfg)?;

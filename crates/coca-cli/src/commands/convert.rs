@@ -1,17 +1,38 @@
 //! `coca convert`: any open_clip checkpoint to a validated safetensors file.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 use candle_core::Device;
+use clap::Args;
 use coca_checkpoint::{save_safetensors, Checkpoint};
 use coca_model::load::validate_checkpoint;
 
-use crate::cli::ConvertArgs;
-use crate::model_args::resolve_config;
+use crate::cli::Global;
+use crate::model_args::{resolve_config, ModelArgs};
+
+/// `coca convert`.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+The checkpoint is validated strictly against the model first; the output is written to a temporary file
+and renamed, so an interrupted conversion never leaves a partial file behind.")]
+pub struct ConvertArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Where to write the safetensors file.
+    #[arg(long, short, value_name = "FILE.safetensors")]
+    pub output: PathBuf,
+    /// Storage dtype of the output (default: keep each tensor's dtype).
+    #[arg(long = "save-dtype", value_name = "f32|f16|bf16")]
+    pub save_dtype: Option<coca_pipeline::Precision>,
+    /// Replace an existing output file.
+    #[arg(long)]
+    pub force: bool,
+}
 
 /// Run the command.
-pub fn run(args: ConvertArgs) -> Result<()> {
+pub fn run(args: ConvertArgs, _global: &Global) -> Result<()> {
     let (cfg, source) = resolve_config(&args.model.model)?;
     let weights = args.model.weights_path()?;
     if args.output.exists() && !args.force {

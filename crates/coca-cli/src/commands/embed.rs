@@ -8,13 +8,64 @@ mod workers;
 
 pub use collection::CollectionArgs;
 
+use std::path::PathBuf;
+
 use anyhow::{bail, Result};
 use candle_core::{DType, Tensor};
+use clap::Args;
 use serde_json::json;
 
-use crate::cli::EmbedArgs;
+use crate::cli::Global;
+use crate::model_args::ModelArgs;
 use crate::output::write_json;
 use crate::pipeline::{load_images, preprocess_config, tokenize_texts};
+
+/// `coca embed`.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Embeddings are printed in input order: images first, then texts. With both images and texts, the cosine
+similarities and open_clip-style probabilities (softmax of logit_scale × similarity over the texts) follow.
+
+Example:
+  coca embed --model coca_ViT-B-32 --pretrained model.safetensors --image a.jpg --image b.png \\
+       --text 'a diagram' --text 'a dog' --json > embeddings.json
+
+Collections: --input-dir, --input-list, --input-csv or --input-shards with --output-dir write clip-retrieval's
+layout (img_emb/, text_emb/, metadata/) in partitions, resumable after an interruption, then print a summary
+(--json: as JSON). Unreadable samples are skipped, named in a warning, and counted. See docs/retrieval.md.
+  coca embed --model coca_ViT-B-32 --pretrained model.safetensors \\
+       --input-shards 'data/{00000..00099}.tar' --output-dir index/
+  coca search --model coca_ViT-B-32 --pretrained model.safetensors --index index/ --text 'a red car'")]
+pub struct EmbedArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// An image file (JPEG, PNG, WebP, GIF, BMP, TIFF); repeat for several.
+    #[arg(long = "image", value_name = "PATH")]
+    pub images: Vec<PathBuf>,
+    /// A text to embed; repeat for several.
+    #[arg(long = "text", value_name = "TEXT")]
+    pub texts: Vec<String>,
+    /// A video: a folder of frames, an animated GIF, or a video file (MP4, AVI, ... in builds with the `ffmpeg`
+    /// feature). Its embedding is the L2-normalised mean of its --frames frames' embeddings; repeat for several.
+    #[arg(long = "video", value_name = "PATH")]
+    pub videos: Vec<PathBuf>,
+    /// Frames sampled per video (the centre frame of each of N equal segments), for --video and for the
+    /// videos of a collection.
+    #[arg(long, default_value_t = coca_data::video::DEFAULT_FRAMES, value_name = "N")]
+    pub frames: usize,
+    /// Print one JSON object {"image_embeddings": [[..]], "text_embeddings": [[..]]} instead of a summary.
+    #[arg(long)]
+    pub json: bool,
+    /// Write the JSON to this file (atomically) instead of stdout.
+    #[arg(long, short, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Images per forward pass.
+    #[arg(long, default_value_t = 32, value_name = "N")]
+    pub batch_size: usize,
+    /// Bulk embedding of a whole collection into --output-dir (see commands/embed/collection.rs).
+    #[command(flatten)]
+    pub collection: CollectionArgs,
+}
 
 /// The rows of `t`, one per input named in `inputs`; an error naming the first input whose embedding holds a
 /// NaN or an infinity, which JSON could only write as `null`.
@@ -48,7 +99,7 @@ fn cosine_rows(a: &[Vec<f32>], b: &[Vec<f32>]) -> Vec<Vec<f32>> {
 }
 
 /// Run the command.
-pub fn run(args: EmbedArgs) -> Result<()> {
+pub fn run(args: EmbedArgs, _global: &Global) -> Result<()> {
     if args.collection.is_requested() {
         if !args.images.is_empty() || !args.texts.is_empty() || !args.videos.is_empty() {
             bail!(

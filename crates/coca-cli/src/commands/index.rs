@@ -17,6 +17,7 @@ use coca_retrieval::{finalize, Collection, Finalized, Layout};
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::cli::Global;
 use crate::output::write_json;
 
 /// The faiss build and query script (see its docstring).
@@ -83,7 +84,7 @@ pub struct AnnInfo {
 const KINDS: [&str; 2] = ["image", "text"];
 
 /// Run the command.
-pub fn run(args: IndexArgs) -> Result<()> {
+pub fn run(args: IndexArgs, _global: &Global) -> Result<()> {
     if !(0.0..=1.0).contains(&args.target_recall) {
         bail!("--target-recall must be between 0 and 1");
     }

@@ -1,17 +1,36 @@
 //! `coca info`: what a model is made of, and whether a checkpoint fits it.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 use anyhow::Result;
+use clap::Args;
 use coca_checkpoint::Checkpoint;
 use coca_model::config::VisionPooling;
 use coca_model::load::validate_checkpoint;
 use coca_model::weights::{parameter_count, parameter_specs};
 use serde_json::json;
 
-use crate::cli::InfoArgs;
+use crate::cli::Global;
 use crate::model_args::{name_list, resolve_config};
 use crate::output::write_json;
+
+/// `coca info`.
+#[derive(Debug, Args)]
+pub struct InfoArgs {
+    /// Model name or config JSON.
+    #[arg(long, value_name = "NAME|CONFIG.json")]
+    pub model: String,
+    /// A checkpoint to inspect and validate against the model.
+    #[arg(long, value_name = "FILE")]
+    pub pretrained: Option<PathBuf>,
+    /// List every parameter with its shape.
+    #[arg(long)]
+    pub shapes: bool,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
 
 /// The tower a parameter belongs to, by its open_clip name.
 fn tower(name: &str) -> &str {
@@ -27,7 +46,7 @@ fn human(n: usize) -> String {
 }
 
 /// Run the command.
-pub fn run(args: InfoArgs) -> Result<()> {
+pub fn run(args: InfoArgs, _global: &Global) -> Result<()> {
     let (cfg, source) = resolve_config(&args.model)?;
     let specs = parameter_specs(&cfg)?;
     let mut per_tower: BTreeMap<&str, usize> = BTreeMap::new();

@@ -7,6 +7,8 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 
+use crate::cli::Global;
+
 /// `coca launch`.
 #[derive(Debug, Args)]
 #[command(after_help = "\
@@ -42,7 +44,7 @@ pub struct LaunchArgs {
 }
 
 /// Start the ranks, wait for them, stop them all if one fails.
-pub fn run(args: LaunchArgs) -> Result<()> {
+pub fn run(args: LaunchArgs, _global: &Global) -> Result<()> {
     if args.nproc_per_node == 0 || args.nnodes == 0 {
         bail!("--nproc-per-node and --nnodes must be at least 1");
     }

@@ -1,13 +1,42 @@
 //! `coca parity`: compare coca with open_clip reference outputs (see scripts/parity).
 
+use std::path::PathBuf;
+
 use anyhow::{bail, Result};
+use clap::Args;
 use coca_model::parity::{compare_dir, ParityOptions};
 
-use crate::cli::ParityArgs;
+use crate::cli::Global;
 use crate::output::write_json;
 
+/// `coca parity`.
+#[derive(Debug, Args)]
+pub struct ParityArgs {
+    /// Directories written by scripts/parity (config.json, weights, io.safetensors).
+    #[arg(required = true, value_name = "DIR")]
+    pub dirs: Vec<PathBuf>,
+    /// Skip the gradient comparison.
+    #[arg(long)]
+    pub no_grads: bool,
+    /// Load the PyTorch .bin weights instead of the safetensors file.
+    #[arg(long)]
+    pub bin: bool,
+    /// Print every check, not only the worst per metric.
+    #[arg(long)]
+    pub all: bool,
+    /// Device to check: cpu, or cuda:N in builds with the `cuda` feature (the GPU parity check).
+    #[arg(long, default_value = "cpu", value_name = "cpu|cuda:N")]
+    pub device: coca_pipeline::DeviceSpec,
+    /// Inference precision: fp32 (gradients too), or bf16/fp16 held to a half-precision tolerance.
+    #[arg(long, default_value = "fp32", value_name = "fp32|bf16|fp16")]
+    pub precision: coca_pipeline::Precision,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// Run the command; fails when any check exceeds its tolerance.
-pub fn run(args: ParityArgs) -> Result<()> {
+pub fn run(args: ParityArgs, _global: &Global) -> Result<()> {
     let compute = args.precision.compute(args.device)?;
     if compute.packed.is_some() {
         bail!(
@@ -21,7 +50,7 @@ pub fn run(args: ParityArgs) -> Result<()> {
         gradients: !args.no_grads,
         use_pytorch_bin: args.bin,
         device: args.device.open()?,
-        dtype: compute.dtype,
+        dtype: args.precision.dtype(),
     };
     let mut reports = Vec::new();
     for dir in &args.dirs {

@@ -6,6 +6,8 @@ use anyhow::Result;
 use clap::Args;
 use coca_runlog::{plot_run, PlotOptions};
 
+use crate::cli::Global;
+
 /// `coca plot`.
 #[derive(Debug, Args)]
 #[command(after_help = "\
@@ -41,7 +43,7 @@ pub struct PlotArgs {
 }
 
 /// Draw the charts and print the files written, one per line.
-pub fn run(args: PlotArgs) -> Result<()> {
+pub fn run(args: PlotArgs, _global: &Global) -> Result<()> {
     let options = PlotOptions {
         output: args.output,
         metrics: args.metrics,

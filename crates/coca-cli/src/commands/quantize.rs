@@ -10,6 +10,7 @@ use coca_model::load::{load_model, validate_checkpoint, LoadOptions};
 use coca_model::nn::ops::PackedFormat;
 use coca_model::quantized::{format_name, is_quantized, write_quantized};
 
+use crate::cli::Global;
 use crate::model_args::{resolve_config, Precision};
 
 /// `coca quantize`.
@@ -38,7 +39,7 @@ pub struct QuantizeArgs {
 }
 
 /// Run the command.
-pub fn run(args: QuantizeArgs) -> Result<()> {
+pub fn run(args: QuantizeArgs, _global: &Global) -> Result<()> {
     let format = match args.precision {
         Precision::Int8 => PackedFormat::Int8,
         Precision::Bf16 => PackedFormat::Bf16,

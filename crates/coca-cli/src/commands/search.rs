@@ -10,6 +10,7 @@ use clap::{Args, ValueEnum};
 use coca_retrieval::{Index, Modality};
 use serde_json::json;
 
+use crate::cli::Global;
 use crate::commands::index::AnnIndex;
 use crate::model_args::ModelArgs;
 use crate::output::write_json;
@@ -78,7 +79,7 @@ pub struct SearchArgs {
 }
 
 /// Run the command.
-pub fn run(args: SearchArgs) -> Result<()> {
+pub fn run(args: SearchArgs, _global: &Global) -> Result<()> {
     if args.top_k == 0 {
         bail!("--top-k must be at least 1");
     }

@@ -1,15 +1,30 @@
 //! `coca tokenize`: the ids open_clip's tokenizer gives, padded to the model's context length.
 
 use anyhow::{Context, Result};
+use clap::Args;
 use coca_text::Tokenizer;
 use serde_json::json;
 
-use crate::cli::TokenizeArgs;
+use crate::cli::Global;
 use crate::model_args::resolve_config;
 use crate::output::write_json;
 
+/// `coca tokenize`.
+#[derive(Debug, Args)]
+pub struct TokenizeArgs {
+    /// Model name or config JSON (gives the context length; default coca_ViT-B-32).
+    #[arg(long, default_value = "coca_ViT-B-32", value_name = "NAME|CONFIG.json")]
+    pub model: String,
+    /// Print JSON {"context_length": N, "tokens": [[..]], "truncated": [..]}.
+    #[arg(long)]
+    pub json: bool,
+    /// The texts.
+    #[arg(required = true, value_name = "TEXT")]
+    pub texts: Vec<String>,
+}
+
 /// Run the command.
-pub fn run(args: TokenizeArgs) -> Result<()> {
+pub fn run(args: TokenizeArgs, _global: &Global) -> Result<()> {
     let (cfg, _) = resolve_config(&args.model)?;
     let context = cfg.text_cfg.context_length;
     let tokenizer = Tokenizer::new().context("loading the CLIP tokenizer")?;

@@ -37,7 +37,7 @@ use serde_json::json;
 use super::decode::preprocess_samples;
 use super::progress::Progress;
 use super::workers;
-use crate::cli::EmbedArgs;
+use super::EmbedArgs;
 use crate::model_args::resolve_config;
 use crate::output::write_json;
 use crate::pipeline::preprocess_config;

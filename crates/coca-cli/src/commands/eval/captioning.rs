@@ -14,6 +14,7 @@ use serde_json::{json, Map, Value};
 
 use super::references::{id_string, kind, Reference, ReferenceArgs};
 use super::{load_samples, report, result_json, OutputArgs};
+use crate::cli::Global;
 use crate::commands::embed::progress::Skipped;
 use crate::generation_args::GenerationArgs;
 use crate::model_args::ModelArgs;
@@ -80,7 +81,7 @@ struct Captioned {
 }
 
 /// Run the evaluation.
-pub fn run(args: CaptioningArgs) -> Result<()> {
+pub fn run(args: CaptioningArgs, _global: &Global) -> Result<()> {
     if args.batch_size == 0 {
         bail!("--batch-size must be at least 1");
     }

@@ -24,6 +24,7 @@ use coca_data::Sample;
 use coca_image::PreprocessConfig;
 use serde_json::{json, Value};
 
+use crate::cli::Global;
 use crate::commands::embed::decode::preprocess_samples;
 use crate::commands::embed::progress::Skipped;
 use crate::model_args::ModelArgs;
@@ -68,12 +69,12 @@ pub struct OutputArgs {
     pub json: bool,
 }
 
-/// Run the task; `quiet` hides the progress of embedding class prompts (zero-shot).
-pub fn run(args: EvalArgs, quiet: bool) -> Result<()> {
+/// Run the task; `--quiet` hides the progress of embedding class prompts (zero-shot).
+pub fn run(args: EvalArgs, global: &Global) -> Result<()> {
     match args.task {
-        EvalTask::ZeroshotClassification(a) => zeroshot::run(a, quiet),
-        EvalTask::Retrieval(a) => retrieval::run(a),
-        EvalTask::Captioning(a) => captioning::run(a),
+        EvalTask::ZeroshotClassification(a) => zeroshot::run(a, global),
+        EvalTask::Retrieval(a) => retrieval::run(a, global),
+        EvalTask::Captioning(a) => captioning::run(a, global),
     }
 }
 

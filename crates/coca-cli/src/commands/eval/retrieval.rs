@@ -10,6 +10,7 @@ use serde_json::{Map, Value};
 
 use super::references::{id_string, ReferenceArgs};
 use super::{load_samples, report, result_json, rows_f32, OutputArgs};
+use crate::cli::Global;
 use crate::commands::embed::progress::Skipped;
 use crate::model_args::ModelArgs;
 use crate::pipeline::{preprocess_config, tokenize_texts};
@@ -60,7 +61,7 @@ pub struct RetrievalArgs {
 }
 
 /// Run the evaluation.
-pub fn run(args: RetrievalArgs) -> Result<()> {
+pub fn run(args: RetrievalArgs, _global: &Global) -> Result<()> {
     if args.batch_size == 0 || args.text_batch_size == 0 {
         bail!("--batch-size and --text-batch-size must be at least 1");
     }

@@ -15,6 +15,7 @@ use super::labelled::{
     names_from_folders, LabelledDataset, Layout, CLASSNAMES_FILE, TEMPLATES_FILE,
 };
 use super::{load_samples, report, result_json, rows_f32, OutputArgs};
+use crate::cli::Global;
 use crate::commands::classify::{class_embeddings, ClassifierArgs, ListSpecs};
 use crate::commands::embed::progress::Skipped;
 use crate::model_args::ModelArgs;
@@ -74,7 +75,7 @@ pub struct ZeroshotArgs {
 }
 
 /// Run the evaluation.
-pub fn run(args: ZeroshotArgs, quiet: bool) -> Result<()> {
+pub fn run(args: ZeroshotArgs, global: &Global) -> Result<()> {
     if args.batch_size == 0 || args.classifier.text_batch_size == 0 {
         bail!("--batch-size and --text-batch-size must be at least 1");
     }
@@ -107,7 +108,7 @@ pub fn run(args: ZeroshotArgs, quiet: bool) -> Result<()> {
         &lists,
         (&model, &cfg),
         (&classnames, &templates),
-        quiet,
+        global.quiet,
     )?
     .to_dtype(DType::F32)?;
 

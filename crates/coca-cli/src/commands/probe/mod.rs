@@ -25,6 +25,7 @@ use coca_eval::{classification_report, ClassificationReport};
 use coca_model::{Coca, CocaConfig};
 use serde_json::json;
 
+use crate::cli::Global;
 use crate::commands::embed::progress::Skipped;
 use crate::model_args::{resolve_config, ModelArgs};
 use crate::output::write_json;
@@ -154,7 +155,7 @@ impl LazyModel {
 }
 
 /// Run the command.
-pub fn run(args: ProbeArgs, quiet: bool) -> Result<()> {
+pub fn run(args: ProbeArgs, global: &Global) -> Result<()> {
     if args.video && args.frames == 0 {
         bail!("--frames must be at least 1");
     }
@@ -164,7 +165,7 @@ pub fn run(args: ProbeArgs, quiet: bool) -> Result<()> {
     if !args.inputs.is_empty() {
         bail!("INPUTS are only used with --predict PROBE; to train, give --train-dir");
     }
-    train(&args, quiet)
+    train(&args, global.quiet)
 }
 
 fn cache_dir(args: &ProbeArgs) -> Option<PathBuf> {

@@ -29,6 +29,7 @@ use coca_text::Tokenizer;
 use tokio::sync::Semaphore;
 
 use crate::cli::seconds;
+use crate::cli::Global;
 use crate::commands::classify::ClassifierArgs;
 use crate::generation_args::{GenerationArgs, StrategyArg};
 use crate::model_args::ModelArgs;
@@ -307,7 +308,7 @@ async fn shutdown_signal() {
 }
 
 /// Run the command.
-pub fn run(args: ServeArgs) -> Result<()> {
+pub fn run(args: ServeArgs, _global: &Global) -> Result<()> {
     args.check()?;
     let started = Instant::now();
     // The index first: a wrong folder is reported before the model is loaded.

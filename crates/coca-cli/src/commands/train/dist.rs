@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 use coca_dist::{Communicator, DistEnv, TcpComm, TcpOptions};
 use coca_model::Coca;
+use coca_pipeline::DeviceSpec;
 use coca_train::{StepReport, TrainError, TrainHooks};
 
 /// `--dist-backend`.
@@ -29,13 +30,36 @@ pub fn check_backend(backend: DistBackend) -> Result<()> {
     Ok(())
 }
 
-/// The device of this rank: a bare `cuda` means `cuda:LOCAL_RANK` in a distributed run (one GPU per rank, as
-/// torchrun's scripts do); an explicit `cuda:N` or `cpu` is kept.
-pub fn rank_device(device: &str, env: &DistEnv) -> String {
-    if device == "cuda" && env.is_distributed() {
-        format!("cuda:{}", env.local_rank)
-    } else {
-        device.to_string()
+/// `--device` of `coca train`: a device, or a bare `cuda`, which in a distributed run means `cuda:LOCAL_RANK`
+/// (one GPU per rank, as torchrun's scripts do).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrainDevice {
+    /// `cpu` or `cuda:N`, the same on every rank.
+    Fixed(DeviceSpec),
+    /// A bare `cuda`: the GPU of the rank's LOCAL_RANK (the first GPU outside a distributed run).
+    RankGpu,
+}
+
+impl TrainDevice {
+    /// The device of this rank.
+    pub fn for_rank(self, env: &DistEnv) -> DeviceSpec {
+        match self {
+            Self::Fixed(device) => device,
+            Self::RankGpu if env.is_distributed() => DeviceSpec::Cuda(env.local_rank),
+            Self::RankGpu => DeviceSpec::Cuda(0),
+        }
+    }
+}
+
+impl std::str::FromStr for TrainDevice {
+    type Err = anyhow::Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        if s == "cuda" {
+            Ok(Self::RankGpu)
+        } else {
+            s.parse().map(Self::Fixed)
+        }
     }
 }
 
@@ -98,5 +122,27 @@ impl TrainHooks for QuietHooks {
 
     fn validate(&mut self, _model: &Coca, _step: u64) -> Result<BTreeMap<String, f64>, TrainError> {
         Ok(BTreeMap::new())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bare_cuda_is_the_gpu_of_the_local_rank() {
+        let ranked = DistEnv {
+            rank: 3,
+            world_size: 4,
+            local_rank: 1,
+            ..DistEnv::single()
+        };
+        let device = |text: &str, env: &DistEnv| text.parse::<TrainDevice>().unwrap().for_rank(env);
+        assert_eq!(device("cuda", &ranked), DeviceSpec::Cuda(1));
+        assert_eq!(device("cuda", &DistEnv::single()), DeviceSpec::Cuda(0));
+        assert_eq!(device("cuda:2", &ranked), DeviceSpec::Cuda(2));
+        assert_eq!(device("cpu", &ranked), DeviceSpec::Cpu);
+        let err = "tpu".parse::<TrainDevice>().unwrap_err().to_string();
+        assert!(err.contains("unknown device `tpu`"), "{err}");
     }
 }
