@@ -1,16 +1,21 @@
 //! What this CPU's multiply-add instructions reach, and what the existing f32, bf16 and int8 kernels reach at
 //! `coca_ViT-B-32`'s shapes: the measured ground for choosing low-precision CPU kernels.
 //!
-//! `cargo run --release -p coca-model --example kernel_peaks [-- SECONDS_PER_CASE]`
+//! `cargo run --release -p coca-model --example kernel_peaks [-- SECONDS_PER_CASE] [--amx]`
+//!
+//! `--amx` measures only what concerns the AMX kernels: the instruction peaks, then coca's f32 and AMX int8 and
+//! bf16 products at the towers' shapes (tables 1 and 3, nothing else).
 //!
 //! Prints markdown tables:
 //! 1. the per-core peak of f32 FMA (zmm and ymm), bf16 dot (`vdpbf16ps`), int8 dot (`vpdpbusd` zmm, and the
-//!    AVX-VNNI ymm form), each from independent accumulators, timed by the thread's CPU time (the machine may be
-//!    shared), on one core and on two cores at once; an instruction the CPU lacks is reported as skipped;
+//!    AVX-VNNI ymm form) and the AMX tile products (`tdpbf16ps`, `tdpbssd`), each from independent accumulators,
+//!    timed by the thread's CPU time (the machine may be shared), on one core and on two cores at once; an
+//!    instruction the CPU lacks is reported as skipped;
 //! 2. read bandwidth from an array sum, of an array that fits this CPU's last-level cache and of one larger than
 //!    any (wall time: CPU time says nothing about memory);
 //! 3. GOP/s of coca's f32 kernels (`ops::linear` / `ops::project`: the fused GEMM or the thin mat-vec kernel),
-//!    candle's f32 and bf16 matmul and candle's quantized `QMatMul` (Q8_0, Q4_0, Q4K) on the towers' and the
+//!    coca's AMX int8 and bf16 kernels (at the towers' shapes, where the CPU has AMX), candle's f32 and bf16
+//!    matmul and candle's quantized `QMatMul` (Q8_0, Q4_0, Q4K) on the towers' and the
 //!    decoder's products, by process CPU time per thread and by wall time, on 1 and 2 threads (each thread count
 //!    runs in a child process, because candle sizes its quantized worker pool once per process);
 //! 4. each low-precision output against coca's f32 output on the same operands;
@@ -23,6 +28,7 @@ use std::time::{Duration, Instant};
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Device, Module, Tensor};
 use coca_model::nn::ops;
+use coca_model::nn::raw_kernels::lowp::{self, PackedWeight};
 use coca_model::CocaConfig;
 
 type Res<T> = std::result::Result<T, Box<dyn Error>>;
@@ -160,6 +166,81 @@ mod peaks {
         total
     }
 
+    /// The operand of `ldtilecfg`: palette 1, all 8 tiles 16 rows × 64 bytes.
+    #[repr(C, align(64))]
+    struct TileConfig([u8; 64]);
+
+    /// 16 rows × 64 bytes of source tile data.
+    #[repr(C, align(64))]
+    struct TileData([u8; 1024]);
+
+    /// Emit one AMX peak kernel: 4 accumulator tiles (`tmm0`–`tmm3`) fed by two A and two B tiles,
+    /// [`ACCUMULATORS`] tile products per round.
+    macro_rules! amx_peak {
+        ($name:ident, $dp:literal, $byte:expr) => {
+            /// `iters` rounds of [`ACCUMULATORS`] independent-by-fours tile products.
+            ///
+            /// # Safety
+            /// The CPU must run AMX and Linux must let this process use the tiles.
+            unsafe fn $name(iters: u64) -> f32 {
+                if iters == 0 {
+                    return 0.0;
+                }
+                let mut config = TileConfig([0; 64]);
+                config.0[0] = 1;
+                for tile in 0..8 {
+                    config.0[16 + 2 * tile] = 64;
+                    config.0[48 + tile] = 16;
+                }
+                let data = black_box(TileData([$byte; 1024]));
+                // SAFETY: AMX is usable (this function's contract); the loads read the 1 KiB of `data`, and
+                // `iters > 0`, so the loop counter reaches zero.
+                unsafe {
+                    std::arch::asm!(
+                        "ldtilecfg [{config}]",
+                        "tilezero tmm0",
+                        "tilezero tmm1",
+                        "tilezero tmm2",
+                        "tilezero tmm3",
+                        "tileloadd tmm4, [{data} + {stride}*1]",
+                        "tileloadd tmm5, [{data} + {stride}*1]",
+                        "tileloadd tmm6, [{data} + {stride}*1]",
+                        "tileloadd tmm7, [{data} + {stride}*1]",
+                        "2:",
+                        concat!($dp, " tmm0, tmm4, tmm6"),
+                        concat!($dp, " tmm1, tmm4, tmm7"),
+                        concat!($dp, " tmm2, tmm5, tmm6"),
+                        concat!($dp, " tmm3, tmm5, tmm7"),
+                        concat!($dp, " tmm0, tmm4, tmm6"),
+                        concat!($dp, " tmm1, tmm4, tmm7"),
+                        concat!($dp, " tmm2, tmm5, tmm6"),
+                        concat!($dp, " tmm3, tmm5, tmm7"),
+                        concat!($dp, " tmm0, tmm4, tmm6"),
+                        concat!($dp, " tmm1, tmm4, tmm7"),
+                        concat!($dp, " tmm2, tmm5, tmm6"),
+                        concat!($dp, " tmm3, tmm5, tmm7"),
+                        "dec {iters}",
+                        "jnz 2b",
+                        "tilerelease",
+                        config = in(reg) config.0.as_ptr(),
+                        data = in(reg) data.0.as_ptr(),
+                        stride = in(reg) 64usize,
+                        iters = inout(reg) iters => _,
+                        options(nostack),
+                    );
+                }
+                0.0
+            }
+        };
+    }
+    const _: () = assert!(
+        ACCUMULATORS == 12,
+        "the AMX peak kernels issue 12 tile products per round"
+    );
+    amx_peak!(tdpbssd, "tdpbssd", 1);
+    // Bytes 0x3c make the bf16 value 0x3c3c (about 0.011): finite, so the sums stay ordinary numbers.
+    amx_peak!(tdpbf16ps, "tdpbf16ps", 0x3c);
+
     /// The safe entry points: each calls its kernel only after detecting the features it was compiled for.
     fn run_fma_zmm(iters: u64) -> f32 {
         // SAFETY: `all` hands this out only when avx512f was detected.
@@ -181,9 +262,19 @@ mod peaks {
         // SAFETY: `all` hands this out only when avx2 and avxvnni were detected.
         unsafe { dpbusd_ymm(iters) }
     }
+    fn run_tdpbssd(iters: u64) -> f32 {
+        // SAFETY: `all` hands this out only when `lowp::amx::available()`: AMX present and permitted.
+        unsafe { tdpbssd(iters) }
+    }
+    fn run_tdpbf16ps(iters: u64) -> f32 {
+        // SAFETY: as for `run_tdpbssd`.
+        unsafe { tdpbf16ps(iters) }
+    }
 
-    /// Every instruction measured, with its kernel where the CPU has it.
+    /// Every instruction measured, with its kernel where the CPU has it (the AMX ones last, at [`AMX_BF16`] and
+    /// [`AMX_INT8`]).
     pub fn all() -> Vec<Peak> {
+        let amx = super::lowp::amx::available();
         let pick = |present: bool, f: fn(u64) -> f32, missing: &'static str| {
             if present {
                 Ok(f)
@@ -233,8 +324,25 @@ mod peaks {
                     "avxvnni",
                 ),
             },
+            Peak {
+                name: "bf16 tile product `tdpbf16ps` (AMX-BF16, 16×16×32)",
+                ops_per_instruction: 2.0 * 16.0 * 16.0 * 32.0,
+                kernel: pick(amx, run_tdpbf16ps, AMX_MISSING),
+            },
+            Peak {
+                name: "int8 tile product `tdpbssd` (AMX-INT8, 16×16×64)",
+                ops_per_instruction: 2.0 * 16.0 * 16.0 * 64.0,
+                kernel: pick(amx, run_tdpbssd, AMX_MISSING),
+            },
         ]
     }
+
+    /// Index of the AMX bf16 peak in [`all`].
+    pub const AMX_BF16: usize = 5;
+    /// Index of the AMX int8 peak in [`all`].
+    pub const AMX_INT8: usize = 6;
+    /// What a CPU without usable AMX lacks.
+    const AMX_MISSING: &str = "usable AMX (or COCA_AMX=0)";
 }
 
 /// Rounds of accumulators per timed run of a peak kernel: long enough to dwarf the clock's resolution.
@@ -257,15 +365,19 @@ fn peak_on_thread(kernel: fn(u64) -> f32, ops_per_round: f64) -> f64 {
     ops_per_round * PEAK_ITERS as f64 / best / 1e9
 }
 
-/// Per-core peak (GOP/s) of each instruction, in the order of `peaks::all`, `None` where skipped; prints the
-/// table.
+/// Per-core peak (GOP/s) of each instruction, in the order of `peaks::all`, `None` where skipped or not in
+/// `only` (indices into `peaks::all`, all when `None`); prints the table.
 #[cfg(target_arch = "x86_64")]
-fn instruction_peaks() -> Vec<Option<f64>> {
+fn instruction_peaks(only: Option<&[usize]>) -> Vec<Option<f64>> {
     println!("## Instruction peaks (thread CPU time, best of {PEAK_RUNS})\n");
     println!("| instruction | ops / instruction | GOP/s, 1 core | GOP/s, 2 cores at once |");
     println!("|---|---:|---:|---:|");
     let mut out = Vec::new();
-    for peak in peaks::all() {
+    for (i, peak) in peaks::all().into_iter().enumerate() {
+        if only.is_some_and(|o| !o.contains(&i)) {
+            out.push(None);
+            continue;
+        }
         let per_round = peak.ops_per_instruction * peaks::ACCUMULATORS as f64;
         let kernel = match peak.kernel {
             Ok(k) => k,
@@ -296,9 +408,9 @@ fn instruction_peaks() -> Vec<Option<f64>> {
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-fn instruction_peaks() -> Vec<Option<f64>> {
+fn instruction_peaks(_: Option<&[usize]>) -> Vec<Option<f64>> {
     println!("## Instruction peaks\n\nskipped: not an x86_64 CPU\n");
-    vec![None; 5]
+    vec![None; 7]
 }
 
 /// Read bandwidth (GB/s) of summing `data` on `threads` threads, best of 5 by wall time.
@@ -457,6 +569,10 @@ struct Operands {
     x_bf16: Tensor,
     w_bf16: Tensor,
     quantized: Vec<(GgmlDType, QMatMul)>,
+    /// coca's packed int8 and bf16 weights, where the AMX kernels run and the shape is theirs.
+    packed: Vec<PackedWeight>,
+    /// The activations as a slice, for the low-precision kernels.
+    x_values: Vec<f32>,
 }
 
 /// The quantized formats measured: GGML's 8-bit and 4-bit blocks of 32, and the 4-bit k-quant.
@@ -464,20 +580,27 @@ const QUANTS: [GgmlDType; 3] = [GgmlDType::Q8_0, GgmlDType::Q4_0, GgmlDType::Q4K
 
 impl Operands {
     /// N(0, 1) activations (as after a LayerNorm) and N(0, 1/k) weights (outputs of unit scale, as a trained
-    /// layer keeps them).
-    fn new(s: &Shape) -> Res<Self> {
+    /// layer keeps them). Only coca's kernels are prepared when `coca_only`.
+    fn new(s: &Shape, coca_only: bool) -> Res<Self> {
         let dev = Device::Cpu;
-        let x = Tensor::from_vec(normal(s.m * s.k, 1.0, 1), (s.m, s.k), &dev)?;
-        let w = Tensor::from_vec(
-            normal(s.n * s.k, (s.k as f32).powf(-0.5), 2),
-            (s.n, s.k),
-            &dev,
-        )?;
+        let x_values = normal(s.m * s.k, 1.0, 1);
+        let x = Tensor::from_vec(x_values.clone(), (s.m, s.k), &dev)?;
+        let w_values = normal(s.n * s.k, (s.k as f32).powf(-0.5), 2);
+        let w = Tensor::from_vec(w_values.clone(), (s.n, s.k), &dev)?;
         let mut quantized = Vec::new();
-        for q in QUANTS {
-            quantized.push((q, QMatMul::from_qtensor(QTensor::quantize(&w, q)?)?));
+        if !coca_only {
+            for q in QUANTS {
+                quantized.push((q, QMatMul::from_qtensor(QTensor::quantize(&w, q)?)?));
+            }
+        }
+        let mut packed = Vec::new();
+        if amx_shape(s) {
+            packed.push(PackedWeight::quantize_int8(&w_values, s.n, s.k)?);
+            packed.push(PackedWeight::from_f32_as_bf16(&w_values, s.n, s.k)?);
         }
         Ok(Self {
+            packed,
+            x_values,
             w_proj: w.t()?.contiguous()?,
             x_bf16: x.to_dtype(DType::BF16)?,
             w_bf16: w.to_dtype(DType::BF16)?,
@@ -505,6 +628,12 @@ impl Operands {
     }
 }
 
+/// Whether the AMX kernels are measured at `s`: a tower's product (more than a few rows, a `Linear` weight) on a
+/// CPU with usable AMX. Products of a few rows are the thin kernels' job.
+fn amx_shape(s: &Shape) -> bool {
+    s.m > 8 && !s.projection && lowp::amx::available()
+}
+
 /// Which of coca's kernels `ops` picks for `s`.
 fn coca_kernel_name(s: &Shape) -> &'static str {
     if s.m <= 8 {
@@ -518,7 +647,7 @@ fn coca_kernel_name(s: &Shape) -> &'static str {
 fn time_kernel(
     threads: usize,
     budget: Duration,
-    mut f: impl FnMut() -> candle_core::Result<Tensor>,
+    mut f: impl FnMut() -> candle_core::Result<()>,
 ) -> Res<(f64, f64)> {
     std::hint::black_box(f()?);
     let start = Instant::now();
@@ -537,40 +666,72 @@ fn time_kernel(
     Ok((cpu, wall))
 }
 
-/// The speed table for `threads` threads (run in a child process). `peaks` are the per-core GOP/s of f32 zmm
-/// FMA, bf16 dot and int8 dot.
-fn kernel_table(threads: usize, budget: Duration, peaks: [f64; 3]) -> Res<()> {
+/// Per-core GOP/s of the instructions each kernel is held against (0 where not measured).
+#[derive(Clone, Copy, Debug)]
+struct KernelPeaks {
+    f32_fma: f64,
+    bf16_dot: f64,
+    int8_dot: f64,
+    amx_bf16: f64,
+    amx_int8: f64,
+}
+
+/// The speed table for `threads` threads (run in a child process); only coca's f32 and AMX kernels at the towers'
+/// shapes when `amx_only`.
+fn kernel_table(threads: usize, budget: Duration, peaks: KernelPeaks, amx_only: bool) -> Res<()> {
     let cfg = CocaConfig::builtin(MODEL)?;
     println!("### {threads} thread(s)\n");
     println!("| product | kernel | GOP/s by CPU time | GOP/s by wall time | % of the matching instruction peak ({threads} core(s), CPU time) |");
     println!("|---|---|---:|---:|---:|");
     for s in shapes(&cfg) {
-        let ops = Operands::new(&s)?;
+        if amx_only && !amx_shape(&s) {
+            continue;
+        }
+        let ops = Operands::new(&s, amx_only)?;
         let flops = 2.0 * (s.m * s.n * s.k) as f64;
-        let row = |kernel: &str,
-                   peak: f64,
-                   f: &mut dyn FnMut() -> candle_core::Result<Tensor>|
-         -> Res<()> {
-            let (cpu, wall) = time_kernel(threads, budget, f)?;
-            let (by_cpu, by_wall) = (flops / cpu / 1e9, flops / wall / 1e9);
-            let pct = if peak > 0.0 {
-                format!("{:.1}%", 100.0 * by_cpu / (peak * threads as f64))
-            } else {
-                "n/a".into()
+        let row =
+            |kernel: &str, peak: f64, f: &mut dyn FnMut() -> candle_core::Result<()>| -> Res<()> {
+                let (cpu, wall) = time_kernel(threads, budget, f)?;
+                let (by_cpu, by_wall) = (flops / cpu / 1e9, flops / wall / 1e9);
+                let pct = if peak > 0.0 {
+                    format!("{:.1}%", 100.0 * by_cpu / (peak * threads as f64))
+                } else {
+                    "n/a".into()
+                };
+                println!(
+                    "| {} | {kernel} | {by_cpu:.1} | {by_wall:.1} | {pct} |",
+                    s.name
+                );
+                Ok(())
             };
-            println!(
-                "| {} | {kernel} | {by_cpu:.1} | {by_wall:.1} | {pct} |",
-                s.name
-            );
-            Ok(())
-        };
-        row(coca_kernel_name(&s), peaks[0], &mut || ops.coca_f32(&s))?;
-        row("candle f32 matmul", peaks[0], &mut || ops.candle_f32())?;
-        row("candle bf16 matmul", peaks[1], &mut || ops.candle_bf16())?;
-        for (q, qm) in &ops.quantized {
-            row(&format!("candle QMatMul {q:?}"), peaks[2], &mut || {
-                qm.forward(&ops.x)
+        row(coca_kernel_name(&s), peaks.f32_fma, &mut || {
+            ops.coca_f32(&s).map(drop)
+        })?;
+        let mut out = vec![0f32; s.m * s.n];
+        for weight in &ops.packed {
+            let (name, peak) = match weight.format() {
+                lowp::Format::Int8 => ("coca AMX int8 (tdpbssd)", peaks.amx_int8),
+                lowp::Format::Bf16 => ("coca AMX bf16 (tdpbf16ps)", peaks.amx_bf16),
+            };
+            row(name, peak, &mut || {
+                lowp::amx::matmul_on_amx(&ops.x_values, s.m, weight, None, &mut out)
             })?;
+        }
+        if amx_only {
+            continue;
+        }
+        row("candle f32 matmul", peaks.f32_fma, &mut || {
+            ops.candle_f32().map(drop)
+        })?;
+        row("candle bf16 matmul", peaks.bf16_dot, &mut || {
+            ops.candle_bf16().map(drop)
+        })?;
+        for (q, qm) in &ops.quantized {
+            row(
+                &format!("candle QMatMul {q:?}"),
+                peaks.int8_dot,
+                &mut || qm.forward(&ops.x).map(drop),
+            )?;
         }
     }
     println!();
@@ -605,7 +766,7 @@ fn accuracy_table(cfg: &CocaConfig) -> Res<()> {
     println!();
     println!("|---|{}", "---:|---:|".repeat(kernels.len()));
     for s in shapes(cfg) {
-        let ops = Operands::new(&s)?;
+        let ops = Operands::new(&s, false)?;
         let reference = ops.coca_f32(&s)?;
         print!("| {} |", s.name);
         let mut outputs = vec![ops.candle_bf16()?];
@@ -650,7 +811,9 @@ fn model_name() -> String {
 }
 
 fn main() -> Res<()> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let amx_only = args.iter().any(|a| a == "--amx");
+    args.retain(|a| a != "--amx");
     let seconds: f64 = match args.first().map(|a| a.parse()) {
         Some(Ok(s)) if s > 0.0 => s,
         Some(_) => {
@@ -663,16 +826,61 @@ fn main() -> Res<()> {
         None => 0.3,
     };
     let budget = Duration::from_secs_f64(seconds);
-    // The child for one thread count: `SECONDS --kernels THREADS F32 BF16 INT8`.
+    // The child for one thread count: `SECONDS --kernels THREADS F32 BF16 INT8 AMX_BF16 AMX_INT8 [--amx]`.
     if args.get(1).map(String::as_str) == Some("--kernels") {
         let num =
             |i: usize| -> Res<f64> { Ok(args.get(i).ok_or("missing argument")?.parse::<f64>()?) };
-        return kernel_table(num(2)? as usize, budget, [num(3)?, num(4)?, num(5)?]);
+        let peaks = KernelPeaks {
+            f32_fma: num(3)?,
+            bf16_dot: num(4)?,
+            int8_dot: num(5)?,
+            amx_bf16: num(6)?,
+            amx_int8: num(7)?,
+        };
+        return kernel_table(num(2)? as usize, budget, peaks, amx_only);
     }
 
     let cfg = CocaConfig::builtin(MODEL)?;
     println!("# Low-precision CPU kernels on {}\n", model_name());
-    let peaks = instruction_peaks();
+    #[cfg(target_arch = "x86_64")]
+    let (amx_bf16, amx_int8) = (peaks::AMX_BF16, peaks::AMX_INT8);
+    #[cfg(not(target_arch = "x86_64"))]
+    let (amx_bf16, amx_int8) = (5, 6);
+    let only = [0, amx_bf16, amx_int8];
+    let peaks = instruction_peaks(amx_only.then_some(&only[..]));
+    let peak = |i: usize| peaks.get(i).copied().flatten().unwrap_or(0.0);
+    let kernel_run = |threads: usize| -> Res<()> {
+        let exe = std::env::current_exe()?;
+        let mut child = Command::new(&exe);
+        child
+            .args([
+                format!("{seconds}"),
+                "--kernels".into(),
+                threads.to_string(),
+                peak(0).to_string(),
+                peak(2).to_string(),
+                peak(3).to_string(),
+                peak(amx_bf16).to_string(),
+                peak(amx_int8).to_string(),
+            ])
+            .env("RAYON_NUM_THREADS", threads.to_string())
+            .env("CANDLE_NUM_THREADS", threads.to_string());
+        if amx_only {
+            child.arg("--amx");
+        }
+        let status = child.status()?;
+        if !status.success() {
+            return Err(format!("the {threads}-thread kernel run failed: {status}").into());
+        }
+        Ok(())
+    };
+    if amx_only {
+        println!("## GOP/s of coca's f32 and AMX kernels at {MODEL}'s towers' shapes (best over {seconds} s per case)\n");
+        for threads in [1usize, 2] {
+            kernel_run(threads)?;
+        }
+        return Ok(());
+    }
 
     println!("## Read bandwidth (array sum, wall time, best of 5)\n");
     println!("| array | threads | GB/s |\n|---:|---:|---:|");
@@ -692,24 +900,8 @@ fn main() -> Res<()> {
     println!(
         "## GOP/s of the existing kernels at {MODEL}'s shapes (best over {seconds} s per case)\n"
     );
-    let peak = |i: usize| peaks.get(i).copied().flatten().unwrap_or(0.0);
-    let exe = std::env::current_exe()?;
     for threads in [1usize, 2] {
-        let status = Command::new(&exe)
-            .args([
-                format!("{seconds}"),
-                "--kernels".into(),
-                threads.to_string(),
-                peak(0).to_string(),
-                peak(2).to_string(),
-                peak(3).to_string(),
-            ])
-            .env("RAYON_NUM_THREADS", threads.to_string())
-            .env("CANDLE_NUM_THREADS", threads.to_string())
-            .status()?;
-        if !status.success() {
-            return Err(format!("the {threads}-thread kernel run failed: {status}").into());
-        }
+        kernel_run(threads)?;
     }
 
     accuracy_table(&cfg)?;

@@ -20,6 +20,9 @@
 //! - bf16: activations are rounded to bf16 (ties to even), products of bf16 are exact in f32 and summed in f32,
 //!   plus the bias. Kernels differ from the reference only in the order of the f32 sums.
 
+#[cfg(target_arch = "x86_64")]
+pub mod amx;
+
 use std::sync::Arc;
 
 use candle_core::Result;
@@ -374,14 +377,14 @@ pub fn bf16_to_f32(bits: u16) -> f32 {
     f32::from_bits(u32::from(bits) << 16)
 }
 
-/// The reference product `out (m, n) = x (m, k) · Wᵀ (+ bias)` with the arithmetic the module documentation
-/// defines, in plain scalar code: what every low-precision kernel is tested against, and the portable path.
-pub fn matmul_reference(
+/// Refuse operands that do not fit the contract of [`matmul_reference`] (and of every low-precision kernel):
+/// `x` (m, k), `out` (m, n), `bias` (n) when given.
+pub(crate) fn check_operands(
     x: &[f32],
     m: usize,
     weight: &PackedWeight,
     bias: Option<&[f32]>,
-    out: &mut [f32],
+    out: &[f32],
 ) -> Result<()> {
     let (n, k) = (weight.n(), weight.k());
     if x.len() != m * k || out.len() != m * n || bias.is_some_and(|b| b.len() != n) {
@@ -391,6 +394,20 @@ pub fn matmul_reference(
             out.len()
         );
     }
+    Ok(())
+}
+
+/// The reference product `out (m, n) = x (m, k) · Wᵀ (+ bias)` with the arithmetic the module documentation
+/// defines, in plain scalar code: what every low-precision kernel is tested against, and the portable path.
+pub fn matmul_reference(
+    x: &[f32],
+    m: usize,
+    weight: &PackedWeight,
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+) -> Result<()> {
+    check_operands(x, m, weight, bias, out)?;
+    let (n, k) = (weight.n(), weight.k());
     let kp = weight.k_padded();
     let kpl = weight.format().k_per_line();
     match weight.format() {
