@@ -652,6 +652,53 @@ unsafe fn thin_dispatch<W: Widen>(
     }
 }
 
+/// This module's kernels by name, for code outside the crate that measures them (`examples/kernel_peaks.rs`);
+/// model code reaches them through `ops`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kernel {
+    /// [`matmul_int8_vnni`]: int8 weights and activations with `vpdpbusd`.
+    Int8Vnni,
+    /// [`matmul_bf16`]: bf16 weights and activations with `vdpbf16ps`.
+    Bf16,
+    /// [`thin_matmul`]: at most [`MAX_ROWS`] f32 activation rows, int8 or bf16 weights widened to f32.
+    Thin,
+}
+
+impl Kernel {
+    /// `out (m, n) = x (m, k) · Wᵀ (+ bias)` with this kernel, when this CPU runs it (an error naming the missing
+    /// instructions otherwise).
+    pub fn run(
+        self,
+        x: &[f32],
+        m: usize,
+        weight: &PackedWeight,
+        bias: Option<&[f32]>,
+        out: &mut [f32],
+    ) -> Result<()> {
+        let missing = |what: &str| {
+            candle_core::Error::Msg(format!(
+                "the {self:?} kernel needs {what}, which this CPU lacks (or COCA_AVX512=0 turned off)"
+            ))
+        };
+        match self {
+            Kernel::Int8Vnni => {
+                let cpu =
+                    crate::nn::kernels::cpu::avx512_vnni().ok_or_else(|| missing("AVX512-VNNI"))?;
+                matmul_int8_vnni(cpu, x, m, weight, bias, out)
+            }
+            Kernel::Bf16 => {
+                let cpu =
+                    crate::nn::kernels::cpu::avx512_bf16().ok_or_else(|| missing("AVX512-BF16"))?;
+                matmul_bf16(cpu, x, m, weight, bias, out)
+            }
+            Kernel::Thin => {
+                let cpu = crate::nn::kernels::cpu::avx512().ok_or_else(|| missing("AVX-512F"))?;
+                thin_matmul(cpu, x, m, weight, bias, out)
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -831,7 +878,17 @@ mod tests {
             assert!(err.to_string().contains("9 rows, more than 8"), "{err}");
             checked += 1;
         }
-        if checked < 3 {
+        for (kernel, w) in [
+            (Kernel::Int8Vnni, &w8),
+            (Kernel::Bf16, &wb),
+            (Kernel::Thin, &w8),
+        ] {
+            match kernel.run(&x[..8], 1, w, None, &mut out[..32]) {
+                Ok(()) => checked += 1,
+                Err(e) => assert!(e.to_string().contains("which this CPU lacks"), "{e}"),
+            }
+        }
+        if checked < 6 {
             skip("this CPU lacks AVX-512F, AVX512-VNNI or AVX512-BF16 (or COCA_AVX512=0 is set)");
         }
     }
