@@ -1,10 +1,11 @@
 //! What this CPU's multiply-add instructions reach, and what the existing f32, bf16 and int8 kernels reach at
 //! `coca_ViT-B-32`'s shapes: the measured ground for choosing low-precision CPU kernels.
 //!
-//! `cargo run --release -p coca-model --example kernel_peaks [-- SECONDS_PER_CASE] [--amx]`
+//! `cargo run --release -p coca-model --example kernel_peaks [-- SECONDS_PER_CASE [--amx | --avx512-lowp]]`
 //!
 //! `--amx` measures only what concerns the AMX kernels: the instruction peaks, then coca's f32 and AMX int8 and
-//! bf16 products at the towers' shapes (tables 1 and 3, nothing else).
+//! bf16 products at the towers' shapes (tables 1 and 3, nothing else). `--avx512-lowp` measures the AVX-512
+//! int8/bf16 kernels and the thin weight-only kernel beside coca's f32 kernels.
 //!
 //! Prints markdown tables:
 //! 1. the per-core peak of f32 FMA (zmm and ymm), bf16 dot (`vdpbf16ps`), int8 dot (`vpdpbusd` zmm, and the
@@ -20,6 +21,9 @@
 //!    runs in a child process, because candle sizes its quantized worker pool once per process);
 //! 4. each low-precision output against coca's f32 output on the same operands;
 //! 5. the weight bytes a batch-1 decoding step streams, and the token rate that bandwidth allows.
+//!
+//! `--avx512-lowp` prints only coca's AVX-512 low-precision kernels (`vpdpbusd` int8, `vdpbf16ps` bf16, and the
+//! thin weight-only kernel of decoding steps) next to coca's f32 kernels, at the towers' shapes and the decoder's.
 
 use std::error::Error;
 use std::process::Command;
@@ -840,6 +844,15 @@ fn main() -> Res<()> {
         return kernel_table(num(2)? as usize, budget, peaks, amx_only);
     }
 
+    match args.get(1).map(String::as_str) {
+        Some("--avx512-lowp") => return avx512_lowp::tables(seconds),
+        Some("--avx512-lowp-child") => {
+            let threads = args.get(2).ok_or("missing thread count")?.parse()?;
+            return avx512_lowp::table(threads, budget);
+        }
+        _ => {}
+    }
+
     let cfg = CocaConfig::builtin(MODEL)?;
     println!("# Low-precision CPU kernels on {}\n", model_name());
     #[cfg(target_arch = "x86_64")]
@@ -934,4 +947,137 @@ fn main() -> Res<()> {
         );
     }
     Ok(())
+}
+
+/// coca's AVX-512 low-precision kernels (`lowp::avx512`) against coca's f32 kernels on the same operands.
+#[cfg(target_arch = "x86_64")]
+mod avx512_lowp {
+    use super::*;
+    use coca_model::nn::raw_kernels::lowp::avx512::Kernel;
+    use coca_model::nn::raw_kernels::lowp::PackedWeight;
+
+    /// Activation rows up to which a product runs the thin weight-only kernel (the thin f32 kernel's limit).
+    const THIN_ROWS: usize = 8;
+
+    /// The towers' products of [`shapes`] with more than [`THIN_ROWS`] rows, and a decoding step's products (the
+    /// decoder's attention in-projection, MLP and LM head) for 1 row and for 6 (a 6-beam search).
+    fn lowp_shapes(cfg: &CocaConfig) -> Vec<Shape> {
+        let mut out: Vec<Shape> = shapes(cfg)
+            .into_iter()
+            .filter(|s| s.m > THIN_ROWS)
+            .collect();
+        let d = &cfg.multimodal_cfg;
+        for m in [1, 6] {
+            for (what, k, n, projection) in [
+                ("in_proj", d.width, 3 * d.width, false),
+                ("c_fc", d.width, d.mlp_width(), false),
+                ("c_proj", d.mlp_width(), d.width, false),
+                ("LM head", d.width, d.vocab_size, true),
+            ] {
+                out.push(Shape {
+                    name: format!("decode {what} {m}×{k}→{n}"),
+                    m,
+                    k,
+                    n,
+                    projection,
+                });
+            }
+        }
+        out
+    }
+
+    /// Run the table once per thread count, each in a child process (as the main tables do).
+    pub fn tables(seconds: f64) -> Res<()> {
+        println!(
+            "# coca's AVX-512 low-precision kernels on {}\n",
+            model_name()
+        );
+        let exe = std::env::current_exe()?;
+        for threads in [1usize, 2] {
+            let status = Command::new(&exe)
+                .args([
+                    format!("{seconds}"),
+                    "--avx512-lowp-child".into(),
+                    threads.to_string(),
+                ])
+                .env("RAYON_NUM_THREADS", threads.to_string())
+                .status()?;
+            if !status.success() {
+                return Err(format!("the {threads}-thread run failed: {status}").into());
+            }
+        }
+        Ok(())
+    }
+
+    /// The table for `threads` threads: GOP/s, ms per call and cosine to coca's f32 output of each kernel.
+    pub fn table(threads: usize, budget: Duration) -> Res<()> {
+        let cfg = CocaConfig::builtin(MODEL)?;
+        println!("### {threads} thread(s)\n");
+        println!("| product | kernel | GOP/s by CPU time | GOP/s by wall time | ms per call (wall) | cosine to f32 |");
+        println!("|---|---|---:|---:|---:|---:|");
+        for s in lowp_shapes(&cfg) {
+            let dev = Device::Cpu;
+            let xs = normal(s.m * s.k, 1.0, 1);
+            let ws = normal(s.n * s.k, (s.k as f32).powf(-0.5), 2);
+            let x = Tensor::from_vec(xs.clone(), (s.m, s.k), &dev)?;
+            let w = Tensor::from_vec(ws.clone(), (s.n, s.k), &dev)?;
+            let w_proj = w.t()?.contiguous()?;
+            let f32_out = || {
+                if s.projection {
+                    ops::project(&x, &w_proj)
+                } else {
+                    ops::linear(&x, &w, None)
+                }
+            };
+            let reference = f32_out()?;
+            let flops = 2.0 * (s.m * s.n * s.k) as f64;
+            let row =
+                |kernel: &str, f: &mut dyn FnMut() -> candle_core::Result<Tensor>| -> Res<()> {
+                    let cos = compare(&reference, &f()?)?.1;
+                    let (cpu, wall) = time_kernel(threads, budget, f)?;
+                    println!(
+                        "| {} | {kernel} | {:.1} | {:.1} | {:.3} | {cos:.6} |",
+                        s.name,
+                        flops / cpu / 1e9,
+                        flops / wall / 1e9,
+                        wall * 1e3
+                    );
+                    Ok(())
+                };
+            row(coca_kernel_name(&s), &mut || f32_out())?;
+            let int8 = PackedWeight::quantize_int8(&ws, s.n, s.k)?;
+            let bf16 = PackedWeight::from_f32_as_bf16(&ws, s.n, s.k)?;
+            let mut runs = vec![("int8 vpdpbusd", Kernel::Int8Vnni, &int8)];
+            if s.m <= THIN_ROWS {
+                runs.push(("int8 weight-only thin", Kernel::Thin, &int8));
+                runs.push(("bf16 weight-only thin", Kernel::Thin, &bf16));
+            } else {
+                runs.push(("bf16 vdpbf16ps", Kernel::Bf16, &bf16));
+            }
+            for (name, kernel, weight) in runs {
+                row(name, &mut || {
+                    let mut out = vec![0f32; s.m * s.n];
+                    kernel.run(&xs, s.m, weight, None, &mut out)?;
+                    Tensor::from_vec(out, (s.m, s.n), &Device::Cpu)
+                })?;
+            }
+        }
+        println!();
+        Ok(())
+    }
+}
+
+/// The AVX-512 kernels exist on x86-64 only.
+#[cfg(not(target_arch = "x86_64"))]
+mod avx512_lowp {
+    use super::*;
+
+    pub fn tables(_: f64) -> Res<()> {
+        println!("skipped: the AVX-512 low-precision kernels need an x86-64 CPU");
+        Ok(())
+    }
+
+    pub fn table(_: usize, _: Duration) -> Res<()> {
+        tables(0.0)
+    }
 }

@@ -20,7 +20,8 @@ pub use layers::{Activation, LayerNorm, Linear, Mlp};
 ///
 /// - [`raw_kernels::gemm512`]: `examples/gemm_bench.rs` measures it against the `gemm` crate on the shapes
 ///   the kernels give it.
-/// - [`raw_kernels::lowp`]: `examples/kernel_peaks.rs` measures the low-precision kernels on packed weights.
+/// - [`raw_kernels::lowp`]: the packed low-precision weights, their reference products and (on x86-64) the
+///   AMX and AVX-512 kernels, which `examples/kernel_peaks.rs` measures against the f32 kernels.
 /// - With the `cuda` feature, LayerNorm, GELU (with and without the MLP's bias) and the attention softmax:
 ///   `tests/cuda_kernels.rs` runs each on a GPU whatever `COCA_CUDA_KERNELS` says, against the same function on
 ///   the CPU, which is the point of those tests and something [`ops`] by design never does.

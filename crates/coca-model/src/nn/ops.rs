@@ -18,8 +18,11 @@
 //!   dropped silently), otherwise compositions of differentiable candle primitives.
 //!
 //! Independently of these, a product whose weight is packed to int8 or bf16 ([`LinearWeight::Packed`], CPU
-//! inference only: [`crate::Coca::pack_weights`]) runs the low-precision product of `kernels/lowp`, whatever the
-//! path of its activations, in one function (`packed_linear`); a recorded gradient through it is refused.
+//! inference only: [`crate::Coca::pack_weights`]) runs a low-precision kernel of `kernels/lowp`, whatever the
+//! path of its activations, chosen in one function (`packed_product`): for at most `thin_matmul::MAX_ROWS`
+//! activation rows the weight-only kernel (f32 activations, the weight widened in registers), for more rows AMX
+//! tiles, else AVX512-VNNI (int8) or AVX512-BF16, else the portable reference; a recorded gradient through it is
+//! refused.
 //!
 //! Independently of these, products with at most `thin_matmul::MAX_ROWS` (8) activation rows, f32 on the CPU,
 //! without a gradient and with a contiguous weight (decoding steps) take the thin mat-vec kernel: candle's GEMM
@@ -29,7 +32,7 @@
 //! | op | coca CPU | coca CUDA | candle |
 //! |---|---|---|---|
 //! | [`linear`] (dense weight) | thin if it fits, else the fused linear node (bias as the GEMM's accumulator) | candle matmul + bias | thin if it fits, else candle matmul + bias |
-//! | [`linear`] (packed weight) | the low-precision product | refused (CPU only) | the low-precision product (f32 activations) |
+//! | [`linear`] (packed weight) | weight-only thin kernel for few rows, else AMX / VNNI / BF16 / reference | refused (CPU only) | as on the coca CPU path (f32 activations) |
 //! | [`project`] | thin if it fits, else candle matmul | candle matmul | thin if it fits, else candle matmul |
 //! | [`layer_norm`] | kernel | candle's kernel without a gradient and one dtype, else coca's kernel | candle's kernel without a gradient and one dtype, else composed in f32 |
 //! | [`gelu`] | kernel (vectorised; candle's erf is scalar) | coca's kernel with a gradient, else candle's | candle's `gelu_erf` |
@@ -271,8 +274,48 @@ fn packed_linear(x: &Tensor, weight: &PackedWeight, bias: Option<&Tensor>) -> Re
         .map(|b| b.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>())
         .transpose()?;
     let mut out = vec![0f32; rows * weight.n()];
-    lowp::matmul_reference(&xs, rows, weight, bias.as_deref(), &mut out)?;
+    packed_product(&xs, rows, weight, bias.as_deref(), &mut out)?;
     Tensor::from_vec(out, out_shape, x.device())?.to_dtype(x.dtype())
+}
+
+/// The low-precision kernel of a packed product of `m` activation rows. A decoding step's few rows
+/// (at most `thin_matmul::MAX_ROWS`) are bound by the bytes of the weight: the weight-only kernel, f32 activations
+/// times the widened weight. More rows are bound by the multiply-adds: AMX tiles where the CPU has them (int8 and
+/// bf16), else `vpdpbusd` (int8) or `vdpbf16ps` (bf16) on AVX-512, else the portable reference products.
+fn packed_product(
+    x: &[f32],
+    m: usize,
+    weight: &PackedWeight,
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+) -> Result<()> {
+    let thin = m <= thin_matmul::MAX_ROWS;
+    #[cfg(target_arch = "x86_64")]
+    {
+        use super::kernels::cpu;
+        if thin {
+            if let Some(cpu) = cpu::avx512() {
+                return lowp::avx512::thin_matmul(cpu, x, m, weight, bias, out);
+            }
+        } else if let Some(cpu) = cpu::amx() {
+            return lowp::amx::matmul(cpu, x, m, weight, bias, out);
+        } else {
+            match (weight.format(), cpu::avx512_vnni(), cpu::avx512_bf16()) {
+                (PackedFormat::Int8, Some(cpu), _) => {
+                    return lowp::avx512::matmul_int8_vnni(cpu, x, m, weight, bias, out)
+                }
+                (PackedFormat::Bf16, _, Some(cpu)) => {
+                    return lowp::avx512::matmul_bf16(cpu, x, m, weight, bias, out)
+                }
+                _ => {}
+            }
+        }
+    }
+    if thin {
+        lowp::thin_matmul_reference(x, m, weight, bias, out)
+    } else {
+        lowp::matmul_reference(x, m, weight, bias, out)
+    }
 }
 
 /// `x·Wᵀ (+ b)` with a dense `weight` (out, in), as `nn.Linear` stores it.
@@ -654,18 +697,50 @@ pub(crate) mod tests {
         let (n, k) = (40, 24);
         let w = Tensor::randn(0f32, 0.1, (n, k), &dev).unwrap();
         let b = Tensor::randn(0f32, 0.1, n, &dev).unwrap();
-        let x = Tensor::randn(0f32, 1.0, (2, 3, k), &dev).unwrap();
+        // 10 rows: more than the thin kernel takes.
+        let x = Tensor::randn(0f32, 1.0, (2, 5, k), &dev).unwrap();
         for format in [PackedFormat::Int8, PackedFormat::Bf16] {
             let packed = LinearWeight::Dense(w.clone()).pack(format).unwrap();
             let got = linear(&x, &packed, Some(&b)).unwrap();
-            assert_eq!(got.dims(), &[2, 3, n]);
-            // The same product through the reference directly.
+            assert_eq!(got.dims(), &[2, 5, n]);
+            // The same product through the reference directly: int8 to the bit, bf16 up to the order of sums.
             let xs = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-            let mut want = vec![0f32; 6 * n];
+            let mut want = vec![0f32; 10 * n];
             let bias = b.to_vec1::<f32>().unwrap();
-            lowp::matmul_reference(&xs, 6, packed.packed().unwrap(), Some(&bias), &mut want)
+            lowp::matmul_reference(&xs, 10, packed.packed().unwrap(), Some(&bias), &mut want)
                 .unwrap();
-            assert_eq!(got.flatten_all().unwrap().to_vec1::<f32>().unwrap(), want);
+            let got_values = got.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            match format {
+                PackedFormat::Int8 => assert_eq!(got_values, want),
+                PackedFormat::Bf16 => {
+                    let worst = got_values
+                        .iter()
+                        .zip(&want)
+                        .fold(0f32, |a, (g, w)| a.max((g - w).abs()));
+                    assert!(worst < 1e-5, "bf16 differs from the reference by {worst}");
+                }
+            }
+            // A decoding step's single row takes the weight-only product.
+            let row = x.narrow(0, 0, 1).unwrap().narrow(1, 0, 1).unwrap();
+            let one = linear(&row, &packed, Some(&b)).unwrap();
+            let mut want_one = vec![0f32; n];
+            lowp::thin_matmul_reference(
+                &xs[..k],
+                1,
+                packed.packed().unwrap(),
+                Some(&bias),
+                &mut want_one,
+            )
+            .unwrap();
+            let one = one.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let worst = one
+                .iter()
+                .zip(&want_one)
+                .fold(0f32, |a, (g, w)| a.max((g - w).abs()));
+            assert!(
+                worst < 1e-5,
+                "{format:?} thin product differs from its reference by {worst}"
+            );
             // Close to f32.
             let dense = linear(&x, &LinearWeight::Dense(w.clone()), Some(&b)).unwrap();
             assert!(max_abs_diff(&got, &dense) < 0.05, "{format:?}");

@@ -19,9 +19,14 @@
 //!   Every int8 kernel computes these same integers, so its output equals [`matmul_reference`]'s to the last bit.
 //! - bf16: activations are rounded to bf16 (ties to even), products of bf16 are exact in f32 and summed in f32,
 //!   plus the bias. Kernels differ from the reference only in the order of the f32 sums.
+//! - weight-only ([`thin_matmul_reference`], for the few activation rows of a decoding step): f32 activations
+//!   times the dequantised weight (int8 value · channel scale, or bf16 widened), summed in f32, plus the bias.
+//!   Kernels may apply an int8 channel's scale once after its sum, and differ in the order of the sums.
 
 #[cfg(target_arch = "x86_64")]
 pub mod amx;
+#[cfg(target_arch = "x86_64")]
+pub mod avx512;
 
 use std::sync::Arc;
 
@@ -59,6 +64,14 @@ impl Format {
     pub fn k_per_line(self) -> usize {
         match self {
             Format::Int8 => 4,
+            Format::Bf16 => 2,
+        }
+    }
+
+    /// Bytes per value.
+    fn bytes(self) -> usize {
+        match self {
+            Format::Int8 => 1,
             Format::Bf16 => 2,
         }
     }
@@ -283,17 +296,26 @@ impl PackedWeight {
 
     /// The weight as f32 (n, k), row-major: int8 values times their scales, or bf16 widened.
     pub fn dequantize(&self) -> Result<Vec<f32>> {
-        Ok(match self.format {
-            Format::Int8 => {
-                let (values, scales) = self.int8_rows()?;
-                values
-                    .chunks_exact(self.k.max(1))
-                    .zip(&scales)
-                    .flat_map(|(row, s)| row.iter().map(move |&v| f32::from(v) * s))
-                    .collect()
-            }
-            Format::Bf16 => self.bf16_rows()?.into_iter().map(bf16_to_f32).collect(),
-        })
+        let mut out = vec![0f32; self.n * self.k];
+        for (c, row) in out.chunks_exact_mut(self.k.max(1)).enumerate() {
+            self.dequantize_channel(c, row);
+        }
+        Ok(out)
+    }
+
+    /// Output channel `c` (`< n`) as f32 into `row` (`k` values): int8 value times the channel's scale, or bf16
+    /// widened.
+    fn dequantize_channel(&self, c: usize, row: &mut [f32]) {
+        let layout = Layout::new(self.format, self.n, self.k);
+        let lines = self.panel(c / PANEL);
+        for (j, v) in row.iter_mut().enumerate().take(self.k) {
+            let (line, byte) = layout.position(c % PANEL, j, self.format.bytes());
+            let b = &lines[line].0[byte..];
+            *v = match self.format {
+                Format::Int8 => f32::from(b[0] as i8) * self.panel_scales(c / PANEL)[c % PANEL],
+                Format::Bf16 => bf16_to_f32(u16::from_le_bytes([b[0], b[1]])),
+            };
+        }
     }
 }
 
@@ -377,8 +399,7 @@ pub fn bf16_to_f32(bits: u16) -> f32 {
     f32::from_bits(u32::from(bits) << 16)
 }
 
-/// Refuse operands that do not fit the contract of [`matmul_reference`] (and of every low-precision kernel):
-/// `x` (m, k), `out` (m, n), `bias` (n) when given.
+/// Fail unless `x` (m, k), `out` (m, n) and `bias` (n) fit `weight` (n, k): the operands every product here takes.
 pub(crate) fn check_operands(
     x: &[f32],
     m: usize,
@@ -387,12 +408,39 @@ pub(crate) fn check_operands(
     out: &[f32],
 ) -> Result<()> {
     let (n, k) = (weight.n(), weight.k());
-    if x.len() != m * k || out.len() != m * n || bias.is_some_and(|b| b.len() != n) {
+    if Some(x.len()) != m.checked_mul(k)
+        || Some(out.len()) != m.checked_mul(n)
+        || bias.is_some_and(|b| b.len() != n)
+    {
         candle_core::bail!(
-            "low-precision matmul: x has {} values, out {}, for m {m}, k {k}, n {n}",
+            "low-precision matmul: x has {} values, out {}, bias {:?}, for m {m}, k {k}, n {n}",
             x.len(),
-            out.len()
+            out.len(),
+            bias.map(<[f32]>::len)
         );
+    }
+    Ok(())
+}
+
+/// The weight-only product `out (m, n) = x (m, k) · W̃ᵀ (+ bias)` with `W̃` the dequantised weight (see the
+/// module documentation), in plain scalar code: what the thin decoding kernels are tested against, and their
+/// portable path.
+pub fn thin_matmul_reference(
+    x: &[f32],
+    m: usize,
+    weight: &PackedWeight,
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+) -> Result<()> {
+    check_operands(x, m, weight, bias, out)?;
+    let (n, k) = (weight.n(), weight.k());
+    let mut w_row = vec![0f32; k];
+    for c in 0..n {
+        weight.dequantize_channel(c, &mut w_row);
+        for (r, x_row) in x.chunks_exact(k).enumerate() {
+            let acc = x_row.iter().zip(&w_row).fold(0f32, |a, (x, w)| a + x * w);
+            out[r * n + c] = acc + bias.map_or(0.0, |b| b[c]);
+        }
     }
     Ok(())
 }
