@@ -17,11 +17,12 @@
 //! threads by blocks of rows and panels; every task writes only its own output columns of its own rows.
 
 use std::arch::x86_64::*;
+use std::ops::Range;
 
 use candle_core::Result;
 use rayon::prelude::*;
 
-use super::{bf16_bits, check_operands, quantize_rows, Format, Line, PackedWeight, PANEL};
+use super::{bf16_bits, check_operands, Format, Line, PackedWeight, INT8_MAX, PANEL};
 use crate::nn::kernels::cpu::{Avx512, Avx512Bf16, Avx512Vnni};
 use crate::nn::kernels::thin_matmul::MAX_ROWS;
 
@@ -39,6 +40,10 @@ const ROWS_PER_TASK: usize = 4 * ROWS;
 /// Panels per parallel task of the dot-product kernels (even: panels go in pairs): the task's weight stays in L2
 /// while its row blocks pass over it.
 const PANELS_PER_TASK: usize = 8;
+
+/// Lines per k block of the dot-product kernels: a row block's activations for one k block (`ROWS · 4 ·
+/// K_BLOCK_LINES` bytes) stay in L1 while the weight lines of the task's panels stream past them.
+const K_BLOCK_LINES: usize = 128;
 
 /// Panels per parallel task of the thin kernel: enough weight bytes to amortise scheduling, enough tasks to
 /// balance two cores on the decoder's narrowest products.
@@ -99,18 +104,18 @@ impl Dst<'_> {
 
 /// One dot-product instruction, and the register tile's loop compiled for its features.
 trait Dot {
-    /// The `R × P` accumulators of activation rows `a` (`R` rows of `stride` bytes, 4 bytes per line) against the
-    /// first `lines` lines of `P` panels.
+    /// Add to the `R × P` accumulators `acc` the products of activation rows `a` (`R` rows of `stride` bytes, 4
+    /// bytes per line) with the lines of `P` equally long panel slices.
     ///
     /// # Safety
-    /// The CPU must have AVX-512F and the instruction's features; each of the `R` rows at `a` must hold
-    /// `4 · lines` readable bytes, and each panel at least `lines` lines.
+    /// The CPU must have AVX-512F and the instruction's features; each of the `R` rows at `a` must hold 4 readable
+    /// bytes per line of the slices.
     unsafe fn accumulate<const R: usize, const P: usize>(
+        acc: &mut [[__m512i; P]; R],
         a: *const u8,
         stride: usize,
         panels: [&[Line]; P],
-        lines: usize,
-    ) -> [[__m512i; P]; R];
+    );
 }
 
 /// `vpdpbusd`: four u8 × i8 products per lane, summed in i32 (wrapping, never reached: see [`matmul_int8_vnni`]).
@@ -119,14 +124,14 @@ struct Vnni;
 impl Dot for Vnni {
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
     unsafe fn accumulate<const R: usize, const P: usize>(
+        acc: &mut [[__m512i; P]; R],
         a: *const u8,
         stride: usize,
         panels: [&[Line]; P],
-        lines: usize,
-    ) -> [[__m512i; P]; R] {
+    ) {
         // SAFETY: this function's contract, which is `accumulate_with`'s.
         unsafe {
-            accumulate_with(a, stride, panels, lines, |c, x, w| {
+            accumulate_with(acc, a, stride, panels, |c, x, w| {
                 _mm512_dpbusd_epi32(c, x, w)
             })
         }
@@ -139,11 +144,11 @@ struct Bf16Dot;
 impl Dot for Bf16Dot {
     #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
     unsafe fn accumulate<const R: usize, const P: usize>(
+        acc: &mut [[__m512i; P]; R],
         a: *const u8,
         stride: usize,
         panels: [&[Line]; P],
-        lines: usize,
-    ) -> [[__m512i; P]; R] {
+    ) {
         let dot = |c: __m512i, x: __m512i, w: __m512i| {
             // SAFETY: `__m512bh` and `__m512i` are both 64 bytes of plain lanes; reinterpreting them is what the
             // instruction does with its register operands.
@@ -156,7 +161,7 @@ impl Dot for Bf16Dot {
             _mm512_castps_si512(_mm512_dpbf16_ps(_mm512_castsi512_ps(c), x, w))
         };
         // SAFETY: this function's contract, which is `accumulate_with`'s.
-        unsafe { accumulate_with(a, stride, panels, lines, dot) }
+        unsafe { accumulate_with(acc, a, stride, panels, dot) }
     }
 }
 
@@ -167,17 +172,18 @@ impl Dot for Bf16Dot {
 /// As [`Dot::accumulate`].
 #[inline(always)]
 unsafe fn accumulate_with<const R: usize, const P: usize>(
+    acc_io: &mut [[__m512i; P]; R],
     a: *const u8,
     stride: usize,
     panels: [&[Line]; P],
-    lines: usize,
     dot: impl Fn(__m512i, __m512i, __m512i) -> __m512i,
-) -> [[__m512i; P]; R] {
-    // SAFETY: the caller's features include AVX-512F (the contract).
-    let mut acc = [[unsafe { _mm512_setzero_si512() }; P]; R];
+) {
+    // A local copy, so that the accumulators live in registers for the whole loop.
+    let mut acc = *acc_io;
+    let lines = panels.iter().map(|p| p.len()).min().unwrap_or(0);
     for l in 0..lines {
-        // SAFETY: line l < lines of each panel; bytes 4l .. 4l + 4 of each of the R rows at `a` (the contract);
-        // the lines are 64-byte aligned `Line`s.
+        // SAFETY: line l < the length of every slice; bytes 4l .. 4l + 4 of each of the R rows at `a` (the
+        // contract); the lines are 64-byte aligned `Line`s.
         unsafe {
             let w: [__m512i; P] =
                 std::array::from_fn(|p| _mm512_load_si512(panels[p].as_ptr().add(l).cast()));
@@ -189,7 +195,7 @@ unsafe fn accumulate_with<const R: usize, const P: usize>(
             }
         }
     }
-    acc
+    *acc_io = acc;
 }
 
 /// The activation rows of a dot-product kernel: `rows` rows (padded to a multiple of [`TAIL_ROWS`]) of `stride`
@@ -200,16 +206,20 @@ struct Acts<'a> {
     rows: usize,
 }
 
-/// Split the (rows × panels) product over rayon's threads and run `tile(R rows?, r0, rows, p0, pair?)` for every
-/// register tile: `big` says whether the tile has [`ROWS`] or [`TAIL_ROWS`] rows, `pair` whether it covers two
-/// panels or one.
-fn for_each_tile(m: usize, panels: usize, tile: impl Fn(bool, usize, usize, usize, bool) + Sync) {
+/// Split the (rows × panels) product over rayon's threads and run `block(big, r0, rows, panels)` for every block
+/// of rows: `big` says whether it has [`ROWS`] rows or [`TAIL_ROWS`] (of which `rows` are valid), `panels` is the
+/// task's range of panels.
+fn for_each_block(
+    m: usize,
+    panels: usize,
+    block: impl Fn(bool, usize, usize, Range<usize>) + Sync,
+) {
     let row_tasks = m.div_ceil(ROWS_PER_TASK);
     let panel_tasks = panels.div_ceil(PANELS_PER_TASK);
     (0..row_tasks * panel_tasks).into_par_iter().for_each(|t| {
         let (rt, pt) = (t / panel_tasks, t % panel_tasks);
         let rows_end = ((rt + 1) * ROWS_PER_TASK).min(m);
-        let panels_end = ((pt + 1) * PANELS_PER_TASK).min(panels);
+        let task_panels = pt * PANELS_PER_TASK..((pt + 1) * PANELS_PER_TASK).min(panels);
         let mut r0 = rt * ROWS_PER_TASK;
         while r0 < rows_end {
             let left = rows_end - r0;
@@ -218,48 +228,60 @@ fn for_each_tile(m: usize, panels: usize, tile: impl Fn(bool, usize, usize, usiz
             } else {
                 (false, left.min(TAIL_ROWS))
             };
-            let mut p0 = pt * PANELS_PER_TASK;
-            while p0 < panels_end {
-                let pair = p0 + 1 < panels_end;
-                tile(big, r0, rows, p0, pair);
-                p0 += 1 + usize::from(pair);
-            }
+            block(big, r0, rows, task_panels.clone());
             r0 += rows;
         }
     });
 }
 
-/// Run the `R × P` tile of `D` at rows `dst.row0 ..` and panels `dst.panel0 ..`, and hand its accumulators to
-/// `epilogue`.
+/// The products of the `R` activation rows from `dst.row0` with `panels` (at most [`PANELS_PER_TASK`]), in k
+/// blocks of [`K_BLOCK_LINES`] that pass over all the panels in turn, each tile's accumulators handed to
+/// `epilogue` at the end.
 ///
 /// # Safety
 /// The CPU must have AVX-512F and `D`'s features; `acts` must hold rows `dst.row0 .. dst.row0 + R`, each with
-/// `4 · weight.lines_per_panel()` bytes; panels `dst.panel0 .. + P` must exist.
+/// `4 · weight.lines_per_panel()` bytes; `panels` must be inside `weight`.
 #[target_feature(enable = "avx512f")]
-#[inline]
-unsafe fn tile<D: Dot, const R: usize, const P: usize>(
+unsafe fn row_block<D: Dot, const R: usize>(
     acts: &Acts,
     weight: &PackedWeight,
+    panels: Range<usize>,
     dst: Dst,
-    epilogue: impl Fn(&[[__m512i; P]; R], Dst),
+    epilogue: impl Fn(&[__m512i], usize, Dst),
 ) {
+    debug_assert!(dst.row0 + R <= acts.rows && panels.len() <= PANELS_PER_TASK);
     let lines = weight.lines_per_panel();
-    let panels: [&[Line]; P] = std::array::from_fn(|p| weight.panel(dst.panel0 + p));
-    debug_assert!((dst.row0 + R) <= acts.rows && 4 * lines <= acts.stride);
-    // SAFETY: rows row0 .. row0 + R of the activations hold 4·lines bytes each (this function's contract), and
-    // each panel has `lines` lines.
-    let acc = unsafe {
-        D::accumulate::<R, P>(
-            acts.bytes.as_ptr().add(dst.row0 * acts.stride),
-            acts.stride,
-            panels,
-            lines,
-        )
-    };
-    epilogue(&acc, dst);
+    let pairs = panels.len() / 2;
+    let single = (panels.len() % 2 == 1).then_some(panels.end - 1);
+    let mut acc2 = [[[_mm512_setzero_si512(); 2]; R]; PANELS_PER_TASK / 2];
+    let mut acc1 = [[_mm512_setzero_si512(); 1]; R];
+    // SAFETY: rows row0 .. row0 + R of the activations hold 4 bytes per line of every panel (the contract).
+    let a = unsafe { acts.bytes.as_ptr().add(dst.row0 * acts.stride) };
+    for l0 in (0..lines).step_by(K_BLOCK_LINES) {
+        let l1 = (l0 + K_BLOCK_LINES).min(lines);
+        let slice = |p: usize| &weight.panel(p)[l0..l1];
+        // SAFETY: the slices are lines l0 .. l1 of panels inside `weight`; each activation row holds the 4 bytes of
+        // each of those lines from byte 4·l0 (the contract).
+        unsafe {
+            for (j, acc) in acc2.iter_mut().enumerate().take(pairs) {
+                let p = panels.start + 2 * j;
+                D::accumulate::<R, 2>(acc, a.add(4 * l0), acts.stride, [slice(p), slice(p + 1)]);
+            }
+            if let Some(p) = single {
+                D::accumulate::<R, 1>(&mut acc1, a.add(4 * l0), acts.stride, [slice(p)]);
+            }
+        }
+    }
+    for (j, acc) in acc2.iter().enumerate().take(pairs) {
+        let panel0 = panels.start + 2 * j;
+        epilogue(acc.as_flattened(), 2, Dst { panel0, ..dst });
+    }
+    if let Some(panel0) = single {
+        epilogue(acc1.as_flattened(), 1, Dst { panel0, ..dst });
+    }
 }
 
-/// Run every tile of the product of `acts` (m rows) and `weight` with `D`, each through `epilogue`.
+/// Run every block of the product of `acts` (m rows) and `weight` with `D`, each tile through `epilogue`.
 ///
 /// # Safety
 /// The CPU must have AVX-512F and `D`'s features, and `epilogue` the features its `#[target_feature]` needs; `acts`
@@ -272,34 +294,31 @@ unsafe fn run_tiles<D: Dot>(
     out: Out,
     epilogue: &(impl Fn(&[__m512i], usize, Dst) + Sync),
 ) {
-    for_each_tile(m, weight.panels(), |big, row0, rows, panel0, pair| {
+    for_each_block(m, weight.panels(), |big, row0, rows, panels| {
         let dst = Dst {
             out,
             row0,
             rows,
-            panel0,
+            panel0: panels.start,
             bias,
         };
-        // SAFETY: `for_each_tile` hands out row blocks inside the m rows, which `acts` pads to a multiple of
-        // TAIL_ROWS (so a tail tile's R = TAIL_ROWS rows exist), and panels inside `weight`; the tiles are
-        // disjoint blocks of `out`.
+        // SAFETY: `for_each_block` hands out row blocks inside the m rows, which `acts` pads to a multiple of
+        // TAIL_ROWS (so a tail block's R = TAIL_ROWS rows exist), and panels inside `weight`; the blocks are
+        // disjoint parts of `out`.
         unsafe {
-            match (big, pair) {
-                (true, true) => {
-                    tile::<D, ROWS, 2>(acts, weight, dst, |a, d| epilogue(a.as_flattened(), 2, d))
-                }
-                (true, false) => {
-                    tile::<D, ROWS, 1>(acts, weight, dst, |a, d| epilogue(a.as_flattened(), 1, d))
-                }
-                (false, true) => tile::<D, TAIL_ROWS, 2>(acts, weight, dst, |a, d| {
-                    epilogue(a.as_flattened(), 2, d)
-                }),
-                (false, false) => tile::<D, TAIL_ROWS, 1>(acts, weight, dst, |a, d| {
-                    epilogue(a.as_flattened(), 1, d)
-                }),
+            if big {
+                row_block::<D, ROWS>(acts, weight, panels, dst, epilogue)
+            } else {
+                row_block::<D, TAIL_ROWS>(acts, weight, panels, dst, epilogue)
             }
         }
     });
+}
+
+/// Bytes between activation rows of `bytes` bytes: one cache line more, so that the rows of a tile, read in step,
+/// fall into different L1 sets also when the row width is a multiple of 512 bytes (as the models' widths are).
+fn row_stride(bytes: usize) -> usize {
+    bytes + 64
 }
 
 /// Fail unless `weight` is in `format` (the kernel `what` reads no other).
@@ -318,7 +337,7 @@ fn expect_format(weight: &PackedWeight, format: Format, what: &str) -> Result<()
 ///
 /// The shifted sums stay below `255 · 127 · k_padded`, inside i32 for any `k` under 66,000.
 pub(crate) fn matmul_int8_vnni(
-    _: Avx512Vnni,
+    cpu: Avx512Vnni,
     x: &[f32],
     m: usize,
     weight: &PackedWeight,
@@ -328,16 +347,14 @@ pub(crate) fn matmul_int8_vnni(
     check_operands(x, m, weight, bias, out)?;
     expect_format(weight, Format::Int8, "VNNI")?;
     let kp = weight.k_padded();
-    let (q, x_scales) = quantize_rows(x, m, weight.k(), kp);
     let rows = m.next_multiple_of(TAIL_ROWS);
+    let stride = row_stride(kp);
     // Padding rows are zero: their products are computed by a tail tile but never stored.
-    let mut bytes = vec![0u8; rows * kp];
-    for (b, &v) in bytes.iter_mut().zip(&q) {
-        *b = v as u8 ^ 0x80;
-    }
+    let mut bytes = vec![0u8; rows * stride];
+    let x_scales = quantize_rows_shifted(cpu, x, weight.k(), stride, &mut bytes);
     let acts = Acts {
         bytes: &bytes,
-        stride: kp,
+        stride,
         rows,
     };
     let out = Out {
@@ -352,6 +369,60 @@ pub(crate) fn matmul_int8_vnni(
     // `out` is the caller's (m, n) slice, borrowed mutably for this call.
     unsafe { run_tiles::<Vnni>(&acts, m, weight, bias, out, &epilogue) };
     Ok(())
+}
+
+/// [`quantize_rows`](super::quantize_rows) of the rows `x` (k values each) with AVX-512, written as `vpdpbusd`
+/// reads them: each value plus 128 (`q ^ 0x80`), rows `stride ≥ k` bytes apart in `out` (the rest of each row
+/// untouched). The values and the returned scales are those of the scalar code, bit for bit.
+fn quantize_rows_shifted(
+    _: Avx512Vnni,
+    x: &[f32],
+    k: usize,
+    stride: usize,
+    out: &mut [u8],
+) -> Vec<f32> {
+    x.chunks_exact(k)
+        .zip(out.chunks_exact_mut(stride))
+        // SAFETY: the `Avx512Vnni` token proves AVX-512F.
+        .map(|(row, dst)| unsafe { quantize_row_shifted(row, &mut dst[..k]) })
+        .collect()
+}
+
+/// One row of [`quantize_rows_shifted`]: [`quantize_row`](super::quantize_row)'s scale and values, plus 128.
+#[target_feature(enable = "avx512f")]
+fn quantize_row_shifted(row: &[f32], out: &mut [u8]) -> f32 {
+    let lanes = |left: usize| ((1u32 << left.min(16)) - 1) as __mmask16;
+    // `max(|v|, acc)` keeps `acc` when `v` is NaN, as `f32::max` in the scalar fold does.
+    let mut acc = _mm512_setzero_ps();
+    for (j, _) in row.iter().enumerate().step_by(16) {
+        // SAFETY: the masked load reads only elements j .. min(j + 16, len) of `row`.
+        let v = unsafe { _mm512_maskz_loadu_ps(lanes(row.len() - j), row.as_ptr().add(j)) };
+        acc = _mm512_max_ps(_mm512_abs_ps(v), acc);
+    }
+    let max = _mm512_reduce_max_ps(acc);
+    if max == 0.0 || !max.is_finite() {
+        out.fill(0x80);
+        return 0.0;
+    }
+    let inv = _mm512_set1_ps(INT8_MAX / max);
+    let (hi, lo) = (_mm512_set1_ps(INT8_MAX), _mm512_set1_ps(-INT8_MAX));
+    for (j, dst) in out.chunks_mut(16).enumerate() {
+        let j = 16 * j;
+        // SAFETY: as above, elements j .. j + dst.len() of `row` (`out` is as long as `row`).
+        let v = unsafe { _mm512_maskz_loadu_ps(lanes(dst.len()), row.as_ptr().add(j)) };
+        let p = _mm512_mul_ps(v, inv);
+        let r = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(p);
+        let clamped = _mm512_max_ps(_mm512_min_ps(r, hi), lo);
+        // A NaN product (NaN value, or 0 · ∞ when 127 / max overflows) converts to 0 in the scalar code.
+        let nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(p, p);
+        let q = _mm512_mask_mov_epi32(_mm512_cvtps_epi32(clamped), nan, _mm512_setzero_si512());
+        let bytes = _mm_xor_si128(_mm512_cvtepi32_epi8(q), _mm_set1_epi8(0x80u8 as i8));
+        let mut lane_bytes = [0u8; 16];
+        // SAFETY: `lane_bytes` holds the 16 bytes of an unaligned 128-bit store.
+        unsafe { _mm_storeu_si128(lane_bytes.as_mut_ptr().cast(), bytes) };
+        dst.copy_from_slice(&lane_bytes[..dst.len()]);
+    }
+    max / INT8_MAX
 }
 
 /// `(acc − 128 · column_sum) as f32 · (x_scale · w_scale) + bias`, with the reference's roundings, stored for the
@@ -401,15 +472,16 @@ pub(crate) fn matmul_bf16(
     expect_format(weight, Format::Bf16, "AVX512-BF16")?;
     let (k, kp) = (weight.k(), weight.k_padded());
     let rows = m.next_multiple_of(TAIL_ROWS);
-    let mut bytes = vec![0u8; rows * kp * 2];
-    for (dst, src) in bytes.chunks_exact_mut(2 * kp).zip(x.chunks_exact(k)) {
+    let stride = row_stride(2 * kp);
+    let mut bytes = vec![0u8; rows * stride];
+    for (dst, src) in bytes.chunks_exact_mut(stride).zip(x.chunks_exact(k)) {
         for (d, &v) in dst.chunks_exact_mut(2).zip(src) {
             d.copy_from_slice(&bf16_bits(v).to_le_bytes());
         }
     }
     let acts = Acts {
         bytes: &bytes,
-        stride: 2 * kp,
+        stride,
         rows,
     };
     let out = Out {
@@ -582,8 +654,9 @@ pub(crate) fn thin_matmul(
     let (k, kp) = (weight.k(), weight.k_padded());
     // The kernel's rows: a power of two, so four tile heights cover every m; padding rows are zero and not stored.
     let rows = m.next_power_of_two();
-    let mut xp = vec![0f32; rows * kp];
-    for (dst, src) in xp.chunks_exact_mut(kp).zip(x.chunks_exact(k)) {
+    let stride = row_stride(4 * kp) / 4;
+    let mut xp = vec![0f32; rows * stride];
+    for (dst, src) in xp.chunks_exact_mut(stride).zip(x.chunks_exact(k)) {
         dst[..k].copy_from_slice(src);
     }
     let out = Out {
@@ -607,15 +680,15 @@ pub(crate) fn thin_matmul(
                     panel0: p0,
                     bias,
                 };
-                // SAFETY: the `Avx512` token proves AVX-512F; `xp` holds `rows` rows of kp values; panels
+                // SAFETY: the `Avx512` token proves AVX-512F; `xp` holds `rows` rows of stride ≥ kp values; panels
                 // p0 .. p0 + take ≤ panels exist; this task alone writes their columns.
                 unsafe {
                     match weight.format() {
                         Format::Int8 => {
-                            thin_dispatch::<WidenInt8>(rows, take, &xp, kp, weight, dst)
+                            thin_dispatch::<WidenInt8>(rows, take, &xp, stride, weight, dst)
                         }
                         Format::Bf16 => {
-                            thin_dispatch::<WidenBf16>(rows, take, &xp, kp, weight, dst)
+                            thin_dispatch::<WidenBf16>(rows, take, &xp, stride, weight, dst)
                         }
                     }
                 };
@@ -703,7 +776,7 @@ impl Kernel {
 mod tests {
     use super::*;
     use crate::nn::kernels::cpu;
-    use crate::nn::kernels::lowp::{matmul_reference, thin_matmul_reference};
+    use crate::nn::kernels::lowp::{matmul_reference, quantize_rows, thin_matmul_reference};
     use crate::nn::kernels::tests::values;
     use crate::test_support::skip;
 
@@ -764,6 +837,39 @@ mod tests {
                     b.is_some()
                 );
             }
+        }
+    }
+
+    #[test]
+    fn vectorised_quantisation_equals_the_scalar_one() {
+        let Some(cpu) = cpu::avx512_vnni() else {
+            skip("this CPU has no AVX512-VNNI (or COCA_AVX512=0 is set)");
+            return;
+        };
+        let k = 37;
+        let mut rows: Vec<Vec<f32>> = (0..6).map(|s| values(k, 40 + s)).collect();
+        rows[1][5] = f32::NAN;
+        rows[2].fill(0.0);
+        rows[3][0] = f32::NEG_INFINITY;
+        rows[4].iter_mut().for_each(|v| *v *= 1e-38); // 127 / max overflows to ∞
+                                                      // Products that land exactly on .5: ties go to the even integer.
+        rows[5] = (0..k).map(|j| (j as f32 - 18.0) * 0.5).collect();
+        rows[5][0] = 127.0;
+        let x: Vec<f32> = rows.concat();
+        let (want_q, want_scales) = quantize_rows(&x, rows.len(), k, k);
+        let stride = 48;
+        let mut got = vec![0u8; rows.len() * stride];
+        let scales = quantize_rows_shifted(cpu, &x, k, stride, &mut got);
+        assert_eq!(
+            scales.iter().map(|s| s.to_bits()).collect::<Vec<_>>(),
+            want_scales.iter().map(|s| s.to_bits()).collect::<Vec<_>>()
+        );
+        for (r, want) in want_q.chunks_exact(k).enumerate() {
+            let got: Vec<i8> = got[r * stride..r * stride + k]
+                .iter()
+                .map(|&b| (b ^ 0x80) as i8)
+                .collect();
+            assert_eq!(got, want, "row {r}");
         }
     }
 
