@@ -237,7 +237,10 @@ impl PackedWeight {
     /// ends at `n`.
     pub fn narrow_channels(&self, start: usize, len: usize) -> Result<Self> {
         let end = start + len;
-        if end > self.n || start % PANEL != 0 || (len % PANEL != 0 && end != self.n) {
+        if end > self.n
+            || !start.is_multiple_of(PANEL)
+            || (!len.is_multiple_of(PANEL) && end != self.n)
+        {
             candle_core::bail!(
                 "packed weight: channels {start}..{end} of {} are not whole panels of {PANEL}",
                 self.n
