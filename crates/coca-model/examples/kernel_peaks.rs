@@ -1022,11 +1022,12 @@ mod avx512_lowp {
             let x = Tensor::from_vec(xs.clone(), (s.m, s.k), &dev)?;
             let w = Tensor::from_vec(ws.clone(), (s.n, s.k), &dev)?;
             let w_proj = w.t()?.contiguous()?;
+            let dense = ops::LinearWeight::Dense(w);
             let f32_out = || {
                 if s.projection {
                     ops::project(&x, &w_proj)
                 } else {
-                    ops::linear(&x, &w, None)
+                    ops::linear(&x, &dense, None)
                 }
             };
             let reference = f32_out()?;
@@ -1034,7 +1035,7 @@ mod avx512_lowp {
             let row =
                 |kernel: &str, f: &mut dyn FnMut() -> candle_core::Result<Tensor>| -> Res<()> {
                     let cos = compare(&reference, &f()?)?.1;
-                    let (cpu, wall) = time_kernel(threads, budget, f)?;
+                    let (cpu, wall) = time_kernel(threads, budget, || f().map(drop))?;
                     println!(
                         "| {} | {kernel} | {:.1} | {:.1} | {:.3} | {cos:.6} |",
                         s.name,
