@@ -19,8 +19,8 @@
 //!
 //! Independently of these, a product whose weight is packed to int8 or bf16 ([`LinearWeight::Packed`], CPU
 //! inference only: [`crate::Coca::pack_weights`]) runs a low-precision kernel of `kernels/lowp`, whatever the
-//! path of its activations, chosen in one function (`packed_product`): for at most `thin_matmul::MAX_ROWS`
-//! activation rows the weight-only kernel (f32 activations, the weight widened in registers), for more rows AMX
+//! path of its activations, chosen in one function (`packed_product`): for one activation row (a greedy
+//! decoding step) the weight-only kernel (f32 activations, the weight widened in registers), for more rows AMX
 //! tiles, else AVX512-VNNI (int8) or AVX512-BF16, else the portable reference; a recorded gradient through it is
 //! refused.
 //!
@@ -32,7 +32,7 @@
 //! | op | coca CPU | coca CUDA | candle |
 //! |---|---|---|---|
 //! | [`linear`] (dense weight) | thin if it fits, else the fused linear node (bias as the GEMM's accumulator) | candle matmul + bias | thin if it fits, else candle matmul + bias |
-//! | [`linear`] (packed weight) | weight-only thin kernel for few rows, else AMX / VNNI / BF16 / reference | refused (CPU only) | as on the coca CPU path (f32 activations) |
+//! | [`linear`] (packed weight) | weight-only kernel for one row, else AMX / VNNI / BF16 / reference | refused (CPU only) | as on the coca CPU path (f32 activations) |
 //! | [`project`] | thin if it fits, else candle matmul | candle matmul | thin if it fits, else candle matmul |
 //! | [`layer_norm`] | kernel | candle's kernel without a gradient and one dtype, else coca's kernel | candle's kernel without a gradient and one dtype, else composed in f32 |
 //! | [`gelu`] | kernel (vectorised; candle's erf is scalar) | coca's kernel with a gradient, else candle's | candle's `gelu_erf` |
@@ -278,10 +278,15 @@ fn packed_linear(x: &Tensor, weight: &PackedWeight, bias: Option<&Tensor>) -> Re
     Tensor::from_vec(out, out_shape, x.device())?.to_dtype(x.dtype())
 }
 
-/// The low-precision kernel of a packed product of `m` activation rows. A decoding step's few rows
-/// (at most `thin_matmul::MAX_ROWS`) are bound by the bytes of the weight: the weight-only kernel, f32 activations
-/// times the widened weight. More rows are bound by the multiply-adds: AMX tiles where the CPU has them (int8 and
-/// bf16), else `vpdpbusd` (int8) or `vdpbf16ps` (bf16) on AVX-512, else the portable reference products.
+/// Packed products of at most this many activation rows run weight-only (f32 activations). One row (a greedy
+/// decoding step at batch 1) is bound by the bytes of the weight, which both kinds of kernel read once; from two
+/// rows on (beam search, batches) the widening of the weight in registers makes the weight-only kernel
+/// FMA-bound, and the integer dot products with per-row quantised activations are several times faster.
+const WEIGHT_ONLY_MAX_ROWS: usize = 1;
+
+/// The low-precision kernel of a packed product of `m` activation rows: the weight-only kernel for at most
+/// [`WEIGHT_ONLY_MAX_ROWS`] rows; more rows on AMX tiles where the CPU has them (int8 and bf16), else `vpdpbusd`
+/// (int8) or `vdpbf16ps` (bf16) on AVX-512, else the portable reference products.
 fn packed_product(
     x: &[f32],
     m: usize,
@@ -289,7 +294,7 @@ fn packed_product(
     bias: Option<&[f32]>,
     out: &mut [f32],
 ) -> Result<()> {
-    let thin = m <= thin_matmul::MAX_ROWS;
+    let thin = m <= WEIGHT_ONLY_MAX_ROWS;
     #[cfg(target_arch = "x86_64")]
     {
         use super::kernels::cpu;
@@ -697,7 +702,7 @@ pub(crate) mod tests {
         let (n, k) = (40, 24);
         let w = Tensor::randn(0f32, 0.1, (n, k), &dev).unwrap();
         let b = Tensor::randn(0f32, 0.1, n, &dev).unwrap();
-        // 10 rows: more than the thin kernel takes.
+        // 10 rows: the integer (or bf16) dot-product kernels.
         let x = Tensor::randn(0f32, 1.0, (2, 5, k), &dev).unwrap();
         for format in [PackedFormat::Int8, PackedFormat::Bf16] {
             let packed = LinearWeight::Dense(w.clone()).pack(format).unwrap();
