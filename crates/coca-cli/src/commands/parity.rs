@@ -50,7 +50,7 @@ pub fn run(args: ParityArgs, _global: &Global) -> Result<()> {
         gradients: !args.no_grads,
         use_pytorch_bin: args.bin,
         device: args.device.open()?,
-        dtype: args.precision.dtype(),
+        dtype: compute.dtype,
     };
     let mut reports = Vec::new();
     for dir in &args.dirs {
