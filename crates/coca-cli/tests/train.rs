@@ -494,14 +494,17 @@ fn a_mixture_of_labels_and_captions_follows_its_factors_and_resumes_exactly() {
     let tmp = tempfile::tempdir().unwrap();
     let (classes, names) = class_folders(tmp.path());
     let whole = tmp.path().join("whole");
-    let o = run_strings(&mixture_args(
-        &classes,
-        &names,
-        whole.to_str().unwrap(),
-        "30",
-    ));
+    let mut args = mixture_args(&classes, &names, whole.to_str().unwrap(), "30");
+    // Progress lines (not -q) with the per-source counts.
+    args.splice(0..1, ["--progress-interval".to_string(), "0".to_string()]);
+    let o = run_strings(&args);
     assert!(o.status.success(), "{}", stderr(&o));
     let summary: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let err = stderr(&o);
+    let last = err
+        .lines()
+        .find(|l| l.starts_with("training: 30/30 steps ("))
+        .unwrap_or_else(|| panic!("no progress line for step 30 in:\n{err}"));
 
     // Weights 1·8 and 3·8: the class folders' expected share is 1/4 of the 120 samples, 30, with a binomial
     // standard deviation of sqrt(120·1/4·3/4) ≈ 4.7; allow 4 of them.
@@ -520,6 +523,12 @@ fn a_mixture_of_labels_and_captions_follows_its_factors_and_resumes_exactly() {
         assert_eq!(a + b, step * 4, "step {step}");
     }
     assert_eq!(counts[29].1 as f64, labelled);
+    assert!(
+        last.contains(&format!(
+            "samples by source: labels:{classes} {labelled}, fixtures/train/photos.csv {captioned}"
+        )),
+        "{last}"
+    );
 
     // The run records the class names and templates its captions came from.
     let record: serde_json::Value =
