@@ -556,6 +556,21 @@ fn a_mixture_of_labels_and_captions_follows_its_factors_and_resumes_exactly() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(losses(&parts), losses(&whole));
     assert_eq!(source_samples(&parts), counts);
+
+    // Resuming with other templates would caption the same images otherwise: refused.
+    let mut other = mixture_args(&classes, &names, parts_s, "31");
+    let i = other.iter().position(|a| a == "--label-templates").unwrap();
+    other[i + 1] = "openai".into();
+    other.remove(0);
+    other.extend(["--resume".to_string(), "latest".to_string()]);
+    assert_fails_with(
+        &run_strings(&other),
+        &[
+            "train_data.json",
+            "other labelled data, class names or templates",
+        ],
+    );
+    assert_eq!(losses(&parts).len(), 30);
 }
 
 #[test]

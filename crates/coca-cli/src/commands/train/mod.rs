@@ -319,7 +319,7 @@ fn run_rank(args: TrainArgs, env: &DistEnv) -> Result<()> {
         return Ok(trainer.train(&mut data, &mut QuietHooks)?);
     }
     write_model_config(&plan.run_dir, &plan.cfg)?;
-    write_data_record(&plan, &data)?;
+    write_data_record(&plan, &data, resume_from.is_some())?;
     let val = validation_set(&plan, Split::Val, args.val_samples)?;
     let start_step = trainer.step();
     // With --resume the logs are trimmed to the checkpoint's step (to nothing when starting over).
@@ -414,7 +414,8 @@ fn start_or_resume(plan: &Plan, env: &DistEnv) -> Result<(Trainer, LoaderState, 
 
 /// `RUN/train_data.json`: the sources, their factors, sizes and shares, and for `labels:` sources the class
 /// names and templates their captions were drawn from (zero-shot validation uses the same ones).
-fn write_data_record(plan: &Plan, data: &LoaderData) -> Result<()> {
+/// A resumed run (`resumed`) must caption labelled data as the saved record says.
+fn write_data_record(plan: &Plan, data: &LoaderData, resumed: bool) -> Result<()> {
     let (sizes, shares) = data.source_weights();
     let record = serde_json::json!({
         "train_data": plan.train_parts.iter().map(|p| p.text.as_str()).collect::<Vec<_>>(),
@@ -425,6 +426,21 @@ fn write_data_record(plan: &Plan, data: &LoaderData) -> Result<()> {
         "labels": plan.labels.as_ref().map(Labels::record),
     });
     let path = plan.run_dir.join(DATA_RECORD);
+    if resumed {
+        // Other class names or templates would caption the same images otherwise than the checkpoint
+        // learned, and zero-shot validation would change with them.
+        if let Ok(saved) = std::fs::read(&path) {
+            let saved: serde_json::Value = serde_json::from_slice(&saved)
+                .with_context(|| format!("{}: not the run's data record", path.display()))?;
+            if saved.get("labels") != Some(&record["labels"]) {
+                bail!(
+                    "{}: the run was trained with other labelled data, class names or templates; resume with \
+                     the same --train-data, --classnames and --label-templates, or start a new run",
+                    path.display()
+                );
+            }
+        }
+    }
     let text = serde_json::to_vec_pretty(&record)?;
     coca_fs::write_atomic(&path, |w| -> Result<()> {
         std::io::Write::write_all(w, &text)?;
