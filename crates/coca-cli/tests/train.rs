@@ -673,3 +673,63 @@ fn bad_labels_and_mixtures_are_named() {
     );
     assert!(!out.join("checkpoints").exists());
 }
+
+#[test]
+fn labelled_shards_train_and_a_label_outside_the_classes_is_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_, names) = class_folders(tmp.path());
+    let image = std::fs::read(root().join("fixtures/images/sources/palette.png")).unwrap();
+    // Labels as class indices and as class names (CLIP_benchmark writes indices).
+    let labels = [
+        "0",
+        "1",
+        "2",
+        "cat",
+        "cup of coffee",
+        "colour pattern",
+        "1",
+        "2",
+    ];
+    let files: Vec<(String, Vec<u8>)> = labels
+        .iter()
+        .enumerate()
+        .flat_map(|(i, label)| {
+            [
+                (format!("{i:06}.png"), image.clone()),
+                (format!("{i:06}.cls"), label.as_bytes().to_vec()),
+            ]
+        })
+        .collect();
+    let write = |path: &Path, files: &[(String, Vec<u8>)]| {
+        let entries: Vec<(&str, &[u8])> = files
+            .iter()
+            .map(|(n, d)| (n.as_str(), d.as_slice()))
+            .collect();
+        common::write_shard(path, &entries);
+    };
+    let shard = tmp.path().join("labelled.tar");
+    write(&shard, &files);
+    let out = tmp.path().join("run");
+    let mut args = mixture_args("unused", &names, out.to_str().unwrap(), "3");
+    let i = args.iter().position(|a| a == "--train-data").unwrap();
+    args[i + 1] = format!("labels:{}", shard.display());
+    args[i + 3] = "1".into();
+    let o = run_strings(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let summary: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(summary["steps"], 3);
+    assert_eq!(summary["skipped_samples"], 0);
+    assert!(summary.get("sources").is_none(), "one source is no mixture");
+
+    let mut bad = files.clone();
+    bad[5].1 = b"7".to_vec();
+    write(&shard, &bad);
+    let out = tmp.path().join("bad");
+    let at = args.len() - 2;
+    args[at] = out.to_str().unwrap().into();
+    args.remove(0);
+    assert_fails_with(
+        &run_strings(&args),
+        &["000002.cls", "label 7 is outside the 3 class names"],
+    );
+}

@@ -62,6 +62,10 @@ Examples:
       --train-data 'shards/{00000..00099}.tar' --batch-size 32 --steps 2000 --lr 1e-5 --warmup 200 \\
       --output runs/ft
 
+  # Class labels as captions, mixed with alt-text shards (each labelled image 4 times as likely):
+  coca train ... --train-data 'shards/{00000..00099}.tar::labels:imagenet/train' \\
+      --train-data-upsampling-factors 1::4 --classnames imagenet --label-templates openai
+
   # Caption-only fine-tuning as open_clip's COCO recipe:
   coca train ... --coca-contrastive-loss-weight 0
 
