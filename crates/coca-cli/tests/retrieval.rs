@@ -1,6 +1,8 @@
 //! Bulk embedding of collections (`coca embed --input-* --output-dir`) and `coca search`, end to end with
 //! the demo checkpoint on the fixture collection in fixtures/data/folder.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -351,24 +353,6 @@ fn file_list_uses_sibling_captions_and_image_only_mode_skips_nothing() {
     assert_fails_with(&o, &["no text embeddings", "text_emb"]);
 }
 
-/// A tar shard of (name, bytes) entries; returns the data offset of each entry.
-fn write_shard(path: &Path, files: &[(&str, &[u8])]) -> Vec<u64> {
-    let mut builder = tar::Builder::new(Vec::new());
-    let mut offsets = Vec::new();
-    let mut pos = 0u64;
-    for (name, data) in files {
-        let mut header = tar::Header::new_ustar();
-        header.set_size(data.len() as u64);
-        header.set_mode(0o644);
-        header.set_cksum();
-        builder.append_data(&mut header, name, *data).unwrap();
-        offsets.push(pos + 512);
-        pos += 512 + (data.len() as u64).div_ceil(512) * 512;
-    }
-    std::fs::write(path, builder.into_inner().unwrap()).unwrap();
-    offsets
-}
-
 #[test]
 fn shards_are_read_through_a_brace_pattern_and_damage_is_reported_with_name_and_offset() {
     let dir = tempfile::tempdir().unwrap();
@@ -376,7 +360,7 @@ fn shards_are_read_through_a_brace_pattern_and_damage_is_reported_with_name_and_
     let jpg = std::fs::read(fixture("coffee.jpg")).unwrap();
     let webp = std::fs::read(fixture("gradient.webp")).unwrap();
     let png = std::fs::read(fixture("nested/palette.png")).unwrap();
-    write_shard(
+    common::write_shard(
         &d.join("00000.tar"),
         &[
             ("000000.jpg", &jpg),
@@ -387,7 +371,7 @@ fn shards_are_read_through_a_brace_pattern_and_damage_is_reported_with_name_and_
         ],
     );
     // Shard 1 ends in the middle of 000003.jpg, as an interrupted download would.
-    let offsets = write_shard(
+    let offsets = common::write_shard(
         &d.join("00001.tar"),
         &[
             ("000002.png", &png),
@@ -400,7 +384,7 @@ fn shards_are_read_through_a_brace_pattern_and_damage_is_reported_with_name_and_
     let bytes = std::fs::read(d.join("00001.tar")).unwrap();
     std::fs::write(d.join("00001.tar"), &bytes[..cut as usize]).unwrap();
     // Shard 2 holds a sample whose image is not an image, and a good one after it.
-    write_shard(
+    common::write_shard(
         &d.join("00002.tar"),
         &[
             ("000004.jpg", b"these bytes are no JPEG"),

@@ -389,3 +389,347 @@ fn without_a_terminal_progress_is_logged_as_lines() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(!stderr(&o).contains("training: "), "{}", stderr(&o));
 }
+
+/// Class folders of fixture photos (3 classes, 8 images) and their class names, under `dir`.
+fn class_folders(dir: &Path) -> (String, String) {
+    let classes: [(&str, &[&str]); 3] = [
+        ("1_cat", &["chelsea_422.jpg", "chelsea_exif_rot6.jpg"]),
+        (
+            "2_coffee",
+            &[
+                "coffee_tiny_37x23.jpg",
+                "coffee_progressive.jpg",
+                "coffee.webp",
+            ],
+        ),
+        (
+            "3_pattern",
+            &["palette.png", "small_50x40.bmp", "palette.bmp"],
+        ),
+    ];
+    let root = dir.join("classes");
+    for (class, files) in classes {
+        std::fs::create_dir_all(root.join(class)).unwrap();
+        for f in files {
+            std::fs::copy(
+                common::root().join("fixtures/images/sources").join(f),
+                root.join(class).join(f),
+            )
+            .unwrap();
+        }
+    }
+    let names = dir.join("classnames.txt");
+    std::fs::write(&names, "cat\ncup of coffee\ncolour pattern\n").unwrap();
+    (
+        root.to_str().unwrap().to_string(),
+        names.to_str().unwrap().to_string(),
+    )
+}
+
+/// A tiny run on a mixture of labelled class folders (8 images) and the captioned photos CSV (8 rows) with
+/// factors 1::3, at a constant learning rate so that a shorter run is a prefix of a longer one.
+fn mixture_args(classes: &str, names: &str, out: &str, steps: &str) -> Vec<String> {
+    [
+        "-q",
+        "train",
+        "--model",
+        MICRO,
+        "--train-data",
+        &format!("labels:{classes}::fixtures/train/photos.csv"),
+        "--train-data-upsampling-factors",
+        "1::3",
+        "--classnames",
+        names,
+        "--label-templates",
+        "simple",
+        "--csv-separator",
+        ",",
+        "--batch-size",
+        "4",
+        "--steps",
+        steps,
+        "--warmup",
+        "2",
+        "--lr-scheduler",
+        "const",
+        "--lr",
+        "1e-3",
+        "--save-every",
+        "6",
+        "--keep-checkpoints",
+        "0",
+        "--val-samples",
+        "0",
+        "--workers",
+        "2",
+        "--seed",
+        "5",
+        "--output",
+        out,
+        "--json",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+fn run_strings(args: &[String]) -> std::process::Output {
+    coca(&args.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+/// Per-source sample counts by step from a run's metrics.jsonl.
+fn source_samples(run: &Path) -> Vec<(u64, u64, u64)> {
+    let text = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    text.lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["split"] == "train")
+        .map(|v| {
+            let n = |i: usize| v[format!("source_samples/{i}")].as_f64().unwrap() as u64;
+            (v["step"].as_u64().unwrap(), n(0), n(1))
+        })
+        .collect()
+}
+
+#[test]
+fn a_mixture_of_labels_and_captions_follows_its_factors_and_resumes_exactly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (classes, names) = class_folders(tmp.path());
+    let whole = tmp.path().join("whole");
+    let mut args = mixture_args(&classes, &names, whole.to_str().unwrap(), "30");
+    // Progress lines (not -q) with the per-source counts.
+    args.splice(0..1, ["--progress-interval".to_string(), "0".to_string()]);
+    let o = run_strings(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let summary: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let err = stderr(&o);
+    let last = err
+        .lines()
+        .find(|l| l.starts_with("training: 30/30 steps ("))
+        .unwrap_or_else(|| panic!("no progress line for step 30 in:\n{err}"));
+
+    // Weights 1·8 and 3·8: the class folders' expected share is 1/4 of the 120 samples, 30, with a binomial
+    // standard deviation of sqrt(120·1/4·3/4) ≈ 4.7; allow 4 of them.
+    let sources = summary["sources"].as_array().unwrap();
+    assert_eq!(sources.len(), 2);
+    let field = |i: usize, k: &str| sources[i][k].as_f64().unwrap();
+    assert_eq!((field(0, "size"), field(1, "size")), (8.0, 8.0));
+    assert_eq!((field(0, "factor"), field(1, "factor")), (1.0, 3.0));
+    let (labelled, captioned) = (field(0, "samples"), field(1, "samples"));
+    assert_eq!(labelled + captioned, 120.0);
+    assert!((labelled - 30.0).abs() <= 4.0 * 4.75, "{labelled} of 120");
+    // The counts are logged with every step and add up to the samples trained so far.
+    let counts = source_samples(&whole);
+    assert_eq!(counts.len(), 30);
+    for (step, a, b) in &counts {
+        assert_eq!(a + b, step * 4, "step {step}");
+    }
+    assert_eq!(counts[29].1 as f64, labelled);
+    assert!(
+        last.contains(&format!(
+            "samples by source: labels:{classes} {labelled}, fixtures/train/photos.csv {captioned}"
+        )),
+        "{last}"
+    );
+
+    // The run records the class names and templates its captions came from.
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(whole.join("train_data.json")).unwrap()).unwrap();
+    assert_eq!(
+        record["labels"]["classnames"],
+        serde_json::json!(["cat", "cup of coffee", "colour pattern"])
+    );
+    let simple: Vec<String> = coca_zeroshot::lists::resolve_templates("simple", None)
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().to_string())
+        .collect();
+    assert_eq!(record["labels"]["templates"], serde_json::json!(simple));
+    assert_eq!(record["upsampling_factors"], serde_json::json!([1.0, 3.0]));
+
+    // Stopped at step 12 and resumed to 30: the same losses and the same per-source counts.
+    let parts = tmp.path().join("parts");
+    let parts_s = parts.to_str().unwrap();
+    let o = run_strings(&mixture_args(&classes, &names, parts_s, "12"));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let mut resume = mixture_args(&classes, &names, parts_s, "30");
+    resume.extend(["--resume".to_string(), "latest".to_string()]);
+    let o = run_strings(&resume);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(losses(&parts), losses(&whole));
+    assert_eq!(source_samples(&parts), counts);
+
+    // Resuming with other templates would caption the same images otherwise: refused.
+    let mut other = mixture_args(&classes, &names, parts_s, "31");
+    let i = other.iter().position(|a| a == "--label-templates").unwrap();
+    other[i + 1] = "openai".into();
+    other.remove(0);
+    other.extend(["--resume".to_string(), "latest".to_string()]);
+    assert_fails_with(
+        &run_strings(&other),
+        &[
+            "train_data.json",
+            "other labelled data, class names or templates",
+        ],
+    );
+    assert_eq!(losses(&parts).len(), 30);
+}
+
+#[test]
+fn bad_labels_and_mixtures_are_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (classes, names) = class_folders(tmp.path());
+    let out = tmp.path().join("run");
+    let out_s = out.to_str().unwrap();
+    let with = |edit: &dyn Fn(&mut Vec<String>)| {
+        let mut args = mixture_args(&classes, &names, out_s, "3");
+        args.remove(0);
+        edit(&mut args);
+        run_strings(&args)
+    };
+    let set = |flag: &'static str, value: String| {
+        move |args: &mut Vec<String>| {
+            let i = args.iter().position(|a| a == flag).unwrap();
+            args[i + 1] = value.clone();
+        }
+    };
+    assert_fails_with(
+        &with(&set("--train-data-upsampling-factors", "1::2::3".into())),
+        &["--train-data-upsampling-factors", "3 factors for 2 sources"],
+    );
+    assert_fails_with(
+        &with(&set("--label-templates", "fancy".into())),
+        &[
+            "--label-templates fancy",
+            "unknown built-in template set `fancy`",
+        ],
+    );
+    assert_fails_with(
+        &with(&set("--train-data", format!("labels:{classes}::"))),
+        &["source 2 is empty"],
+    );
+    let two_names = tmp.path().join("two.txt");
+    std::fs::write(&two_names, "cat\ncup of coffee\n").unwrap();
+    assert_fails_with(
+        &with(&set("--classnames", two_names.to_str().unwrap().into())),
+        &[&classes, "3 class folders but 2 class names"],
+    );
+    // A labelled CSV whose label is not one of the classes.
+    let csv = tmp.path().join("labels.csv");
+    std::fs::write(
+        &csv,
+        "filepath,label\nfixtures/images/sources/chelsea.png,cat\nfixtures/images/sources/rocket.jpg,rocket\n",
+    )
+    .unwrap();
+    let labelled_csv = format!("labels:{}", csv.display());
+    let o = with(&|args: &mut Vec<String>| {
+        set("--train-data", labelled_csv.clone())(args);
+        set("--train-data-upsampling-factors", "1".into())(args);
+        args.extend(["--csv-label-key".into(), "label".into()]);
+    });
+    assert_fails_with(
+        &o,
+        &[
+            csv.to_str().unwrap(),
+            "\"rocket\" is neither a class index below 3 nor one of the class names",
+        ],
+    );
+    let o = with(&|args: &mut Vec<String>| {
+        set("--train-data", labelled_csv.clone())(args);
+        set("--train-data-upsampling-factors", "1".into())(args);
+    });
+    assert_fails_with(&o, &["labels.csv", "give --csv-label-key COLUMN"]);
+    // Labels without class names, class names without labels.
+    let o = with(&|args: &mut Vec<String>| {
+        let i = args.iter().position(|a| a == "--classnames").unwrap();
+        args.drain(i..i + 2);
+    });
+    assert_fails_with(&o, &["labelled data needs --classnames"]);
+    let o = with(&set(
+        "--train-data",
+        "fixtures/train/photos.csv::fixtures/train/photos.csv".into(),
+    ));
+    assert_fails_with(
+        &o,
+        &["--classnames names the classes of labelled training data"],
+    );
+    // Zero-shot validation names its class folders by the training class names.
+    let o = with(&|args: &mut Vec<String>| {
+        args.extend(
+            [
+                "--val-data",
+                "fixtures/train/photos.csv",
+                "--val-samples",
+                "4",
+                "--val-zeroshot",
+                "fixtures/train/zeroshot",
+            ]
+            .map(String::from),
+        );
+        let i = args.iter().position(|a| a == "--val-samples").unwrap();
+        args.drain(i..i + 2);
+    });
+    assert_fails_with(
+        &o,
+        &["--val-zeroshot fixtures/train/zeroshot: 2 class folders but --classnames"],
+    );
+    assert!(!out.join("checkpoints").exists());
+}
+
+#[test]
+fn labelled_shards_train_and_a_label_outside_the_classes_is_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_, names) = class_folders(tmp.path());
+    let image = std::fs::read(root().join("fixtures/images/sources/palette.png")).unwrap();
+    // Labels as class indices and as class names (CLIP_benchmark writes indices).
+    let labels = [
+        "0",
+        "1",
+        "2",
+        "cat",
+        "cup of coffee",
+        "colour pattern",
+        "1",
+        "2",
+    ];
+    let files: Vec<(String, Vec<u8>)> = labels
+        .iter()
+        .enumerate()
+        .flat_map(|(i, label)| {
+            [
+                (format!("{i:06}.png"), image.clone()),
+                (format!("{i:06}.cls"), label.as_bytes().to_vec()),
+            ]
+        })
+        .collect();
+    let write = |path: &Path, files: &[(String, Vec<u8>)]| {
+        let entries: Vec<(&str, &[u8])> = files
+            .iter()
+            .map(|(n, d)| (n.as_str(), d.as_slice()))
+            .collect();
+        common::write_shard(path, &entries);
+    };
+    let shard = tmp.path().join("labelled.tar");
+    write(&shard, &files);
+    let out = tmp.path().join("run");
+    let mut args = mixture_args("unused", &names, out.to_str().unwrap(), "3");
+    let i = args.iter().position(|a| a == "--train-data").unwrap();
+    args[i + 1] = format!("labels:{}", shard.display());
+    args[i + 3] = "1".into();
+    let o = run_strings(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let summary: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(summary["steps"], 3);
+    assert_eq!(summary["skipped_samples"], 0);
+    assert!(summary.get("sources").is_none(), "one source is no mixture");
+
+    let mut bad = files.clone();
+    bad[5].1 = b"7".to_vec();
+    write(&shard, &bad);
+    let out = tmp.path().join("bad");
+    let at = args.len() - 2;
+    args[at] = out.to_str().unwrap().into();
+    args.remove(0);
+    assert_fails_with(
+        &run_strings(&args),
+        &["000002.cls", "label 7 is outside the 3 class names"],
+    );
+}

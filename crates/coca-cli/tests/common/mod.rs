@@ -93,3 +93,22 @@ pub fn assert_refused_cleanly(o: &Output, fragments: &[&str]) {
     );
     assert_fails_with(o, fragments);
 }
+
+/// A tar shard of (name, bytes) entries (WebDataset's layout when names are `key.ext`); returns the data
+/// offset of each entry.
+pub fn write_shard(path: &std::path::Path, files: &[(&str, &[u8])]) -> Vec<u64> {
+    let mut builder = tar::Builder::new(Vec::new());
+    let mut offsets = Vec::new();
+    let mut pos = 0u64;
+    for (name, data) in files {
+        let mut header = tar::Header::new_ustar();
+        header.set_size(data.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        builder.append_data(&mut header, name, *data).unwrap();
+        offsets.push(pos + 512);
+        pos += 512 + (data.len() as u64).div_ceil(512) * 512;
+    }
+    std::fs::write(path, builder.into_inner().unwrap()).unwrap();
+    offsets
+}

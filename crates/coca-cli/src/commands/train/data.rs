@@ -1,20 +1,32 @@
 //! Training and validation data for `coca train`: which source, and the adapter that turns loader batches into
 //! model-ready micro-batches.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 use coca_data::scenes::{SceneOptions, SceneSet, Split};
-use coca_data::train::{LoaderConfig, LoaderState, TrainLoader, TrainSource};
+use coca_data::train::{
+    LabelPrompts, LabelledInput, LoaderConfig, LoaderState, TrainLoader, TrainSource,
+    CSV_LABEL_FLAG,
+};
 use coca_data::{CsvOptions, Input};
 use coca_image::PreprocessConfig;
 use coca_model::CocaConfig;
 use coca_text::Tokenizer;
 use coca_train::{MicroBatch, TrainData, TrainError};
+use coca_zeroshot::Template;
 
 /// The keyword of `--train-data` that selects the built-in synthetic scenes.
 pub const SYNTHETIC: &str = "synthetic";
+
+/// What separates the sources of a `--train-data` mixture (open_clip's syntax).
+pub const SOURCE_SEPARATOR: &str = "::";
+
+/// The prefix of a `--train-data` part whose samples are labelled images, captioned by `--label-templates`
+/// filled with the `--classnames` of their label.
+pub const LABELS_PREFIX: &str = "labels:";
 
 /// How to read `--train-data` / `--val-data`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -38,6 +50,131 @@ pub enum DataSpec {
     Scenes(Split),
     /// A collection on disk.
     Collection(Input),
+    /// An image-classification dataset on disk, captioned by templates.
+    Labelled(LabelledInput),
+}
+
+impl DataSpec {
+    /// Whether the source is WebDataset shards (dealt to ranks whole).
+    pub fn is_shards(&self) -> bool {
+        matches!(
+            self,
+            DataSpec::Collection(Input::Shards(_)) | DataSpec::Labelled(LabelledInput::Shards(_))
+        )
+    }
+}
+
+/// One source of `--train-data`: its text as given, and what it names.
+#[derive(Debug, Clone)]
+pub struct TrainPart {
+    /// The part of `--train-data`, `labels:` prefix included.
+    pub text: String,
+    /// The source.
+    pub spec: DataSpec,
+}
+
+/// Resolve `--train-data` into its sources: parts separated by `::`, each any source `data_spec` reads, or
+/// with the `labels:` prefix class folders, a CSV file with a `--csv-label-key` column, or shards with `.cls`
+/// members.
+pub fn train_parts(
+    text: &str,
+    kind: DatasetType,
+    csv: &CsvOptions,
+    label_key: Option<&str>,
+) -> Result<Vec<TrainPart>> {
+    text.split(SOURCE_SEPARATOR)
+        .enumerate()
+        .map(|(i, part)| {
+            let part = part.trim();
+            if part.is_empty() {
+                bail!(
+                    "--train-data `{text}`: source {} is empty (sources are separated by `{SOURCE_SEPARATOR}`)",
+                    i + 1
+                );
+            }
+            let spec = match part.strip_prefix(LABELS_PREFIX) {
+                Some(path) => DataSpec::Labelled(labelled_input(path, kind, csv, label_key)?),
+                None => data_spec(part, kind, csv, Split::Train)?,
+            };
+            Ok(TrainPart {
+                text: part.to_string(),
+                spec,
+            })
+        })
+        .collect()
+}
+
+/// The labelled dataset a `labels:` part names: a folder is class folders, a `.csv`/`.tsv` file a CSV with a
+/// label column, anything else shards (or as `--dataset-type` says).
+fn labelled_input(
+    path: &str,
+    kind: DatasetType,
+    csv: &CsvOptions,
+    label_key: Option<&str>,
+) -> Result<LabelledInput> {
+    Ok(match data_spec(path, kind, csv, Split::Train)? {
+        DataSpec::Collection(Input::Folder(dir)) => LabelledInput::ClassFolders(dir),
+        DataSpec::Collection(Input::Csv { path, options }) => LabelledInput::Csv {
+            label_key: label_key
+                .with_context(|| {
+                    format!(
+                        "--train-data {LABELS_PREFIX}{}: give {CSV_LABEL_FLAG} COLUMN, the column of its labels",
+                        path.display()
+                    )
+                })?
+                .to_string(),
+            path,
+            img_key: options.img_key,
+            separator: options.separator,
+        },
+        DataSpec::Collection(Input::Shards(pattern)) => LabelledInput::Shards(pattern),
+        _ => bail!(
+            "--train-data {LABELS_PREFIX}{path}: labelled data is class folders, a CSV/TSV file or WebDataset shards"
+        ),
+    })
+}
+
+/// The class names and templates that caption labelled sources, resolved once for the loader, the run's
+/// record and zero-shot validation.
+#[derive(Debug, Clone)]
+pub struct Labels {
+    /// `--classnames` as given.
+    pub classnames_spec: String,
+    /// The class names, in label order.
+    pub classnames: Vec<String>,
+    /// `--label-templates` as given.
+    pub templates_spec: String,
+    /// The templates.
+    pub templates: Vec<Template>,
+}
+
+impl Labels {
+    /// The loader's prompts: exactly the prompts zero-shot evaluation builds from these lists.
+    pub fn prompts(&self) -> Result<Arc<LabelPrompts>> {
+        let prompts = LabelPrompts::new(
+            self.classnames.clone(),
+            self.templates.clone(),
+            Template::fill,
+        )
+        .with_context(|| {
+            format!(
+                "--classnames {} with --label-templates {}",
+                self.classnames_spec, self.templates_spec
+            )
+        })?;
+        Ok(Arc::new(prompts))
+    }
+
+    /// What the run records of its labels (`RUN/train_data.json`).
+    pub fn record(&self) -> serde_json::Value {
+        serde_json::json!({
+            "classnames_source": self.classnames_spec,
+            "classnames": self.classnames,
+            "templates_source": self.templates_spec,
+            "templates": self.templates.iter().map(Template::as_str).collect::<Vec<_>>(),
+            "template_sampling": "one template per sample per epoch, uniform, keyed by (seed, epoch, sample key)",
+        })
+    }
 }
 
 /// Resolve `--train-data`-style text into a source.
@@ -82,8 +219,15 @@ pub fn scene_set(cfg: &CocaConfig, split: Split, seed: u64) -> Result<SceneSet> 
     Ok(SceneSet::new(options, split, seed)?)
 }
 
-/// The loader source of a spec. Synthetic scenes are an indexed source of `len` samples.
-pub fn train_source(spec: &DataSpec, cfg: &CocaConfig, seed: u64, len: u64) -> Result<TrainSource> {
+/// The loader source of a spec. Synthetic scenes are an indexed source of `len` samples; labelled data is
+/// captioned with `prompts`.
+pub fn train_source(
+    spec: &DataSpec,
+    cfg: &CocaConfig,
+    seed: u64,
+    len: u64,
+    prompts: Option<&Arc<LabelPrompts>>,
+) -> Result<TrainSource> {
     Ok(match spec {
         DataSpec::Scenes(split) => {
             let set = Arc::new(scene_set(cfg, *split, seed)?);
@@ -93,12 +237,42 @@ pub fn train_source(spec: &DataSpec, cfg: &CocaConfig, seed: u64, len: u64) -> R
             }
         }
         DataSpec::Collection(input) => TrainSource::Stream(input.clone()),
+        DataSpec::Labelled(input) => TrainSource::Labelled {
+            input: input.clone(),
+            prompts: Arc::clone(
+                prompts.with_context(|| format!("{input}: labelled data needs --classnames"))?,
+            ),
+        },
     })
+}
+
+/// Usable samples each source of a mixture has put into the batches so far, shared between the loader's
+/// adapter (which updates them after every batch) and the hooks that log them.
+#[derive(Debug, Clone, Default)]
+pub struct SourceCounts(Arc<Vec<AtomicU64>>);
+
+impl SourceCounts {
+    /// Counters for `n` sources (none for a single source).
+    fn new(n: usize) -> Self {
+        Self(Arc::new((0..n).map(|_| AtomicU64::new(0)).collect()))
+    }
+
+    fn set(&self, counts: &[u64]) {
+        for (c, &v) in self.0.iter().zip(counts) {
+            c.store(v, Ordering::Relaxed);
+        }
+    }
+
+    /// The counts, in source order (empty for a single source).
+    pub fn get(&self) -> Vec<u64> {
+        self.0.iter().map(|c| c.load(Ordering::Relaxed)).collect()
+    }
 }
 
 /// Loader batches → token ids and pixel tensors.
 pub struct LoaderData {
     loader: TrainLoader,
+    counts: SourceCounts,
     tokenizer: Tokenizer,
     context: usize,
     vocab: u32,
@@ -107,17 +281,30 @@ pub struct LoaderData {
 }
 
 impl LoaderData {
-    /// Open the loader at `state` (the start, or a checkpoint's position).
+    /// Open the loader at `state` (the start, or a checkpoint's position): one source alone, or a mixture of
+    /// sources with their upsampling factors.
     pub fn new(
-        source: TrainSource,
+        mut sources: Vec<(TrainSource, f64)>,
         loader: LoaderConfig,
         state: LoaderState,
         cfg: &CocaConfig,
         device: &Device,
     ) -> Result<Self> {
         let size = loader.preprocess.image_size as usize;
+        let loader = match sources.len() {
+            // A single source keeps its own loader (and checkpoints) whatever its factor.
+            1 => sources
+                .pop()
+                .map(|(source, _)| TrainLoader::new(source, loader, state))
+                .context("no training source")?,
+            _ => TrainLoader::mixture(sources, loader, state),
+        }
+        .context("opening the training data")?;
+        let counts = SourceCounts::new(loader.source_sizes().len());
+        counts.set(&loader.source_samples());
         Ok(Self {
-            loader: TrainLoader::new(source, loader, state).context("opening the training data")?,
+            loader,
+            counts,
             tokenizer: Tokenizer::new().context("loading the CLIP tokenizer")?,
             context: cfg.text_cfg.context_length,
             vocab: cfg.text_cfg.vocab_size as u32,
@@ -129,6 +316,22 @@ impl LoaderData {
     /// Samples skipped so far.
     pub fn skipped(&self) -> coca_data::train::SkipCounts {
         self.loader.skipped()
+    }
+
+    /// The per-source sample counts, updated after every batch.
+    pub fn source_counts(&self) -> SourceCounts {
+        self.counts.clone()
+    }
+
+    /// Each source's sample count `n_i` and expected share `f_i·n_i / Σ f_j·n_j` (empty for a single source).
+    pub fn source_weights(&self) -> (Vec<u64>, Vec<f64>) {
+        let sizes = self.loader.source_sizes();
+        let shares = if sizes.is_empty() {
+            Vec::new()
+        } else {
+            self.loader.source_shares()
+        };
+        (sizes, shares)
     }
 }
 
@@ -159,6 +362,7 @@ impl TrainData for LoaderData {
             .loader
             .next_batch()
             .map_err(|e| TrainError::Data(e.to_string()))?;
+        self.counts.set(&self.loader.source_samples());
         let n = batch.len();
         let images = Tensor::from_vec(batch.pixels, (n, 3, self.size, self.size), &self.device)?;
         let ids = token_ids(
@@ -205,6 +409,15 @@ pub fn resume_state(
         .context("unreadable data position")?;
     if saved_world == world {
         return Ok((states[rank].clone(), None));
+    }
+    if let Some(mixed) = states.iter().find(|s| !s.sources.is_empty()) {
+        // Every source of a mixture is dealt to ranks by its own position: re-dealing them all is not
+        // supported, and restarting would repeat or skip data silently.
+        bail!(
+            "the data position is a mixture of {} sources written by {saved_world} rank(s), this run has {world}: \
+             a mixture resumes only with the same number of ranks",
+            mixed.sources.len()
+        );
     }
     // The least advanced rank bounds what the whole run has consumed.
     let behind = states
@@ -253,7 +466,7 @@ pub fn resume_state(
         } else {
             Default::default()
         },
-        // A changed world size re-deals one source's stream; mixtures are refused by `TrainLoader::mixture`.
+        // A changed world size re-deals one source's stream; mixtures are refused above.
         sources: Vec::new(),
     };
     Ok((state, Some(note)))
@@ -329,5 +542,20 @@ mod tests {
         let (s, note) = resume_state(two, 0, 4, true).unwrap();
         assert_eq!((s.epoch, s.position, s.batches_in_epoch), (1, 0, 0));
         assert!(note.unwrap().contains("epoch 1 restarts"));
+    }
+
+    #[test]
+    fn a_mixture_resumes_only_with_the_same_world_size() {
+        let mixed = LoaderState {
+            sources: vec![coca_data::train::SourceState::default(); 2],
+            ..state(0, 8)
+        };
+        let two = saved(&[mixed.clone(), mixed.clone()]);
+        assert_eq!(resume_state(two.clone(), 1, 2, false).unwrap().0, mixed);
+        let err = resume_state(two, 0, 3, false).unwrap_err().to_string();
+        assert!(
+            err.contains("mixture of 2 sources written by 2 rank(s), this run has 3"),
+            "{err}"
+        );
     }
 }

@@ -10,8 +10,21 @@ use coca_text::Tokenizer;
 use coca_train::{StepReport, TrainError, TrainHooks};
 use serde_json::json;
 
+use super::data::SourceCounts;
 use super::eval::{evaluate, Evaluation, ValSet};
 use crate::progress::Progress;
+
+/// The metric of a mixture's per-source sample counts: `source_samples/I` for source `I` (from 0, in
+/// `--train-data` order), the samples it has put into the batches so far.
+pub const SOURCE_SAMPLES: &str = "source_samples";
+
+/// A mixture's sources as the logs name them (their `--train-data` parts), with their live sample counts.
+pub struct SourceLog {
+    /// The names, in source order.
+    pub names: Vec<String>,
+    /// The counts, updated by the loader.
+    pub counts: SourceCounts,
+}
 
 /// The hooks of one run.
 pub struct RunHooks {
@@ -22,6 +35,7 @@ pub struct RunHooks {
     cfg: CocaConfig,
     tokenizer: Tokenizer,
     run_dir: PathBuf,
+    sources: SourceLog,
     /// The last validation, for the final summary.
     pub last_eval: Option<Evaluation>,
     /// The last step's report.
@@ -34,7 +48,7 @@ fn runlog(e: coca_runlog::RunlogError) -> TrainError {
 
 impl RunHooks {
     /// Hooks writing into `run_dir`; `resumed_from` drops log lines after that step (a resumed run re-trains
-    /// them).
+    /// them). A mixture's per-source sample `counts` are logged under the `sources`' names.
     pub fn new(
         run_dir: &Path,
         cfg: &CocaConfig,
@@ -42,6 +56,7 @@ impl RunHooks {
         start_step: u64,
         total_steps: u64,
         resumed: bool,
+        sources: SourceLog,
     ) -> anyhow::Result<Self> {
         let tb_dir = run_dir.join("tensorboard");
         let (metrics, events) = if resumed {
@@ -65,6 +80,7 @@ impl RunHooks {
             cfg: cfg.clone(),
             tokenizer: Tokenizer::new()?,
             run_dir: run_dir.to_path_buf(),
+            sources,
             last_eval: None,
             last_step: None,
         })
@@ -93,12 +109,29 @@ impl RunHooks {
 impl TrainHooks for RunHooks {
     fn on_step(&mut self, r: &StepReport) -> Result<(), TrainError> {
         self.last_step = Some(*r);
-        self.progress.set_message(format!(
+        let counts = self.sources.counts.get();
+        let mut message = format!(
             "loss {:.4} (contrastive {:.4}, caption {:.4}) lr {:.2e} {:.0} samples/s",
             r.losses.total, r.losses.contrastive, r.losses.caption, r.lr, r.samples_per_s
-        ));
+        );
+        if !counts.is_empty() {
+            let by_source = self
+                .sources
+                .names
+                .iter()
+                .zip(&counts)
+                .map(|(name, n)| format!("{name} {n}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            message.push_str(&format!("; samples by source: {by_source}"));
+        }
+        self.progress.set_message(message);
         self.progress.set_position(r.step);
-        let record = Record::new(r.step, Split::Train)
+        let mut record = Record::new(r.step, Split::Train);
+        for (i, n) in counts.iter().enumerate() {
+            record = record.with(&format!("{SOURCE_SAMPLES}/{i}"), *n as f64);
+        }
+        let record = record
             .with("loss", r.losses.total)
             .with("loss_contrastive", r.losses.contrastive)
             .with("loss_caption", r.losses.caption)

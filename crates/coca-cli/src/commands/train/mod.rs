@@ -22,14 +22,17 @@ use coca_model::CocaConfig;
 use coca_train::checkpoint::latest_checkpoint;
 use coca_train::{DistOptions, Start, Trainer};
 
-use self::data::{loader_config, resume_state, train_source, DataSpec, DatasetType, LoaderData};
+use self::data::{loader_config, resume_state, train_source, DatasetType, Labels, LoaderData};
 use self::dist::{DistBackend, QuietHooks, TrainDevice};
-use self::hooks::RunHooks;
+use self::hooks::{RunHooks, SourceLog};
 use self::plan::Plan;
 use self::report::report;
 use self::validation::validation_set;
 use crate::cli::Global;
 use crate::pipeline::preprocess_config;
+
+/// The run's record of its training data, in the run directory.
+pub const DATA_RECORD: &str = "train_data.json";
 
 /// The model of `--demo`: a CoCa small enough to train on two CPU cores in minutes.
 pub const DEMO_MODEL_JSON: &str = include_str!("../../../../../assets/demo/coca_scenes-tiny.json");
@@ -59,6 +62,10 @@ Examples:
       --train-data 'shards/{00000..00099}.tar' --batch-size 32 --steps 2000 --lr 1e-5 --warmup 200 \\
       --output runs/ft
 
+  # Class labels as captions, mixed with alt-text shards (each labelled image 4 times as likely):
+  coca train ... --train-data 'shards/{00000..00099}.tar::labels:imagenet/train' \\
+      --train-data-upsampling-factors 1::4 --classnames imagenet --label-templates openai
+
   # Caption-only fine-tuning as open_clip's COCO recipe:
   coca train ... --coca-contrastive-loss-weight 0
 
@@ -82,9 +89,26 @@ pub struct TrainArgs {
     #[arg(long, value_name = "FILE|TAG")]
     pub pretrained: Option<String>,
     /// Training data: `synthetic`, WebDataset shards ('shards/{00000..00099}.tar'), a CSV/TSV file or a
-    /// folder of images with .txt captions (--demo: synthetic).
+    /// folder of images with .txt captions (--demo: synthetic). `labels:PATH` is labelled data captioned by
+    /// --label-templates: class folders, a CSV/TSV file with a --csv-label-key column, or shards with .cls
+    /// members. Several sources separated by `::` are mixed ('shards/{0..9}.tar::labels:imagenet/train').
     #[arg(long, value_name = "DATA")]
     pub train_data: Option<String>,
+    /// One factor per --train-data source ('1::4'): each sample of source i is drawn with weight f_i, so its
+    /// share is f_i·n_i / Σ f_j·n_j (n: sample counts). Default: 1 for every source.
+    #[arg(long, value_name = "F1::F2...")]
+    pub train_data_upsampling_factors: Option<String>,
+    /// Class names of the `labels:` sources, in label order: a file (CLIP_benchmark's classnames.txt, one
+    /// per line, or JSON) or a built-in list (imagenet). Class folders take one name per folder, sorted.
+    #[arg(long, value_name = "NAME|FILE")]
+    pub classnames: Option<String>,
+    /// Templates that caption the `labels:` sources (one drawn per sample per epoch): openai, simple, or a
+    /// file.
+    #[arg(long, default_value = "openai", value_name = "NAME|FILE")]
+    pub label_templates: String,
+    /// The label column of a `labels:` CSV/TSV source: a class index or a class name.
+    #[arg(long, value_name = "COLUMN")]
+    pub csv_label_key: Option<String>,
     /// Validation data (same forms); the synthetic scenes validate on their own held-out split.
     #[arg(long, value_name = "DATA")]
     pub val_data: Option<String>,
@@ -92,9 +116,11 @@ pub struct TrainArgs {
     /// (underscores read as spaces); the synthetic scenes have their own.
     #[arg(long, value_name = "DIR")]
     pub val_zeroshot: Option<PathBuf>,
-    /// Prompt templates of --val-zeroshot: openai, simple, or a file.
-    #[arg(long, default_value = "simple", value_name = "NAME|FILE")]
-    pub val_zeroshot_templates: String,
+    /// Prompt templates of --val-zeroshot: openai, simple, or a file (default: --label-templates when
+    /// training on `labels:` sources, else simple). With `labels:` sources, the class folders are named by
+    /// --classnames, as in training.
+    #[arg(long, value_name = "NAME|FILE")]
+    pub val_zeroshot_templates: Option<String>,
     /// How to read --train-data/--val-data.
     #[arg(long, value_enum, default_value_t = DatasetType::Auto)]
     pub dataset_type: DatasetType,
@@ -261,9 +287,6 @@ fn run_rank(args: TrainArgs, env: &DistEnv) -> Result<()> {
         )?,
         None => trainer,
     };
-    if main {
-        write_model_config(&plan.run_dir, &plan.cfg)?;
-    }
 
     let pre = preprocess_config(&plan.cfg)?;
     let loader = coca_data::train::LoaderConfig {
@@ -278,17 +301,29 @@ fn run_rank(args: TrainArgs, env: &DistEnv) -> Result<()> {
             args.seed,
         )
     };
-    let source = train_source(
-        &plan.train_spec,
-        &plan.cfg,
-        args.seed,
-        args.train_num_samples,
-    )?;
-    let mut data = LoaderData::new(source, loader, position, &plan.cfg, &plan.device)?;
+    let prompts = plan.labels.as_ref().map(Labels::prompts).transpose()?;
+    let sources = plan
+        .train_parts
+        .iter()
+        .zip(&plan.factors)
+        .map(|(part, &factor)| {
+            let source = train_source(
+                &part.spec,
+                &plan.cfg,
+                args.seed,
+                args.train_num_samples,
+                prompts.as_ref(),
+            )?;
+            Ok((source, factor))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut data = LoaderData::new(sources, loader, position, &plan.cfg, &plan.device)?;
     if !main {
         // The other ranks compute their share of every step; rank 0 validates, logs and saves.
         return Ok(trainer.train(&mut data, &mut QuietHooks)?);
     }
+    write_model_config(&plan.run_dir, &plan.cfg)?;
+    write_data_record(&plan, &data, resume_from.is_some())?;
     let val = validation_set(&plan, Split::Val, args.val_samples)?;
     let start_step = trainer.step();
     // With --resume the logs are trimmed to the checkpoint's step (to nothing when starting over).
@@ -299,6 +334,10 @@ fn run_rank(args: TrainArgs, env: &DistEnv) -> Result<()> {
         start_step,
         plan.options.steps,
         args.resume.is_some(),
+        SourceLog {
+            names: plan.train_parts.iter().map(|p| p.text.clone()).collect(),
+            counts: data.source_counts(),
+        },
     )?;
     if let Some(ckpt) = &resume_from {
         hooks.println(format!(
@@ -340,10 +379,7 @@ fn start_or_resume(plan: &Plan, env: &DistEnv) -> Result<(Trainer, LoaderState, 
         Some("latest") => latest_checkpoint(run_dir)?,
         Some(dir) => Some(PathBuf::from(dir)),
     };
-    let shards = matches!(
-        plan.train_spec,
-        DataSpec::Collection(coca_data::Input::Shards(_))
-    );
+    let shards = plan.train_parts.iter().any(|p| p.spec.is_shards());
     let options = plan.options.clone();
     let (trainer, position) = match &resume_from {
         Some(ckpt) => {
@@ -378,6 +414,42 @@ fn start_or_resume(plan: &Plan, env: &DistEnv) -> Result<(Trainer, LoaderState, 
         }
     };
     Ok((trainer, position, resume_from))
+}
+
+/// `RUN/train_data.json`: the sources, their factors, sizes and shares, and for `labels:` sources the class
+/// names and templates their captions were drawn from (zero-shot validation uses the same ones).
+/// A resumed run (`resumed`) must caption labelled data as the saved record says.
+fn write_data_record(plan: &Plan, data: &LoaderData, resumed: bool) -> Result<()> {
+    let (sizes, shares) = data.source_weights();
+    let record = serde_json::json!({
+        "train_data": plan.train_parts.iter().map(|p| p.text.as_str()).collect::<Vec<_>>(),
+        "upsampling_factors": plan.factors,
+        "source_sizes": sizes,
+        "source_shares": shares,
+        "seed": plan.args.seed,
+        "labels": plan.labels.as_ref().map(Labels::record),
+    });
+    let path = plan.run_dir.join(DATA_RECORD);
+    if resumed {
+        // Other class names or templates would caption the same images otherwise than the checkpoint
+        // learned, and zero-shot validation would change with them.
+        if let Ok(saved) = std::fs::read(&path) {
+            let saved: serde_json::Value = serde_json::from_slice(&saved)
+                .with_context(|| format!("{}: not the run's data record", path.display()))?;
+            if saved.get("labels") != Some(&record["labels"]) {
+                bail!(
+                    "{}: the run was trained with other labelled data, class names or templates; resume with \
+                     the same --train-data, --classnames and --label-templates, or start a new run",
+                    path.display()
+                );
+            }
+        }
+    }
+    let text = serde_json::to_vec_pretty(&record)?;
+    coca_fs::write_atomic(&path, |w| -> Result<()> {
+        std::io::Write::write_all(w, &text)?;
+        Ok(())
+    })
 }
 
 /// `RUN/model_config.json`: the config every inference command accepts with `--model`.

@@ -5,14 +5,13 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
-use coca_data::scenes::Split;
 use coca_data::CsvOptions;
 use coca_dist::DistEnv;
 use coca_model::budget::{check_fits, Workload};
 use coca_model::{CocaConfig, ConfigSource};
 use coca_train::{AdamWConfig, Locks, Schedule, ScheduleKind, TrainOptions, TrainPrecision};
 
-use super::data::{data_spec, DataSpec, SYNTHETIC};
+use super::data::{train_parts, DataSpec, Labels, TrainPart, SOURCE_SEPARATOR, SYNTHETIC};
 use super::{LrScheduler, PrecisionArg, TrainArgs, DEMO_MODEL_JSON};
 
 /// The settings whose default depends on the profile; a flag given on the command line wins over both.
@@ -83,8 +82,12 @@ pub struct Plan {
     pub cfg: CocaConfig,
     /// Where the config came from (a name, a file, or the demo's).
     pub model_source: ConfigSource,
-    /// What `--train-data` names.
-    pub train_spec: DataSpec,
+    /// The sources `--train-data` names, in order.
+    pub train_parts: Vec<TrainPart>,
+    /// Each source's upsampling factor (`--train-data-upsampling-factors`, default 1).
+    pub factors: Vec<f64>,
+    /// Class names and templates of the `labels:` sources; `None` when there are none.
+    pub labels: Option<Labels>,
     /// How to read CSV data.
     pub csv: CsvOptions,
     /// The run directory.
@@ -147,7 +150,18 @@ impl Plan {
         };
         check_fits(&cfg, &model_source, &workload)?;
         let csv = args.csv.options()?;
-        let train_spec = data_spec(&train_text, args.dataset_type, &csv, Split::Train)?;
+        let train_parts = train_parts(
+            &train_text,
+            args.dataset_type,
+            &csv,
+            args.csv_label_key.as_deref(),
+        )?;
+        let factors = match &args.train_data_upsampling_factors {
+            Some(text) => coca_data::train::parse_upsampling_factors(text, train_parts.len())
+                .context("--train-data-upsampling-factors")?,
+            None => vec![1.0; train_parts.len()],
+        };
+        let labels = resolve_labels(&args, &train_parts)?;
         let options = train_options(&args, &defaults, steps);
         if options.schedule.warmup >= steps {
             tracing::warn!(
@@ -165,13 +179,51 @@ impl Plan {
             args,
             cfg,
             model_source,
-            train_spec,
+            train_parts,
+            factors,
+            labels,
             csv,
             run_dir,
             device,
             options,
         })
     }
+}
+
+/// The class names and templates of the `labels:` sources, or `None` when there are none (then
+/// `--classnames` is refused: it would caption nothing).
+fn resolve_labels(args: &TrainArgs, parts: &[TrainPart]) -> Result<Option<Labels>> {
+    let labelled = parts
+        .iter()
+        .find(|p| matches!(p.spec, DataSpec::Labelled(_)));
+    let Some(first) = labelled else {
+        if args.classnames.is_some() {
+            bail!(
+                "--classnames names the classes of labelled training data: mark a --train-data source as \
+                 labels:PATH (sources are separated by `{SOURCE_SEPARATOR}`)"
+            );
+        }
+        return Ok(None);
+    };
+    let classnames_spec = args.classnames.clone().with_context(|| {
+        format!(
+            "--train-data {}: labelled data needs --classnames FILE (one class name per line, in label order)",
+            first.text
+        )
+    })?;
+    let classnames = coca_zeroshot::lists::resolve_classnames(&classnames_spec, None)
+        .with_context(|| format!("--classnames {classnames_spec}"))?;
+    let templates = coca_zeroshot::lists::resolve_templates(&args.label_templates, None)
+        .with_context(|| format!("--label-templates {}", args.label_templates))?;
+    let labels = Labels {
+        classnames_spec,
+        classnames,
+        templates_spec: args.label_templates.clone(),
+        templates,
+    };
+    // Refuse unusable lists before anything is written.
+    labels.prompts()?;
+    Ok(Some(labels))
 }
 
 /// The demo's run directory when `--output` is not given: `runs/demo`, or the first free `runs/demo-N`, so that

@@ -40,6 +40,23 @@ pub fn report(
         "last_loss": hooks.last_step.map(|r| r.losses.total),
         "validation": hooks.last_eval.as_ref().map(|e| json!(e.metrics)),
     });
+    let (sizes, shares) = data.source_weights();
+    if !sizes.is_empty() {
+        let samples = data.source_counts().get();
+        summary["sources"] = json!(plan
+            .train_parts
+            .iter()
+            .zip(&plan.factors)
+            .zip(sizes.iter().zip(&shares).zip(&samples))
+            .map(|((part, factor), ((size, share), n))| json!({
+                "train_data": part.text,
+                "factor": factor,
+                "size": size,
+                "share": share,
+                "samples": n,
+            }))
+            .collect::<Vec<_>>());
+    }
     if args.demo {
         let test =
             validation_set(plan, Split::Test, DEMO_TEST_SCENES)?.context("the demo's test set")?;

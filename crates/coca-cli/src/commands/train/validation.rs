@@ -8,7 +8,7 @@ use candle_core::{Device, Tensor};
 use coca_data::scenes::Split;
 use coca_zeroshot::Template;
 
-use super::data::{self, data_spec, DataSpec};
+use super::data::{self, data_spec, DataSpec, Labels};
 use super::eval::{ValSet, ZeroShotSet};
 use super::plan::Plan;
 use crate::pipeline::preprocess_config;
@@ -17,14 +17,21 @@ use crate::pipeline::preprocess_config;
 /// both, as a prompt ensemble does.
 const SCENE_TEMPLATES: [&str; 2] = ["a small {c}", "a large {c}"];
 
+/// `--val-zeroshot-templates` of a run without labelled training data.
+const DEFAULT_ZEROSHOT_TEMPLATES: &str = "simple";
+
 /// The held-out set: for synthetic scenes `n` scenes of `split` plus `n` labelled one-object scenes; for a
 /// collection, the first `n` samples of --val-data (no zero-shot task).
 pub fn validation_set(plan: &Plan, split: Split, n: usize) -> Result<Option<ValSet>> {
     let (args, cfg, device) = (&plan.args, &plan.cfg, &plan.device);
-    let spec = match (&args.val_data, &plan.train_spec) {
-        (Some(text), _) => data_spec(text, args.dataset_type, &plan.csv, split)?,
-        (None, DataSpec::Scenes(_)) => DataSpec::Scenes(split),
-        (None, DataSpec::Collection(_)) => return Ok(None),
+    let scenes = plan
+        .train_parts
+        .iter()
+        .any(|p| matches!(p.spec, DataSpec::Scenes(_)));
+    let spec = match &args.val_data {
+        Some(text) => data_spec(text, args.dataset_type, &plan.csv, split)?,
+        None if scenes => DataSpec::Scenes(split),
+        None => return Ok(None),
     };
     if n == 0 {
         return Ok(None);
@@ -73,7 +80,8 @@ pub fn validation_set(plan: &Plan, split: Split, n: usize) -> Result<Option<ValS
             let zeroshot = match &args.val_zeroshot {
                 Some(dir) => Some(zeroshot_folder(
                     dir,
-                    &args.val_zeroshot_templates,
+                    args.val_zeroshot_templates.as_deref(),
+                    plan.labels.as_ref(),
                     &pre,
                     n,
                     device,
@@ -87,6 +95,7 @@ pub fn validation_set(plan: &Plan, split: Split, n: usize) -> Result<Option<ValS
                 zeroshot,
             }))
         }
+        DataSpec::Labelled(input) => bail!("validation data {input}: not captioned data"),
     }
 }
 
@@ -138,10 +147,13 @@ fn read_collection(
 }
 
 /// A labelled set from a folder with one sub-folder per class (at most `n` images, spread over the classes in
-/// path order).
+/// path order). A run that trains on labelled data names the classes by its class names and uses its
+/// templates unless `templates` is given; otherwise the folders name the classes and `simple` templates
+/// are the default.
 fn zeroshot_folder(
     dir: &Path,
-    templates: &str,
+    templates: Option<&str>,
+    labels: Option<&Labels>,
     pre: &coca_image::PreprocessConfig,
     n: usize,
     device: &Device,
@@ -158,15 +170,32 @@ fn zeroshot_folder(
             dir.display()
         );
     }
-    let classnames: Vec<String> = classes
-        .iter()
-        .map(|p| {
-            p.file_name()
-                .unwrap_or_default()
-                .to_string_lossy()
-                .replace('_', " ")
-        })
-        .collect();
+    let classnames: Vec<String> = match labels {
+        Some(labels) if labels.classnames.len() != classes.len() => bail!(
+            "--val-zeroshot {}: {} class folders but --classnames {} has {} names (one per folder, in \
+             sorted order, as in training)",
+            dir.display(),
+            classes.len(),
+            labels.classnames_spec,
+            labels.classnames.len()
+        ),
+        Some(labels) => labels.classnames.clone(),
+        None => classes
+            .iter()
+            .map(|p| {
+                p.file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .replace('_', " ")
+            })
+            .collect(),
+    };
+    let templates = match (templates, labels) {
+        (Some(spec), _) => coca_zeroshot::lists::resolve_templates(spec, None)
+            .with_context(|| format!("--val-zeroshot-templates {spec}"))?,
+        (None, Some(labels)) => labels.templates.clone(),
+        (None, None) => coca_zeroshot::lists::resolve_templates(DEFAULT_ZEROSHOT_TEMPLATES, None)?,
+    };
     let mut files = Vec::new();
     for (label, class_dir) in classes.iter().enumerate() {
         let mut images: Vec<PathBuf> = std::fs::read_dir(class_dir)
@@ -199,6 +228,6 @@ fn zeroshot_folder(
         images: Tensor::from_vec(pixels, (m, 3, size, size), device)?,
         labels,
         classnames,
-        templates: coca_zeroshot::lists::resolve_templates(templates, None)?,
+        templates,
     })
 }
