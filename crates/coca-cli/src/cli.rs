@@ -95,6 +95,9 @@ pub enum Command {
     /// Frozen-feature probes: a new attentional pooler or a linear classifier trained on the frozen encoder's
     /// cached outputs (images or videos), with accuracy and a confusion matrix.
     Probe(crate::commands::probe::ProbeArgs),
+    /// Fine-tuning with a task pooler: a new attentional pooler + linear head trained together with the image
+    /// encoder (layer-wise lr decay), for images or videos, with accuracy, a confusion matrix and checkpoints.
+    Finetune(crate::commands::finetune::FinetuneArgs),
     /// Benchmarks: zero-shot classification, image-text retrieval and captioning metrics (CLIP_benchmark's JSON).
     Eval(crate::commands::eval::EvalArgs),
 }

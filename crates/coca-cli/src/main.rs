@@ -42,6 +42,7 @@ fn main() -> ExitCode {
         Command::Plot(args) => commands::plot::run(args, global),
         Command::Launch(args) => commands::launch::run(args, global),
         Command::Probe(args) => commands::probe::run(args, global),
+        Command::Finetune(args) => commands::finetune::run(args, global),
         Command::Eval(args) => commands::eval::run(args, global),
         Command::Train(args) => commands::train::run(args, global),
     };

@@ -6,44 +6,8 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use coca_data::scenes::{SceneOptions, SceneSet, Shape, Split};
-use common::{assert_fails_with, command, stderr, DEMO_CFG, DEMO_WEIGHTS};
-
-/// `per_class` one-object scenes of each colour (one shape, so the colour is the class) in
-/// `dir/<colour>/<i>.png`; returns the class names, sorted as `coca probe` orders them.
-fn write_colour_folders(dir: &Path, per_class: usize, split: Split) -> Vec<String> {
-    let options = SceneOptions {
-        image_size: 32,
-        min_objects: 1,
-        max_objects: 1,
-        shapes: vec![Shape::Circle],
-        ..SceneOptions::default()
-    };
-    let set = SceneSet::new(options, split, 5).unwrap();
-    let names: Vec<String> = set
-        .class_names()
-        .iter()
-        .map(|n| n.split(' ').next().unwrap().to_string())
-        .collect();
-    let mut counts = vec![0usize; names.len()];
-    let mut index = 0u64;
-    while counts.iter().any(|&c| c < per_class) {
-        let (image, class) = set.labelled(index);
-        index += 1;
-        if counts[class] >= per_class {
-            continue;
-        }
-        let folder = dir.join(&names[class]);
-        std::fs::create_dir_all(&folder).unwrap();
-        image
-            .save(folder.join(format!("{:03}.png", counts[class])))
-            .unwrap();
-        counts[class] += 1;
-    }
-    let mut sorted = names;
-    sorted.sort();
-    sorted
-}
+use coca_data::scenes::Split;
+use common::{assert_fails_with, command, stderr, write_colour_folders, DEMO_CFG, DEMO_WEIGHTS};
 
 fn probe(args: &[&str], cache: &Path) -> Output {
     command()

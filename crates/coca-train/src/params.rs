@@ -33,7 +33,7 @@ pub struct Locks {
 /// open_clip 3.3.0's CoCa has no `lock_image_tower`; this follows its `VisionTransformer.lock` grouping, except
 /// that the poolers, which that method never unlocks, join `ln_post` and `proj` in the head group, so
 /// `--lock-image --lock-image-unlocked-groups 1` trains exactly the parts that turn tokens into CoCa's outputs.
-fn image_group(cfg: &CocaConfig, name: &str) -> usize {
+pub fn image_group(cfg: &CocaConfig, name: &str) -> usize {
     let layers = cfg.vision_cfg.layers;
     if let Some(block) = block_index(name, "visual.transformer.resblocks.") {
         return block + 1;

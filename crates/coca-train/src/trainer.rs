@@ -536,20 +536,24 @@ impl Trainer {
 
     /// Write the current weights (open_clip names, f32) to `path`, atomically.
     pub fn save_weights(&self, path: &Path) -> Result<(), TrainError> {
-        let data = self
-            .model
-            .vars
-            .data()
-            .lock()
-            .map_err(|_| TrainError::Config("variable map poisoned".into()))?;
-        let tensors: BTreeMap<String, candle_core::Tensor> = data
-            .iter()
-            .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
-            .collect();
-        let metadata = BTreeMap::from([("format".to_string(), "pt".to_string())]);
-        save_safetensors(path, &tensors, Some(DType::F32), &metadata)?;
-        Ok(())
+        save_var_map(&self.model.vars, path)
     }
+}
+
+/// Write the variables of a model (open_clip names, f32) to `path` atomically, as a checkpoint every inference
+/// command reads.
+pub fn save_var_map(vars: &candle_nn::VarMap, path: &Path) -> Result<(), TrainError> {
+    let data = vars
+        .data()
+        .lock()
+        .map_err(|_| TrainError::Config("variable map poisoned".into()))?;
+    let tensors: BTreeMap<String, candle_core::Tensor> = data
+        .iter()
+        .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
+        .collect();
+    let metadata = BTreeMap::from([("format".to_string(), "pt".to_string())]);
+    save_safetensors(path, &tensors, Some(DType::F32), &metadata)?;
+    Ok(())
 }
 
 /// The first `key=value` line where two fingerprints differ, for the error message.
@@ -582,7 +586,7 @@ fn describe_difference(root: &str, theirs: &str) -> String {
 }
 
 /// A trainable model whose variables start from a checkpoint validated against `cfg`.
-fn load_trainable(
+pub fn load_trainable(
     cfg: &CocaConfig,
     path: &Path,
     device: &Device,

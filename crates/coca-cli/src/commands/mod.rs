@@ -6,6 +6,7 @@ pub mod classify;
 pub mod convert;
 pub mod embed;
 pub mod eval;
+pub mod finetune;
 pub mod index;
 pub mod info;
 pub mod launch;

@@ -112,3 +112,43 @@ pub fn write_shard(path: &std::path::Path, files: &[(&str, &[u8])]) -> Vec<u64> 
     std::fs::write(path, builder.into_inner().unwrap()).unwrap();
     offsets
 }
+
+/// `per_class` one-object scenes of each colour (one shape, so the colour is the class) in
+/// `dir/<colour>/<i>.png`; returns the class names, sorted as `coca probe` orders them.
+pub fn write_colour_folders(
+    dir: &std::path::Path,
+    per_class: usize,
+    split: coca_data::scenes::Split,
+) -> Vec<String> {
+    let options = coca_data::scenes::SceneOptions {
+        image_size: 32,
+        min_objects: 1,
+        max_objects: 1,
+        shapes: vec![coca_data::scenes::Shape::Circle],
+        ..coca_data::scenes::SceneOptions::default()
+    };
+    let set = coca_data::scenes::SceneSet::new(options, split, 5).unwrap();
+    let names: Vec<String> = set
+        .class_names()
+        .iter()
+        .map(|n| n.split(' ').next().unwrap().to_string())
+        .collect();
+    let mut counts = vec![0usize; names.len()];
+    let mut index = 0u64;
+    while counts.iter().any(|&c| c < per_class) {
+        let (image, class) = set.labelled(index);
+        index += 1;
+        if counts[class] >= per_class {
+            continue;
+        }
+        let folder = dir.join(&names[class]);
+        std::fs::create_dir_all(&folder).unwrap();
+        image
+            .save(folder.join(format!("{:03}.png", counts[class])))
+            .unwrap();
+        counts[class] += 1;
+    }
+    let mut sorted = names;
+    sorted.sort();
+    sorted
+}

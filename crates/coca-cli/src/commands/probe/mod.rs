@@ -11,9 +11,9 @@
 
 mod features;
 mod fit;
-mod head;
-mod predict;
-mod split;
+pub(crate) mod head;
+pub(crate) mod predict;
+pub(crate) mod split;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -272,7 +272,14 @@ fn train(args: &ProbeArgs, quiet: bool) -> Result<()> {
     if let Some(path) = &args.save_probe {
         head.save(
             path,
-            &probe_metadata(args, kind, input_dim, &data.classes, &cfg)?,
+            &probe_metadata(
+                &args.model,
+                args.video.then_some(args.frames),
+                kind,
+                input_dim,
+                &data.classes,
+                &cfg,
+            )?,
         )?;
     }
     let mut written = Vec::new();
@@ -347,7 +354,6 @@ fn train(args: &ProbeArgs, quiet: bool) -> Result<()> {
 }
 
 fn print_summary(value: &serde_json::Value, report: &ClassificationReport, classes: &[String]) {
-    let eval = &report.metrics;
     let cached = value["features"]
         .as_array()
         .map(|a| a.iter().all(|p| p["reused"] == true))
@@ -362,6 +368,12 @@ fn print_summary(value: &serde_json::Value, report: &ClassificationReport, class
         if cached { "from the cache" } else { "extracted" },
         value["training"]["seconds"].as_f64().unwrap_or(0.0),
     );
+    print_scores(value, report);
+}
+
+/// The scores of a classification result, and the count of skipped items (`coca probe`, `coca finetune`).
+pub(crate) fn print_scores(value: &serde_json::Value, report: &ClassificationReport) {
+    let eval = &report.metrics;
     print!("top-1 {:.2}%", 100.0 * eval.acc1);
     if let Some(acc5) = eval.acc5 {
         print!("  top-5 {:.2}%", 100.0 * acc5);
@@ -379,8 +391,9 @@ fn print_summary(value: &serde_json::Value, report: &ClassificationReport, class
 }
 
 /// What a saved probe records besides its tensors, so --predict can rebuild it and check the model.
-fn probe_metadata(
-    args: &ProbeArgs,
+pub(crate) fn probe_metadata(
+    args: &ModelArgs,
+    video: Option<usize>,
     kind: ProbeKind,
     input_dim: usize,
     classes: &[String],
@@ -395,13 +408,18 @@ fn probe_metadata(
     }
     m.insert("input_dim".into(), input_dim.to_string());
     m.insert("classes".into(), serde_json::to_string(classes)?);
-    m.insert("model".into(), args.model.model.clone());
-    m.insert("pretrained".into(), args.model.pretrained.clone());
+    m.insert("model".into(), args.model.clone());
+    m.insert("pretrained".into(), args.pretrained.clone());
     m.insert(
         "model_config".into(),
         serde_json::to_string(cfg).context("model config")?,
     );
-    m.insert("video".into(), args.video.to_string());
-    m.insert("frames".into(), args.frames.to_string());
+    m.insert("video".into(), video.is_some().to_string());
+    m.insert(
+        "frames".into(),
+        video
+            .unwrap_or(coca_data::video::DEFAULT_FRAMES)
+            .to_string(),
+    );
     Ok(m)
 }

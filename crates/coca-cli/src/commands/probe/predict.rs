@@ -25,6 +25,38 @@ struct ProbeInfo {
     video: bool,
     frames: usize,
     model_config: Option<String>,
+    /// For a head fine-tuned with its encoder (`coca finetune`): the SHA-256 and path of that encoder's
+    /// weights, the only ones it fits.
+    encoder: Option<(String, String)>,
+}
+
+/// Metadata entry of a fine-tuned head: the SHA-256 of the weights it was fine-tuned with.
+pub const ENCODER_SHA256: &str = "encoder_sha256";
+/// Metadata entry of a fine-tuned head: where those weights were written.
+pub const ENCODER_PATH: &str = "encoder";
+
+/// SHA-256 (hex) of a file's contents, read in chunks.
+pub fn file_sha256(path: &Path) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    let mut file =
+        std::fs::File::open(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file
+            .read(&mut buf)
+            .with_context(|| format!("{}: cannot read", path.display()))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
 }
 
 fn read_info(path: &Path) -> Result<ProbeInfo> {
@@ -66,6 +98,12 @@ fn read_info(path: &Path) -> Result<ProbeInfo> {
         video: field("video")? == "true",
         frames: number("frames")?,
         model_config: meta.get("model_config").cloned(),
+        encoder: meta.get(ENCODER_SHA256).map(|sha| {
+            (
+                sha.clone(),
+                meta.get(ENCODER_PATH).cloned().unwrap_or_default(),
+            )
+        }),
     })
 }
 
@@ -87,6 +125,17 @@ pub fn run(args: &ProbeArgs) -> Result<()> {
                 "{}: no such {}",
                 input.display(),
                 if video { "video" } else { "image file" }
+            );
+        }
+    }
+    if let Some((sha, encoder)) = &info.encoder {
+        let weights = args.model.weights_path()?;
+        if file_sha256(&weights)? != *sha {
+            bail!(
+                "{}: this head was fine-tuned together with the encoder weights {encoder}, and --pretrained {} \
+                 is another checkpoint (its SHA-256 differs); give --pretrained {encoder}",
+                probe_path.display(),
+                weights.display()
             );
         }
     }
