@@ -437,3 +437,64 @@ fn collections_embed_each_video_once_and_search_finds_it() {
     );
     assert!(hits[0]["score"].as_f64().unwrap() > 0.9999, "{hits:?}");
 }
+
+#[test]
+fn video_fine_tuning_reads_every_frame_and_its_head_predicts_videos() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("actions");
+    for (name, colour) in COLOURS {
+        let dir = data.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        for i in 0..4 {
+            write_gif(&dir.join(format!("{i}.gif")), colour, 2 + i % 2);
+        }
+    }
+    let run = tmp.path().join("run");
+    let o = command()
+        .args([
+            "-q",
+            "finetune",
+            "--model",
+            DEMO_CFG,
+            "--pretrained",
+            DEMO_WEIGHTS,
+        ])
+        .args([
+            "--video",
+            "--frames",
+            "3",
+            "--epochs",
+            "2",
+            "--batch-size",
+            "4",
+        ])
+        .args([
+            "--val-fraction",
+            "0.25",
+            "--output",
+            run.to_str().unwrap(),
+            "--json",
+        ])
+        .arg("--train-dir")
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["task"], "video_finetune");
+    assert_eq!(v["frames"], 3);
+    assert_eq!(v["pooler"]["queries"], 1);
+    assert_eq!(v["val_samples"], 3);
+    let o = command()
+        .args(["probe", "--model", DEMO_CFG, "--pretrained"])
+        .arg(run.join("model.safetensors"))
+        .arg("--predict")
+        .arg(run.join("head.safetensors"))
+        .args(["--json", "--top-k", "3"])
+        .arg(data.join("red/0.gif"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let p: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(p[0]["top_k"].as_array().unwrap().len(), 3);
+}

@@ -368,7 +368,7 @@ pub fn run(args: FinetuneArgs, global: &Global) -> Result<()> {
         last_loss = Some(loss);
         bar.inc(1);
         tracing::debug!("step {step}: loss {loss:.6}");
-        if args.save_every > 0 && step % args.save_every == 0 && step < stop {
+        if args.save_every > 0 && step.is_multiple_of(args.save_every) && step < stop {
             save(&ft, step, last_loss)?;
         }
     }

@@ -32,6 +32,9 @@ pub struct Finetuner {
     optimizers: Vec<(f64, AdamW)>,
 }
 
+/// The parameters (name, variable, whether weight decay applies) that share one learning-rate scale.
+type ScaleGroup = (f64, Vec<(String, Var, bool)>);
+
 /// How the encoder trains.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct EncoderTraining {
@@ -66,7 +69,8 @@ impl Finetuner {
                 training.layer_decay
             );
         }
-        let mut by_scale: BTreeMap<u64, (f64, Vec<(String, Var, bool)>)> = BTreeMap::new();
+        // By the scale's bits: (scale, its parameters with their weight-decay flags).
+        let mut by_scale: BTreeMap<u64, ScaleGroup> = BTreeMap::new();
         let mut params = Vec::new();
         let mut add = |name: String, var: Var, scale: f64| {
             let decay = !excluded_from_decay(&name, var.dims());
