@@ -14,7 +14,15 @@ use common::{
     assert_fails_with, command, stderr, stdout, write_colour_folders, DEMO_CFG, DEMO_WEIGHTS,
 };
 
+/// `coca finetune` on the demo model with the settings of these tests (2 epochs of 6-item batches).
 fn finetune(data: &Path, out: &Path, extra: &[&str]) -> Output {
+    let mut args = vec!["--batch-size", "6", "--epochs", "2", "--lr", "1e-3"];
+    args.extend_from_slice(extra);
+    finetune_with(data, out, &args)
+}
+
+/// `coca finetune` on the demo model with only `extra` besides the data and run directory.
+fn finetune_with(data: &Path, out: &Path, extra: &[&str]) -> Output {
     command()
         .args([
             "-q",
@@ -26,7 +34,6 @@ fn finetune(data: &Path, out: &Path, extra: &[&str]) -> Output {
         ])
         .args(["--train-dir", data.to_str().unwrap()])
         .args(["--output", out.to_str().unwrap()])
-        .args(["--batch-size", "6", "--epochs", "2", "--lr", "1e-3"])
         .args(extra)
         .output()
         .expect("run coca")
@@ -203,6 +210,19 @@ fn a_stopped_run_resumes_to_the_uninterrupted_weights_and_loss() {
         .output()
         .unwrap();
     assert_fails_with(&o, &["step_00000003", "other data or settings"]);
+    let o = command()
+        .args([
+            "finetune",
+            "--model",
+            "coca_ViT-B-32",
+            "--pretrained",
+            DEMO_WEIGHTS,
+        ])
+        .args(["--train-dir", data.to_str().unwrap()])
+        .args(["--output", stopped.to_str().unwrap(), "--resume", "latest"])
+        .output()
+        .unwrap();
+    assert_fails_with(&o, &["step_00000003", "another model config"]);
     ok(&finetune(
         &data,
         &stopped,
@@ -258,5 +278,33 @@ fn bad_inputs_fail_with_one_clear_message() {
     assert_fails_with(
         &finetune(&data, &out, &["--precision", "bf16"]),
         &["coca finetune trains in fp32"],
+    );
+    for (flags, message) in [
+        (
+            &["--video", "--frames", "0"][..],
+            "--frames must be at least 1",
+        ),
+        (
+            &["--epochs", "0"],
+            "--epochs and --batch-size must be at least 1",
+        ),
+        (&["--lr", "0"], "--lr must be a positive number"),
+        (
+            &["--warmup-fraction", "1"],
+            "--warmup-fraction must be in [0, 1)",
+        ),
+        (
+            &["--val-fraction", "1.5"],
+            "--val-fraction must be between 0 and 1",
+        ),
+    ] {
+        assert_fails_with(&finetune_with(&data, &out, flags), &[message]);
+    }
+    // One image per class leaves nothing to validate on.
+    let single = tmp.path().join("single");
+    write_colour_folders(&single, 1, Split::Train);
+    assert_fails_with(
+        &finetune(&single, &out, &[]),
+        &["too few images to hold out a validation set"],
     );
 }

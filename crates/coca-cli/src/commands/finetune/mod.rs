@@ -276,6 +276,31 @@ pub fn run(args: FinetuneArgs, global: &Global) -> Result<()> {
             .unwrap_or(cfg.vision_cfg.attn_pooler_heads),
     };
     let checkpoint = resume_from(&args)?;
+    let position = data_position(&args, &train, &data.classes);
+    let model_config = serde_json::to_value(&cfg)?;
+    // The checkpoint's record is checked before its weights are read, so a mismatch is named as such.
+    let resumed = match &checkpoint {
+        Some(dir) => {
+            let state = read_state(dir)?;
+            if state.model_config != model_config {
+                bail!(
+                    "{}: it was fine-tuned from another model config; resume with the same --model",
+                    dir.display()
+                );
+            }
+            if state.data != position || state.seed != args.seed {
+                bail!(
+                    "{}: it belongs to a run with other data or settings (recorded: {}, seed {}); resume with \
+                     the same --train-dir, --val-dir/--val-fraction, --seed and training flags",
+                    dir.display(),
+                    state.data,
+                    state.seed
+                );
+            }
+            Some(state)
+        }
+        None => None,
+    };
     let (trainable, head) = match &checkpoint {
         Some(dir) => (
             load_trainable(&cfg, &dir.join(MODEL_FILE), &device)?,
@@ -301,27 +326,8 @@ pub fn run(args: FinetuneArgs, global: &Global) -> Result<()> {
         },
     };
     let mut ft = Finetuner::new(&cfg, trainable, head, train.frames(), &training)?;
-    let position = data_position(&args, &train, &data.classes);
-    let model_config = serde_json::to_value(&cfg)?;
-    let mut step = 0u64;
-    let mut last_loss = None;
-    if let Some(dir) = &checkpoint {
-        let state = read_state(dir)?;
-        if state.model_config != model_config {
-            bail!(
-                "{}: it was fine-tuned from another model config; resume with the same --model",
-                dir.display()
-            );
-        }
-        if state.data != position || state.seed != args.seed {
-            bail!(
-                "{}: it belongs to a run with other data or settings (recorded: {}, seed {}); resume with the \
-                 same --train-dir, --val-dir/--val-fraction, --seed and training flags",
-                dir.display(),
-                state.data,
-                state.seed
-            );
-        }
+    let (mut step, mut last_loss) = (0u64, None);
+    if let (Some(dir), Some(state)) = (&checkpoint, &resumed) {
         ft.load_optimizer(&dir.join(OPTIMIZER_FILE), state.step)?;
         step = state.step;
         last_loss = state.last_loss;
