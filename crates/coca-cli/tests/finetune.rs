@@ -172,10 +172,10 @@ fn a_stopped_run_resumes_to_the_uninterrupted_weights_and_loss() {
     ok(&finetune(
         &data,
         &stopped,
-        &["--grad-checkpointing", "--stop-after", "3"],
+        &["--grad-checkpointing", "--stop-after", "4"],
     ));
     assert!(stopped
-        .join("checkpoints/step_00000003/state.json")
+        .join("checkpoints/step_00000004/state.json")
         .is_file());
     assert!(
         !stopped.join("result.json").exists(),
@@ -209,7 +209,7 @@ fn a_stopped_run_resumes_to_the_uninterrupted_weights_and_loss() {
         ])
         .output()
         .unwrap();
-    assert_fails_with(&o, &["step_00000003", "other data or settings"]);
+    assert_fails_with(&o, &["step_00000004", "other data or settings"]);
     let o = command()
         .args([
             "finetune",
@@ -222,7 +222,7 @@ fn a_stopped_run_resumes_to_the_uninterrupted_weights_and_loss() {
         .args(["--output", stopped.to_str().unwrap(), "--resume", "latest"])
         .output()
         .unwrap();
-    assert_fails_with(&o, &["step_00000003", "another model config"]);
+    assert_fails_with(&o, &["step_00000004", "another model config"]);
     ok(&finetune(
         &data,
         &stopped,
@@ -235,6 +235,19 @@ fn a_stopped_run_resumes_to_the_uninterrupted_weights_and_loss() {
     assert_eq!(a["training"]["steps"], b["training"]["steps"]);
     assert_eq!(a["training"]["final_loss"], b["training"]["final_loss"]);
     assert_eq!(a["metrics"], b["metrics"]);
+    // Every step's loss, logged in metrics.jsonl, is the uninterrupted run's.
+    let losses = |run: &Path| -> Vec<(u64, f64)> {
+        std::fs::read_to_string(run.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|v| v["split"] == "train")
+            .map(|v| (v["step"].as_u64().unwrap(), v["loss"].as_f64().unwrap()))
+            .collect()
+    };
+    let reference = losses(&whole);
+    assert_eq!(reference.len(), 6, "16 items in batches of 6, 2 epochs");
+    assert_eq!(losses(&stopped), reference);
     let (wa, wb) = (
         tensors(&whole.join("model.safetensors")),
         tensors(&stopped.join("model.safetensors")),

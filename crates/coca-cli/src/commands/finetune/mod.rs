@@ -24,6 +24,7 @@ use clap::Args;
 use coca_data::{ClassFolders, ItemKind};
 use coca_eval::classification_report;
 use coca_model::AllAtOnce;
+use coca_runlog::{MetricsWriter, Split};
 use coca_train::checkpoint::{
     latest_checkpoint, list_checkpoints, prune_checkpoints, read_state, write_checkpoint_dir,
     write_state, TrainState, MODEL_FILE, OPTIMIZER_FILE,
@@ -62,7 +63,7 @@ at lr·d², ..., the patch embedding at lr·d^(L+1) (d = --layer-decay, L blocks
 tower but its last --lock-image-unlocked-groups groups, as in coca train.
 
 The run directory (--output) holds checkpoints/step_N/ (model.safetensors, head.safetensors,
-optimizer.safetensors, state.json) and at the end model.safetensors (the fine-tuned CoCa, usable by every
+optimizer.safetensors, state.json), metrics.jsonl, and at the end model.safetensors (the fine-tuned CoCa, usable by every
 command), head.safetensors (the pooler and classifier) and result.json. Classify new inputs with
   coca probe --model M --pretrained RUN/model.safetensors --predict RUN/head.safetensors IMAGE...
 
@@ -344,6 +345,13 @@ pub fn run(args: FinetuneArgs, global: &Global) -> Result<()> {
         cooldown_steps: 0,
     };
     let head_meta = probe_metadata(&args.model, frames, kind, width, &data.classes, &cfg)?;
+    // Per-step losses and learning rates, and the validation scores, as `coca train` logs them (`coca plot`
+    // draws them); a resumed run drops the lines after its checkpoint and logs those steps again.
+    let mut log = if args.resume.is_some() {
+        MetricsWriter::resume(&args.output, step)?
+    } else {
+        MetricsWriter::create(&args.output)?
+    };
     let stop = args.stop_after.unwrap_or(total).min(total);
     let labels = train.labels();
     let bar = crate::progress::Progress::new("fine-tuning", Some(total), "steps");
@@ -363,7 +371,8 @@ pub fn run(args: FinetuneArgs, global: &Global) -> Result<()> {
         let pixels = train.pixels(&batch, &device)?;
         let y: Vec<u32> = batch.iter().map(|&i| labels[i] as u32).collect();
         let y = Tensor::from_vec(y, batch.len(), &Device::Cpu)?;
-        let loss = ft.step(&pixels, &y, schedule.lr(step), args.grad_checkpointing)?;
+        let lr = schedule.lr(step);
+        let loss = ft.step(&pixels, &y, lr, args.grad_checkpointing)?;
         if !loss.is_finite() {
             bail!(
                 "the training loss became {loss} at step {}; lower --lr",
@@ -371,6 +380,7 @@ pub fn run(args: FinetuneArgs, global: &Global) -> Result<()> {
             );
         }
         step += 1;
+        log.log(step, Split::Train, &[("loss", loss), ("lr", lr)])?;
         last_loss = Some(loss);
         bar.inc(1);
         tracing::debug!("step {step}: loss {loss:.6}");
@@ -401,6 +411,12 @@ pub fn run(args: FinetuneArgs, global: &Global) -> Result<()> {
     }
     let eval = classification_report(&logits, classes, &val_labels)
         .context("scoring the fine-tuned model on the validation set")?;
+    let mut scores = vec![
+        ("acc1", eval.metrics.acc1),
+        ("mean_per_class_recall", eval.metrics.mean_per_class_recall),
+    ];
+    scores.extend(eval.metrics.acc5.map(|a| ("acc5", a)));
+    log.log(step, Split::Val, &scores)?;
 
     // The fine-tuned weights, then the head that names their hash.
     std::fs::create_dir_all(&args.output)
