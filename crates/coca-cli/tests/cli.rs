@@ -355,7 +355,7 @@ fn precision_and_device_are_checked_when_the_flags_are_parsed() {
         &o,
         &[
             "--precision",
-            "unknown precision `fp8`; use fp32, fp16 or bf16",
+            "unknown precision `fp8`; use fp32, fp16, bf16 or int8",
         ],
     );
     let o = embed("--device", "tpu");
