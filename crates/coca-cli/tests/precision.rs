@@ -231,7 +231,7 @@ impl Tensors {
             data.extend_from_slice(bytes);
         }
         let mut h = Value::Object(header).to_string().into_bytes();
-        while (8 + h.len()) % 8 != 0 {
+        while !(8 + h.len()).is_multiple_of(8) {
             h.push(b' ');
         }
         let mut out = (h.len() as u64).to_le_bytes().to_vec();
