@@ -18,7 +18,7 @@
 //!
 //! # Threads
 //!
-//! The output is cut into tasks of up to [`MAX_TASK_ROW_BLOCKS`] row blocks × a run of panel pairs. Each task
+//! The output is cut into tasks of up to `MAX_TASK_ROW_BLOCKS` row blocks × a run of panel pairs. Each task
 //! configures the tiles of its own thread (`ldtilecfg`), sweeps its panels with the row blocks inside (a panel
 //! pair's B tiles are reused by every row block while they are in L1, the task's A rows stay in L2), and releases
 //! the tiles (`tilerelease`) at the end.
@@ -527,7 +527,7 @@ pub fn available() -> bool {
     cpu::amx().is_some()
 }
 
-/// [`matmul`] for code outside this crate that measures the kernel directly (`examples/kernel_peaks.rs`); fails
+/// `matmul` for code outside this crate that measures the kernel directly (`examples/kernel_peaks.rs`); fails
 /// where AMX is not [`available`].
 pub fn matmul_on_amx(
     x: &[f32],

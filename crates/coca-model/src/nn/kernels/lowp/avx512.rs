@@ -1,17 +1,17 @@
 //! AVX-512 kernels of the low-precision products, for CPUs without AMX (or with `COCA_AMX=0`), and the thin
 //! weight-only kernel of decoding steps.
 //!
-//! - [`matmul_int8_vnni`]: the int8 product of [`matmul_reference`](super::matmul_reference) with `vpdpbusd`,
+//! - `matmul_int8_vnni`: the int8 product of [`matmul_reference`](super::matmul_reference) with `vpdpbusd`,
 //!   which multiplies unsigned by signed bytes. The quantised activations are shifted to unsigned (`q + 128`),
 //!   and `128 · Σ_k W[c][k]` ([`PackedWeight::panel_column_sums`]) is taken off each sum, so the i32 sums, and
 //!   with the same epilogue the outputs, equal the reference's to the last bit.
-//! - [`matmul_bf16`]: the bf16 product with `vdpbf16ps`; activations rounded to bf16 as the reference does.
-//! - [`thin_matmul`]: the weight-only product of [`thin_matmul_reference`](super::thin_matmul_reference) for at
-//!   most [`MAX_ROWS`] f32 activation rows: the packed weight is widened to f32 in registers (bf16: a shift or a
+//! - `matmul_bf16`: the bf16 product with `vdpbf16ps`; activations rounded to bf16 as the reference does.
+//! - `thin_matmul`: the weight-only product of [`thin_matmul_reference`](super::thin_matmul_reference) for at
+//!   most `MAX_ROWS` f32 activation rows: the packed weight is widened to f32 in registers (bf16: a shift or a
 //!   mask; int8: a sign-extending shift pair and a conversion) and multiplied with f32 FMA, so a decoding step
 //!   streams 1 or 2 bytes per weight instead of 4; an int8 channel's scale is applied once after its sum.
 //!
-//! The register tile of the two dot-product kernels is [`ROWS`] activation rows × two panels (2 · 16 output
+//! The register tile of the two dot-product kernels is `ROWS` activation rows × two panels (2 · 16 output
 //! channels): per packed line, two weight registers and one 32-bit broadcast per row (4 int8 or 2 bf16 values
 //! of k, the same 4 bytes in both formats) feed `2 · ROWS` independent accumulators. Work is split over rayon's
 //! threads by blocks of rows and panels; every task writes only its own output columns of its own rows.
@@ -729,11 +729,11 @@ unsafe fn thin_dispatch<W: Widen>(
 /// model code reaches them through `ops`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kernel {
-    /// [`matmul_int8_vnni`]: int8 weights and activations with `vpdpbusd`.
+    /// `matmul_int8_vnni`: int8 weights and activations with `vpdpbusd`.
     Int8Vnni,
-    /// [`matmul_bf16`]: bf16 weights and activations with `vdpbf16ps`.
+    /// `matmul_bf16`: bf16 weights and activations with `vdpbf16ps`.
     Bf16,
-    /// [`thin_matmul`]: at most [`MAX_ROWS`] f32 activation rows, int8 or bf16 weights widened to f32.
+    /// `thin_matmul`: at most `MAX_ROWS` f32 activation rows, int8 or bf16 weights widened to f32.
     Thin,
 }
 
