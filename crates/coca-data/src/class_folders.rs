@@ -41,6 +41,23 @@ pub struct LabelledItem {
     pub label: usize,
 }
 
+impl LabelledItem {
+    /// The item as an uncaptioned [`crate::Sample`] keyed by its path below `root` (the dataset's folder).
+    pub fn into_sample(self, root: &Path) -> crate::Sample {
+        let key = self
+            .path
+            .strip_prefix(root)
+            .unwrap_or(&self.path)
+            .to_string_lossy()
+            .into_owned();
+        crate::Sample {
+            key,
+            image: crate::ImageData::Path(self.path),
+            text: None,
+        }
+    }
+}
+
 /// A class-folder dataset, listed up front.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClassFolders {

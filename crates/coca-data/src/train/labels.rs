@@ -20,7 +20,7 @@ use std::sync::Arc;
 use crate::class_folders::{ClassFolders, ItemKind};
 use crate::csv_source::CsvSource;
 use crate::error::DataError;
-use crate::sample::{ImageData, Sample};
+use crate::sample::Sample;
 use crate::shards::{ShardRecord, SHARD_TEXT_KEY};
 
 use super::rng::{hash_bytes, Purpose, Rng};
@@ -238,18 +238,8 @@ fn class_folder_entries(root: &Path, prompts: &LabelPrompts) -> Result<Vec<Entry
         .items
         .into_iter()
         .map(|item| {
-            let key = item
-                .path
-                .strip_prefix(root)
-                .unwrap_or(&item.path)
-                .to_string_lossy()
-                .into_owned();
-            let sample = Sample {
-                key,
-                image: ImageData::Path(item.path),
-                text: None,
-            };
-            Ok((sample, Some(item.label)))
+            let label = item.label;
+            Ok((item.into_sample(root), Some(label)))
         })
         .collect())
 }

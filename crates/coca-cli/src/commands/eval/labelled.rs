@@ -4,9 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use coca_data::{
-    class_folder_names, ClassFolders, ImageData, ItemKind, Sample, ShardRecord, ShardRecords,
-};
+use coca_data::{class_folder_names, ClassFolders, ItemKind, Sample, ShardRecord, ShardRecords};
 
 /// CLIP_benchmark's class-name file in a dataset folder.
 pub const CLASSNAMES_FILE: &str = "classnames.txt";
@@ -111,18 +109,8 @@ impl LabelledDataset {
         };
         let data = ClassFolders::open(root, ItemKind::Images, Some(classes))?;
         let samples = data.items.into_iter().map(|item| {
-            let key = item
-                .path
-                .strip_prefix(root)
-                .unwrap_or(&item.path)
-                .to_string_lossy()
-                .into_owned();
-            let sample = Sample {
-                key,
-                image: ImageData::Path(item.path),
-                text: None,
-            };
-            (sample, item.label)
+            let label = item.label;
+            (item.into_sample(root), label)
         });
         Ok(Some(samples.collect()))
     }
