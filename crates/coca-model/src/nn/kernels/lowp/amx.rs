@@ -33,7 +33,8 @@ use std::ops::Range;
 use candle_core::Result;
 use rayon::prelude::*;
 
-use super::{check_operands, Format, Line, PackedWeight, INT8_MAX, LINE_BYTES, PANEL};
+use super::avx512::quantize_row_avx512;
+use super::{check_operands, Format, Line, PackedWeight, LINE_BYTES, PANEL};
 use crate::nn::kernels::cpu::{self, Amx};
 
 /// Rows of an AMX tile (and of a block of activation rows).
@@ -103,9 +104,9 @@ impl Activations {
         match weight.format() {
             Format::Int8 => {
                 scales = vec![0f32; m];
-                // SAFETY: `Line` is `repr(C)` around `[u8; 64]`, so the lines are `len · 64` initialised bytes,
-                // each a valid `i8`; the new slice borrows `lines` mutably for its whole life.
-                let q: &mut [i8] = unsafe {
+                // SAFETY: `Line` is `repr(C)` around `[u8; 64]`, so the lines are `len · 64` initialised bytes;
+                // the new slice borrows `lines` mutably for its whole life.
+                let q: &mut [u8] = unsafe {
                     std::slice::from_raw_parts_mut(
                         lines.as_mut_ptr().cast(),
                         lines.len() * LINE_BYTES,
@@ -118,7 +119,7 @@ impl Activations {
                         for ((q, x), s) in q.chunks_exact_mut(kp).zip(x.chunks_exact(k)).zip(scales)
                         {
                             // SAFETY: an `Amx` token is only made after `cpu::avx512()` (see `cpu::amx`).
-                            *s = unsafe { quantize_row_avx512(x, &mut q[..k]) };
+                            *s = unsafe { quantize_row_avx512(x, &mut q[..k], 0) };
                         }
                     });
             }
@@ -154,41 +155,6 @@ impl Activations {
             .cast::<u8>()
             .wrapping_add(b * TILE_ROWS * self.stride)
     }
-}
-
-/// [`super::quantize_row`] on AVX-512: the same maximum, the same `127 / max`, the same products rounded to
-/// nearest even, clamped to ±127, NaN to 0; returns the same scale. `out` must be as long as `row`.
-#[target_feature(enable = "avx512f")]
-fn quantize_row_avx512(row: &[f32], out: &mut [i8]) -> f32 {
-    assert_eq!(row.len(), out.len(), "quantize_row_avx512: lengths differ");
-    let mut acc = _mm512_setzero_ps();
-    for start in (0..row.len()).step_by(16) {
-        let mask = lanes(row.len() - start);
-        // SAFETY: the mask covers only `row[start..]`, and masked-off lanes are not read.
-        let v = unsafe { _mm512_maskz_loadu_ps(mask, row.as_ptr().add(start)) };
-        // `max(|v|, acc)` returns `acc` where `v` is NaN, as `f32::max` ignores a NaN.
-        acc = _mm512_max_ps(_mm512_abs_ps(v), acc);
-    }
-    let max = _mm512_reduce_max_ps(acc);
-    if max == 0.0 || !max.is_finite() {
-        out.fill(0);
-        return 0.0;
-    }
-    let inv = _mm512_set1_ps(INT8_MAX / max);
-    let (lo, hi) = (_mm512_set1_ps(-INT8_MAX), _mm512_set1_ps(INT8_MAX));
-    for start in (0..row.len()).step_by(16) {
-        let mask = lanes(row.len() - start);
-        // SAFETY: as above.
-        let v = unsafe { _mm512_maskz_loadu_ps(mask, row.as_ptr().add(start)) };
-        let y = _mm512_mul_ps(v, inv);
-        let rounded = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(y);
-        let clamped = _mm512_min_ps(_mm512_max_ps(rounded, lo), hi);
-        let ordered = _mm512_cmp_ps_mask::<_CMP_ORD_Q>(y, y);
-        let q = _mm512_maskz_mov_epi32(ordered, _mm512_cvttps_epi32(clamped));
-        // SAFETY: the mask covers only `out[start..]` (as long as `row`); masked-off lanes are not written.
-        unsafe { _mm512_mask_cvtepi32_storeu_epi8(out.as_mut_ptr().add(start), mask, q) };
-    }
-    max / INT8_MAX
 }
 
 /// [`super::bf16_bits`] of every value of `row` into `out` (as long as `row`), on AVX-512: the same integer
@@ -675,10 +641,11 @@ mod tests {
         let k = 37;
         let x = activations(6, k);
         for row in x.chunks_exact(k) {
-            let (mut want, mut got) = (vec![0i8; k], vec![0i8; k]);
+            let (mut want, mut got) = (vec![0i8; k], vec![0u8; k]);
             let scale = quantize_row(row, &mut want);
             // SAFETY: an AMX token implies AVX-512F (`cpu::amx`).
-            let got_scale = unsafe { quantize_row_avx512(row, &mut got) };
+            let got_scale = unsafe { quantize_row_avx512(row, &mut got, 0) };
+            let got: Vec<i8> = got.into_iter().map(|b| b as i8).collect();
             assert_eq!(
                 (got, got_scale.to_bits()),
                 (want, scale.to_bits()),

@@ -384,43 +384,48 @@ fn quantize_rows_shifted(
     x.chunks_exact(k)
         .zip(out.chunks_exact_mut(stride))
         // SAFETY: the `Avx512Vnni` token proves AVX-512F.
-        .map(|(row, dst)| unsafe { quantize_row_shifted(row, &mut dst[..k]) })
+        .map(|(row, dst)| unsafe { quantize_row_avx512(row, &mut dst[..k], 0x80) })
         .collect()
 }
 
-/// One row of [`quantize_rows_shifted`]: [`quantize_row`](super::quantize_row)'s scale and values, plus 128.
+/// [`quantize_row`](super::quantize_row) on AVX-512: the same maximum, the same `127 / max`, the same products
+/// rounded to nearest even, clamped to ±127, NaN to 0, and the same scale returned; each value is stored as its
+/// byte xor `flip` (0: the signed bytes AMX multiplies; 0x80: the value plus 128, the unsigned bytes `vpdpbusd`
+/// takes). `out` must be as long as `row`.
 #[target_feature(enable = "avx512f")]
-fn quantize_row_shifted(row: &[f32], out: &mut [u8]) -> f32 {
+pub(super) fn quantize_row_avx512(row: &[f32], out: &mut [u8], flip: u8) -> f32 {
+    assert_eq!(row.len(), out.len(), "quantize_row_avx512: lengths differ");
     let lanes = |left: usize| ((1u32 << left.min(16)) - 1) as __mmask16;
-    // `max(|v|, acc)` keeps `acc` when `v` is NaN, as `f32::max` in the scalar fold does.
     let mut acc = _mm512_setzero_ps();
-    for (j, _) in row.iter().enumerate().step_by(16) {
-        // SAFETY: the masked load reads only elements j .. min(j + 16, len) of `row`.
-        let v = unsafe { _mm512_maskz_loadu_ps(lanes(row.len() - j), row.as_ptr().add(j)) };
+    for start in (0..row.len()).step_by(16) {
+        let mask = lanes(row.len() - start);
+        // SAFETY: the mask covers only `row[start..]`, and masked-off lanes are not read.
+        let v = unsafe { _mm512_maskz_loadu_ps(mask, row.as_ptr().add(start)) };
+        // `max(|v|, acc)` returns `acc` where `v` is NaN, as `f32::max` ignores a NaN.
         acc = _mm512_max_ps(_mm512_abs_ps(v), acc);
     }
     let max = _mm512_reduce_max_ps(acc);
     if max == 0.0 || !max.is_finite() {
-        out.fill(0x80);
+        out.fill(flip);
         return 0.0;
     }
     let inv = _mm512_set1_ps(INT8_MAX / max);
-    let (hi, lo) = (_mm512_set1_ps(INT8_MAX), _mm512_set1_ps(-INT8_MAX));
-    for (j, dst) in out.chunks_mut(16).enumerate() {
-        let j = 16 * j;
-        // SAFETY: as above, elements j .. j + dst.len() of `row` (`out` is as long as `row`).
-        let v = unsafe { _mm512_maskz_loadu_ps(lanes(dst.len()), row.as_ptr().add(j)) };
-        let p = _mm512_mul_ps(v, inv);
-        let r = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(p);
-        let clamped = _mm512_max_ps(_mm512_min_ps(r, hi), lo);
-        // A NaN product (NaN value, or 0 · ∞ when 127 / max overflows) converts to 0 in the scalar code.
-        let nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(p, p);
-        let q = _mm512_mask_mov_epi32(_mm512_cvtps_epi32(clamped), nan, _mm512_setzero_si512());
-        let bytes = _mm_xor_si128(_mm512_cvtepi32_epi8(q), _mm_set1_epi8(0x80u8 as i8));
-        let mut lane_bytes = [0u8; 16];
-        // SAFETY: `lane_bytes` holds the 16 bytes of an unaligned 128-bit store.
-        unsafe { _mm_storeu_si128(lane_bytes.as_mut_ptr().cast(), bytes) };
-        dst.copy_from_slice(&lane_bytes[..dst.len()]);
+    let (lo, hi) = (_mm512_set1_ps(-INT8_MAX), _mm512_set1_ps(INT8_MAX));
+    let flip = _mm512_set1_epi32(i32::from(flip));
+    for start in (0..row.len()).step_by(16) {
+        let mask = lanes(row.len() - start);
+        // SAFETY: as above.
+        let v = unsafe { _mm512_maskz_loadu_ps(mask, row.as_ptr().add(start)) };
+        let y = _mm512_mul_ps(v, inv);
+        let rounded = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(y);
+        let clamped = _mm512_min_ps(_mm512_max_ps(rounded, lo), hi);
+        // A NaN product (NaN value, or 0 · ∞ when 127 / max overflows) is 0 in the scalar code.
+        let ordered = _mm512_cmp_ps_mask::<_CMP_ORD_Q>(y, y);
+        let q = _mm512_maskz_mov_epi32(ordered, _mm512_cvttps_epi32(clamped));
+        // The store keeps each lane's low byte, so xor-ing the 32-bit lane flips the stored byte.
+        let q = _mm512_xor_si512(q, flip);
+        // SAFETY: the mask covers only `out[start..]` (as long as `row`); masked-off lanes are not written.
+        unsafe { _mm512_mask_cvtepi32_storeu_epi8(out.as_mut_ptr().add(start).cast(), mask, q) };
     }
     max / INT8_MAX
 }
