@@ -191,9 +191,10 @@ impl Coca {
         })
     }
 
-    /// Call `f` with the checkpoint name and the weight of every product of the model, in a fixed order: the
-    /// one walk behind [`Coca::pack_weights`], writing a quantised file and loading one. A projection matrix
-    /// stored as (in, out) is packed as its transpose (out, in), like every packed weight.
+    /// Call `f` with the checkpoint name and the weight of every product of the model, and of the token
+    /// embedding table (whose rows are packed like a product's output channels), in a fixed order: the one walk
+    /// behind [`Coca::pack_weights`], writing a quantised file and loading one. A projection matrix stored as
+    /// (in, out) is packed as its transpose (out, in), like every packed weight.
     pub fn for_each_product(&mut self, f: &mut ProductVisitor) -> Result<()> {
         self.visual.for_each_product(f)?;
         self.text.for_each_product(f)?;

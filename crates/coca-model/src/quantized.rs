@@ -3,11 +3,11 @@
 //!
 //! # File layout (format version [`FORMAT_VERSION`])
 //!
-//! - every product weight of [`Coca::for_each_product`] under its checkpoint name, as (out, in) row-major
-//!   (a projection matrix stored (in, out) by open_clip is written as its transpose): `I8` plus `<name>_scale`
-//!   `F32` (out) for int8, or `BF16` for bf16;
-//! - every other parameter as `F32`, under open_clip's name (LayerNorms, embeddings, the patch embedding, the
-//!   logit scale: what stays f32 at inference anyway);
+//! - every product weight of [`Coca::for_each_product`] (and the token embedding table, which that walk packs
+//!   too) under its checkpoint name, as (out, in) row-major (a projection matrix stored (in, out) by open_clip
+//!   is written as its transpose): `I8` plus `<name>_scale` `F32` (out) for int8, or `BF16` for bf16;
+//! - every other parameter as `F32`, under open_clip's name (LayerNorms, the positional and class embeddings,
+//!   the patch embedding, the logit scale: what stays f32 at inference anyway);
 //! - metadata: [`META_FORMAT`] (the format version), [`META_PRECISION`] (`int8` or `bf16`) and [`META_CONFIG`]
 //!   (the model config's JSON), checked against the `--model` given when the file is loaded.
 //!
@@ -31,7 +31,7 @@ use crate::nn::ops::{LinearWeight, PackedFormat, PackedWeight};
 use crate::weights::parameter_specs;
 
 /// The version of the layout above, written to [`META_FORMAT`].
-pub const FORMAT_VERSION: &str = "1";
+pub const FORMAT_VERSION: &str = "2";
 /// Metadata key of the format version.
 pub const META_FORMAT: &str = "coca.quantized.format";
 /// Metadata key of the precision (`int8` or `bf16`).

@@ -5,7 +5,8 @@ use candle_core::{DType, Device, Result, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::config::TextConfig;
-use crate::nn::layers::{Linear, ProductVisitor};
+use crate::nn::layers::{parameter_name, Linear, ProductVisitor};
+use crate::nn::ops::{self, LinearWeight};
 use crate::nn::{Activation, AttentionMask, BlockRunner, LayerCache, LayerNorm, Transformer};
 
 /// The output of the text tower.
@@ -26,7 +27,11 @@ enum Projection {
 /// open_clip's `TextTransformer` with `embed_cls=True`.
 #[derive(Debug, Clone)]
 pub struct TextTower {
-    token_embedding: Tensor,
+    /// (vocabulary, width); packed with the product weights for low-precision inference (a lookup reads one
+    /// row, dequantised).
+    token_embedding: LinearWeight,
+    /// The checkpoint name of the token embedding.
+    token_embedding_name: String,
     cls_emb: Tensor,
     positional_embedding: Tensor,
     transformer: Transformer,
@@ -101,7 +106,10 @@ impl TextTower {
             )?),
         };
         Ok(Self {
-            token_embedding: vb.get((cfg.vocab_size, w), "token_embedding.weight")?,
+            token_embedding: LinearWeight::Dense(
+                vb.get((cfg.vocab_size, w), "token_embedding.weight")?,
+            ),
+            token_embedding_name: parameter_name(&vb, "token_embedding.weight"),
             cls_emb: vb.get(w, "cls_emb")?,
             positional_embedding: vb.get((cfg.context_length + 1, w), "positional_embedding")?,
             transformer: Transformer::load(
@@ -122,8 +130,10 @@ impl TextTower {
         })
     }
 
-    /// Call `f` with each product weight of the tower: the blocks, then the projection.
+    /// Call `f` with each product weight of the tower: the token embedding (a table whose rows are packed like
+    /// a product's channels), the blocks, then the projection.
     pub(crate) fn for_each_product(&mut self, f: &mut ProductVisitor) -> Result<()> {
+        f(&self.token_embedding_name, &mut self.token_embedding)?;
         self.transformer.for_each_product(f)?;
         match &mut self.projection {
             Projection::Linear(l) => l.for_each_product(f),
@@ -163,9 +173,7 @@ impl TextTower {
 
     /// The token embeddings of `flat_ids` (rows · n, u32) as (rows, n, width), positions not yet added.
     fn token_states(&self, flat_ids: &Tensor, rows: usize, n: usize) -> Result<Tensor> {
-        self.token_embedding
-            .index_select(flat_ids, 0)?
-            .reshape((rows, n, self.width))
+        ops::embedding(flat_ids, &self.token_embedding)?.reshape((rows, n, self.width))
     }
 
     /// Embed ids (batch, len) and append the CLS: (batch, len + 1, width), positions added.
@@ -193,7 +201,7 @@ impl TextTower {
         }
         let ids = ids.to_dtype(DType::U32)?;
         let host_ids = ids.to_device(&Device::Cpu)?.to_vec2::<u32>()?;
-        let dtype = self.token_embedding.dtype();
+        let dtype = self.positional_embedding.dtype();
         let mask =
             legacy_cls_mask(&host_ids, self.pad_id, 0, len + 1, ids.device())?.to_dtype(dtype)?;
         let x = self.embed(&ids)?;

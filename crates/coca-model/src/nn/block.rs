@@ -5,6 +5,7 @@ use candle_nn::VarBuilder;
 
 use super::attention::{KeyValue, LayerCache, MultiheadAttention};
 use super::layers::{Activation, LayerNorm, Mlp, ProductVisitor};
+use super::ops;
 
 /// `x + attn(ln_1(x)[, ln_1_kv(ctx)])`, then `x + mlp(ln_2(x))`.
 #[derive(Debug, Clone)]
@@ -48,7 +49,7 @@ impl ResidualAttentionBlock {
 
     /// The MLP half of the block: `x + mlp(ln_2(x))`.
     fn mlp_residual(&self, x: &Tensor) -> Result<Tensor> {
-        x + self.mlp.forward(&self.ln_2.forward(x)?)?
+        ops::add(x, &self.mlp.forward(&self.ln_2.forward(x)?)?)
     }
 
     /// Self-attention block (`context == None`) or cross-attention to `context`.
@@ -67,7 +68,7 @@ impl ResidualAttentionBlock {
             (Some(ctx), None) => self.attn.forward(&h, Some(ctx), mask)?,
             (None, _) => self.attn.forward(&h, None, mask)?,
         };
-        let x = (x + attn_out)?;
+        let x = ops::add(x, &attn_out)?;
         self.mlp_residual(&x)
     }
 
@@ -84,7 +85,7 @@ impl ResidualAttentionBlock {
         let (q, kv_new) = self.attn.project_qkv(&h)?;
         let kv = cache.extend(kv_new)?;
         let attn = self.attn.attend(&q, &kv, mask)?;
-        self.mlp_residual(&(x + attn)?)
+        self.mlp_residual(&ops::add(x, &attn)?)
     }
 
     /// The keys and values a cross-attention block makes of `context` (images, n, width), computed once for a
@@ -114,7 +115,7 @@ impl ResidualAttentionBlock {
         let q = self.attn.project_query(&h)?;
         let attn = self.attn.attend(&q, context_kv, None)?;
         let attn = attn.reshape((rows, n, width))?;
-        self.mlp_residual(&(x + attn)?)
+        self.mlp_residual(&ops::add(x, &attn)?)
     }
 }
 

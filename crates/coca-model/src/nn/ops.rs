@@ -34,6 +34,7 @@
 //! | [`linear`] (dense weight) | thin if it fits, else the fused linear node (bias as the GEMM's accumulator) | candle matmul + bias | thin if it fits, else candle matmul + bias |
 //! | [`linear`] (packed weight) | weight-only kernel for one row, else AMX / VNNI / BF16 / reference | refused (CPU only) | as on the coca CPU path (f32 activations) |
 //! | [`project`] | thin if it fits, else candle matmul | candle matmul | thin if it fits, else candle matmul |
+//! | [`add`] | kernel (on rayon's threads, not candle's second pool) | candle's sum | candle's sum |
 //! | [`layer_norm`] | kernel | candle's kernel without a gradient and one dtype, else coca's kernel | candle's kernel without a gradient and one dtype, else composed in f32 |
 //! | [`gelu`] | kernel (vectorised; candle's erf is scalar) | coca's kernel with a gradient, else candle's | candle's `gelu_erf` |
 //! | [`linear_activation`] | [`linear`], then the activation | GELU: linear without bias, then one bias + GELU kernel | [`linear`], then the activation |
@@ -47,7 +48,7 @@
 //! compositions everywhere. The parity tests against open_clip run the coca CPU path and, inside
 //! [`with_composed_ops`], the candle path, both with gradients.
 
-use candle_core::{DType, Device, Result, Tensor, D};
+use candle_core::{CpuStorage, DType, Device, Result, Storage, Tensor, D};
 
 use super::kernels::{self, chunked_lm_head, lowp, thin_matmul};
 use super::layers::Activation;
@@ -269,12 +270,21 @@ fn packed_linear(x: &Tensor, weight: &PackedWeight, bias: Option<&Tensor>) -> Re
     }
     let (flat, out_shape) = fold_rows(x, weight.n())?;
     let rows = flat.dim(0)?;
-    let xs = flat.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+    let flat = flat.to_dtype(DType::F32)?.contiguous()?;
     let bias = bias
         .map(|b| b.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>())
         .transpose()?;
     let mut out = vec![0f32; rows * weight.n()];
-    packed_product(&xs, rows, weight, bias.as_deref(), &mut out)?;
+    {
+        // The activations are read where they lie (a copy of them would cost a pass over memory per product).
+        let (storage, layout) = flat.storage_and_layout();
+        let (Storage::Cpu(CpuStorage::F32(data)), Some((start, end))) =
+            (&*storage, layout.contiguous_offsets())
+        else {
+            candle_core::bail!("packed product: f32 CPU activations expected");
+        };
+        packed_product(&data[start..end], rows, weight, bias.as_deref(), &mut out)?;
+    }
     Tensor::from_vec(out, out_shape, x.device())?.to_dtype(x.dtype())
 }
 
@@ -340,6 +350,36 @@ fn dense_linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Te
     }
 }
 
+/// The rows of the table `table` (vocabulary, width) for `ids` (u32, any shape): (ids…, width). A dense table
+/// is indexed by candle (differentiable); a packed one (CPU inference, [`crate::Coca::pack_weights`]) has each
+/// row dequantised as it is read, so the table stays in its int8 or bf16 bytes.
+pub fn embedding(ids: &Tensor, table: &LinearWeight) -> Result<Tensor> {
+    let mut shape = ids.dims().to_vec();
+    shape.push(table.in_dim()?);
+    let flat = ids.flatten_all()?;
+    match table {
+        LinearWeight::Dense(t) => t.index_select(&flat, 0)?.reshape(shape),
+        LinearWeight::Matrix(_) => {
+            candle_core::bail!(
+                "an embedding table is stored (vocabulary, width), not as a projection"
+            )
+        }
+        LinearWeight::Packed(w) => {
+            let device = flat.device().clone();
+            let ids = flat.to_dtype(DType::U32)?.to_vec1::<u32>()?;
+            let k = w.k();
+            let mut rows = vec![0f32; ids.len() * k];
+            for (&id, row) in ids.iter().zip(rows.chunks_exact_mut(k)) {
+                if id as usize >= w.n() {
+                    candle_core::bail!("token id {id} is outside the vocabulary of {}", w.n());
+                }
+                w.dequantize_channel(id as usize, row)?;
+            }
+            Tensor::from_vec(rows, shape, &device)
+        }
+    }
+}
+
 /// `x @ P` for open_clip's bare projection matrices stored as (in, out), over the last dimension of `x`.
 pub fn project(x: &Tensor, proj: &Tensor) -> Result<Tensor> {
     let (flat, out_shape) = fold_rows(x, proj.dim(1)?)?;
@@ -348,6 +388,14 @@ pub fn project(x: &Tensor, proj: &Tensor) -> Result<Tensor> {
         false => flat.matmul(proj)?,
     };
     y.reshape(out_shape)
+}
+
+/// `x + y` for operands of one shape, the residual stream's sums.
+pub fn add(x: &Tensor, y: &Tensor) -> Result<Tensor> {
+    match path(&[x, y]) {
+        Path::CocaCpu if x.shape() == y.shape() => kernels::add(x, y),
+        _ => x + y,
+    }
 }
 
 /// LayerNorm over the last dimension, computed in f32 whatever the input dtype (as open_clip's `LayerNormFp32`
@@ -694,6 +742,50 @@ pub(crate) mod tests {
         let y = linear(&x, &LinearWeight::Dense(wv.as_tensor().clone()), None).unwrap();
         let grads = y.sum_all().unwrap().backward().unwrap();
         assert!(grads.get(wv.as_tensor()).is_some());
+    }
+
+    #[test]
+    fn packed_embedding_rows_are_the_dequantised_table_rows() {
+        let dev = Device::Cpu;
+        let (vocab, width) = (37, 24);
+        let table = Tensor::randn(0f32, 0.1, (vocab, width), &dev).unwrap();
+        let ids = Tensor::new(&[[3u32, 0, 36], [5, 5, 17]], &dev).unwrap();
+        let dense = embedding(&ids, &LinearWeight::Dense(table.clone())).unwrap();
+        assert_eq!(dense.dims(), &[2, 3, width]);
+        let want_dense = table
+            .index_select(&ids.flatten_all().unwrap(), 0)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        assert_eq!(
+            dense.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            want_dense
+        );
+        for format in [PackedFormat::Int8, PackedFormat::Bf16] {
+            let packed = LinearWeight::Dense(table.clone()).pack(format).unwrap();
+            let got = embedding(&ids, &packed).unwrap();
+            assert_eq!(got.dims(), &[2, 3, width]);
+            let all = packed.packed().unwrap().dequantize().unwrap();
+            let want: Vec<f32> = [3usize, 0, 36, 5, 5, 17]
+                .iter()
+                .flat_map(|&id| all[id * width..(id + 1) * width].to_vec())
+                .collect();
+            assert_eq!(got.flatten_all().unwrap().to_vec1::<f32>().unwrap(), want);
+            // Rounded, but close to the f32 rows.
+            let worst = want
+                .iter()
+                .zip(&want_dense)
+                .fold(0f32, |a, (p, q)| a.max((p - q).abs()));
+            assert!(worst < 0.01, "{format:?}: {worst}");
+            let outside = Tensor::new(&[37u32], &dev).unwrap();
+            let err = embedding(&outside, &packed).unwrap_err().to_string();
+            assert!(
+                err.contains("token id 37 is outside the vocabulary of 37"),
+                "{err}"
+            );
+        }
     }
 
     #[test]

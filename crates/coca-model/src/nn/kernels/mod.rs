@@ -2,7 +2,7 @@
 //! the CUDA version of a kernel for CUDA tensors); each function states the operands it accepts and fails outside
 //! them.
 //!
-//! - Single-node CPU kernels with a backward pass (f32): [`linear()`], [`layer_norm()`], [`gelu_erf`],
+//! - Single-node CPU kernels with a backward pass (f32): [`add()`], [`linear()`], [`layer_norm()`], [`gelu_erf`],
 //!   [`scaled_masked_softmax`], [`multi_head_attention`], [`cross_entropy_rows`] and the LM head's
 //!   [`lm_head_cross_entropy_sum`]. candle's autograd records every elementary op, and its backward allocates a
 //!   zero tensor and adds into it for every input of every node, so a LayerNorm composed of ten primitives costs
@@ -19,6 +19,7 @@
 //! - `cuda` (the `cuda` feature): CUDA forward and backward of LayerNorm, GELU (with the MLP's bias folded in)
 //!   and the attention softmax, for f32 and bf16; the functions above run them for CUDA tensors.
 
+pub mod add;
 pub mod attention;
 pub mod chunked_lm_head;
 pub(crate) mod cpu;
@@ -35,6 +36,7 @@ pub mod softmax;
 pub mod thin_matmul;
 pub mod vexp;
 
+pub use add::add;
 pub use attention::{multi_head_attention, Projections};
 pub use cross_entropy::cross_entropy_rows;
 pub use gelu::{bias_gelu_erf, gelu_erf};

@@ -301,14 +301,22 @@ impl PackedWeight {
     pub fn dequantize(&self) -> Result<Vec<f32>> {
         let mut out = vec![0f32; self.n * self.k];
         for (c, row) in out.chunks_exact_mut(self.k.max(1)).enumerate() {
-            self.dequantize_channel(c, row);
+            self.dequantize_channel(c, row)?;
         }
         Ok(out)
     }
 
-    /// Output channel `c` (`< n`) as f32 into `row` (`k` values): int8 value times the channel's scale, or bf16
-    /// widened.
-    fn dequantize_channel(&self, c: usize, row: &mut [f32]) {
+    /// Output channel `c` as f32 into `row` (`k` values): int8 value times the channel's scale, or bf16
+    /// widened. A packed table's row: what an embedding lookup reads ([`crate::nn::ops::embedding`]).
+    pub fn dequantize_channel(&self, c: usize, row: &mut [f32]) -> Result<()> {
+        if c >= self.n || row.len() != self.k {
+            candle_core::bail!(
+                "packed weight: channel {c} into {} values asked of a ({}, {}) weight",
+                row.len(),
+                self.n,
+                self.k
+            );
+        }
         let layout = Layout::new(self.format, self.n, self.k);
         let lines = self.panel(c / PANEL);
         for (j, v) in row.iter_mut().enumerate().take(self.k) {
@@ -319,6 +327,7 @@ impl PackedWeight {
                 Format::Bf16 => bf16_to_f32(u16::from_le_bytes([b[0], b[1]])),
             };
         }
+        Ok(())
     }
 }
 
@@ -439,7 +448,7 @@ pub fn thin_matmul_reference(
     let (n, k) = (weight.n(), weight.k());
     let mut w_row = vec![0f32; k];
     for c in 0..n {
-        weight.dequantize_channel(c, &mut w_row);
+        weight.dequantize_channel(c, &mut w_row)?;
         for (r, x_row) in x.chunks_exact(k).enumerate() {
             let acc = x_row.iter().zip(&w_row).fold(0f32, |a, (x, w)| a + x * w);
             out[r * n + c] = acc + bias.map_or(0.0, |b| b[c]);
