@@ -181,6 +181,33 @@ impl Checkpoint {
         })
     }
 
+    /// The bit patterns of a `BF16` tensor, row-major: borrowed from the memory-mapped file where it is
+    /// 2-byte aligned, else copied (a bf16 weight then never passes through f32 on its way to the packed
+    /// layout).
+    pub fn bf16_bits(&self, name: &str) -> Result<Cow<'_, [u16]>, CheckpointError> {
+        let (entry, bytes) = self.bytes(name)?;
+        if entry.info.dtype != DType::BF16 {
+            return Err(CheckpointError::UnsupportedDtype {
+                path: self.path.clone(),
+                name: name.to_string(),
+                dtype: format!("{:?} (bf16 values were asked for)", entry.info.dtype),
+            });
+        }
+        let owned = |b: &[u8]| {
+            b.chunks_exact(2)
+                .map(|e| u16::from_le_bytes([e[0], e[1]]))
+                .collect::<Vec<u16>>()
+        };
+        Ok(match bytes {
+            Cow::Borrowed(b) if cfg!(target_endian = "little") => match bytemuck::try_cast_slice(b)
+            {
+                Ok(bits) => Cow::Borrowed(bits),
+                Err(_) => Cow::Owned(owned(b)),
+            },
+            b => Cow::Owned(owned(&b)),
+        })
+    }
+
     /// The file this checkpoint was opened from.
     pub fn path(&self) -> &Path {
         &self.path

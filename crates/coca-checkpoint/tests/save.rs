@@ -135,3 +135,27 @@ fn unwritable_destination_leaves_nothing() {
     assert!(err.to_string().contains("missing_dir"), "{err}");
     assert!(dir_entries(dir.path()).is_empty());
 }
+
+#[test]
+fn bf16_bits_are_the_stored_patterns_and_other_dtypes_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("bf16.safetensors");
+    let values = [1.0f32, -2.5, 3.0e-3, 65504.0, -0.0, 7.0];
+    let t = Tensor::new(&values, &Device::Cpu)
+        .unwrap()
+        .reshape((2, 3))
+        .unwrap();
+    let tensors = HashMap::from([
+        ("w".to_string(), t.to_dtype(DType::BF16).unwrap()),
+        ("f".to_string(), t.clone()),
+    ]);
+    save_safetensors(&out, &tensors, None, &metadata()).unwrap();
+    let back = Checkpoint::open(&out).unwrap();
+    let want: Vec<u16> = values
+        .iter()
+        .map(|&v| half::bf16::from_f32(v).to_bits())
+        .collect();
+    assert_eq!(back.bf16_bits("w").unwrap().as_ref(), want.as_slice());
+    let err = back.bf16_bits("f").unwrap_err().to_string();
+    assert!(err.contains("bf16 values were asked for"), "{err}");
+}

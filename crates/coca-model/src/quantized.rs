@@ -26,7 +26,6 @@ use coca_checkpoint::Checkpoint;
 use crate::coca::Coca;
 use crate::config::CocaConfig;
 use crate::error::{ModelError, Result};
-use crate::nn::kernels::lowp::bf16_bits;
 use crate::nn::ops::{LinearWeight, PackedFormat, PackedWeight};
 use crate::weights::parameter_specs;
 
@@ -330,15 +329,7 @@ pub fn load_quantized(cfg: &CocaConfig, ckpt: &Checkpoint) -> Result<(Coca, Pack
                     .map_err(|e| candle_core::Error::Msg(format!("'{name}': {e}")))?
             }
             PackedFormat::Bf16 => {
-                // Widened to f32 exactly, one weight at a time; the bits are those stored.
-                let bits: Vec<u16> = ckpt
-                    .get(name, DType::F32, &Device::Cpu)
-                    .map_err(wrap)?
-                    .flatten_all()?
-                    .to_vec1::<f32>()?
-                    .into_iter()
-                    .map(bf16_bits)
-                    .collect();
+                let bits = ckpt.bf16_bits(name).map_err(wrap)?;
                 PackedWeight::from_bf16_bits(&bits, n, k)?
             }
         };
