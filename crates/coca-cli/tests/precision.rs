@@ -254,7 +254,7 @@ fn corrupted_quantised_files_are_refused_cleanly() {
     let q = dir.path().join("q.safetensors");
     quantize("int8", &q);
     type Corrupt = fn(&mut Tensors);
-    let cases: [(&str, Corrupt, &[&str]); 5] = [
+    let cases: [(&str, Corrupt, &[&str]); 6] = [
         (
             "scale count",
             |t| {
@@ -297,6 +297,19 @@ fn corrupted_quantised_files_are_refused_cleanly() {
                     .retain(|x| x.0 != "visual.transformer.resblocks.0.mlp.c_fc.weight_scale");
             },
             &["c_fc.weight", "not stored as I8"],
+        ),
+        (
+            "an f32 embedding table (as format 1 stored it)",
+            |t| {
+                let w = t.tensor("text.token_embedding.weight");
+                w.1 = "F32".into();
+                w.3 = vec![0; w.3.len() * 2];
+            },
+            &[
+                "text.token_embedding.weight",
+                "not stored as BF16",
+                "every embedding table",
+            ],
         ),
     ];
     for (what, corrupt, fragments) in cases {

@@ -185,8 +185,8 @@ impl Coca {
     /// int8 or bf16 packing, for CPU inference (see `docs/inference.md` for what stays f32 and why). Training,
     /// gradients and the GPU need the model as loaded.
     pub fn pack_weights(&mut self, format: PackedFormat) -> Result<()> {
-        self.for_each_product(&mut |_, weight| {
-            *weight = weight.pack(format)?;
+        self.for_each_product(&mut |_, kind, weight| {
+            *weight = weight.pack(kind.packed_format(format))?;
             Ok(())
         })
     }
@@ -298,7 +298,7 @@ mod tests {
     fn product_kinds(model: &mut Coca) -> (usize, usize) {
         let (mut packed, mut dense) = (0, 0);
         model
-            .for_each_product(&mut |_, w| {
+            .for_each_product(&mut |_, _, w| {
                 match w.packed() {
                     Some(_) => packed += 1,
                     None => dense += 1,

@@ -3,9 +3,10 @@
 //!
 //! # File layout (format version [`FORMAT_VERSION`])
 //!
-//! - every product weight of [`Coca::for_each_product`] (and the token embedding table, which that walk packs
-//!   too) under its checkpoint name, as (out, in) row-major (a projection matrix stored (in, out) by open_clip
-//!   is written as its transpose): `I8` plus `<name>_scale` `F32` (out) for int8, or `BF16` for bf16;
+//! - every weight of [`Coca::for_each_product`] (the products, and the token embedding table) under its
+//!   checkpoint name, as (out, in) row-major (a projection matrix stored (in, out) by open_clip is written as
+//!   its transpose), in the format [`crate::nn::WeightKind::packed_format`] gives it: `I8` plus `<name>_scale`
+//!   `F32` (out) for int8, or `BF16` for bf16 (the embedding table is `BF16` in both kinds of file);
 //! - every other parameter as `F32`, under open_clip's name (LayerNorms, the positional and class embeddings,
 //!   the patch embedding, the logit scale: what stays f32 at inference anyway);
 //! - metadata: [`META_FORMAT`] (the format version), [`META_PRECISION`] (`int8` or `bf16`) and [`META_CONFIG`]
@@ -27,6 +28,7 @@ use crate::coca::Coca;
 use crate::config::CocaConfig;
 use crate::error::{ModelError, Result};
 use crate::nn::ops::{LinearWeight, PackedFormat, PackedWeight};
+use crate::nn::WeightKind;
 use crate::weights::parameter_specs;
 
 /// The version of the layout above, written to [`META_FORMAT`].
@@ -40,6 +42,14 @@ pub const META_CONFIG: &str = "coca.quantized.config";
 
 /// Suffix of an int8 weight's per-channel scales.
 const SCALE_SUFFIX: &str = "_scale";
+
+/// The safetensors dtype a packed weight of `format` is stored as.
+fn dtype_name(format: PackedFormat) -> &'static str {
+    match format {
+        PackedFormat::Int8 => "I8",
+        PackedFormat::Bf16 => "BF16",
+    }
+}
 
 /// The name of a packed format in the file's metadata and in messages.
 pub fn format_name(format: PackedFormat) -> &'static str {
@@ -95,7 +105,7 @@ pub fn write_quantized(
     let cfg = model.config().clone();
     model.pack_weights(format)?;
     let mut packed: BTreeMap<String, PackedWeight> = BTreeMap::new();
-    model.for_each_product(&mut |name, weight| {
+    model.for_each_product(&mut |name, _, weight| {
         if let Some(w) = weight.packed() {
             packed.insert(name.to_string(), w.clone());
         }
@@ -243,13 +253,16 @@ pub fn load_quantized(cfg: &CocaConfig, ckpt: &Checkpoint) -> Result<(Coca, Pack
     check_config(cfg, ckpt)?;
     let path = ckpt.path().display().to_string();
     let bad = |msg: String| ModelError::Input(format!("quantised file '{path}': {msg}"));
-    let stored = match format {
-        PackedFormat::Int8 => "I8",
-        PackedFormat::Bf16 => "BF16",
-    };
-    let is_packed = |name: &str| match format {
-        PackedFormat::Int8 => ckpt.is_int8(name),
-        PackedFormat::Bf16 => ckpt.info(name).is_some_and(|i| i.dtype == DType::BF16),
+    // How a tensor is stored: packed int8, packed bf16, or neither. Which one each weight must be is decided by
+    // `WeightKind::packed_format`, checked by the walk below.
+    let stored_format = |name: &str| {
+        if ckpt.is_int8(name) {
+            Some(PackedFormat::Int8)
+        } else if ckpt.info(name).is_some_and(|i| i.dtype == DType::BF16) {
+            Some(PackedFormat::Bf16)
+        } else {
+            None
+        }
     };
     // Every parameter present with its shape (a packed one in either orientation; the walk checks which).
     let specs = parameter_specs(cfg)?;
@@ -259,7 +272,7 @@ pub fn load_quantized(cfg: &CocaConfig, ckpt: &Checkpoint) -> Result<(Coca, Pack
             return Err(bad(format!("tensor '{name}' is missing")));
         };
         let transposed: Vec<usize> = shape.iter().rev().copied().collect();
-        if is_packed(name) && shape.len() == 2 {
+        if stored_format(name).is_some() && shape.len() == 2 {
             if info.shape != *shape && info.shape != transposed {
                 return Err(bad(format!(
                     "'{name}' has shape {:?}, expected {:?} (out, in)",
@@ -277,13 +290,12 @@ pub fn load_quantized(cfg: &CocaConfig, ckpt: &Checkpoint) -> Result<(Coca, Pack
     let expected: BTreeSet<String> = specs
         .iter()
         .map(|(n, _)| n.clone())
-        .chain(match format {
-            PackedFormat::Int8 => packed
+        .chain(
+            packed
                 .iter()
-                .map(|n| format!("{n}{SCALE_SUFFIX}"))
-                .collect(),
-            PackedFormat::Bf16 => Vec::new(),
-        })
+                .filter(|n| stored_format(n) == Some(PackedFormat::Int8))
+                .map(|n| format!("{n}{SCALE_SUFFIX}")),
+        )
         .collect();
     if let Some(extra) = ckpt.names().find(|n| !expected.contains(*n)) {
         return Err(bad(format!("unexpected tensor '{extra}'")));
@@ -295,10 +307,17 @@ pub fn load_quantized(cfg: &CocaConfig, ckpt: &Checkpoint) -> Result<(Coca, Pack
     let vb = VarBuilder::from_backend(Box::new(backend), DType::F32, Device::Cpu);
     let mut model = Coca::new(cfg, vb)?;
     let mut seen = 0usize;
-    model.for_each_product(&mut |name, weight| {
-        if !packed.contains(name) {
+    model.for_each_product(&mut |name, kind, weight| {
+        let want = kind.packed_format(format);
+        if !packed.contains(name) || stored_format(name) != Some(want) {
             candle_core::bail!(
-                "quantised file '{path}': '{name}' is not stored as {stored}; every product weight is"
+                "quantised file '{path}': '{name}' is not stored as {}; a {} file stores every {} so",
+                dtype_name(want),
+                format_name(format),
+                match kind {
+                    WeightKind::Product => "product weight",
+                    WeightKind::EmbeddingTable => "embedding table",
+                }
             );
         }
         seen += 1;
@@ -310,7 +329,7 @@ pub fn load_quantized(cfg: &CocaConfig, ckpt: &Checkpoint) -> Result<(Coca, Pack
             );
         }
         let wrap = |e: coca_checkpoint::CheckpointError| candle_core::Error::Msg(e.to_string());
-        let packed = match format {
+        let packed = match want {
             PackedFormat::Int8 => {
                 let scale_name = format!("{name}{SCALE_SUFFIX}");
                 let scale_info = ckpt.info(&scale_name);
@@ -338,7 +357,7 @@ pub fn load_quantized(cfg: &CocaConfig, ckpt: &Checkpoint) -> Result<(Coca, Pack
     })?;
     if seen != packed.len() {
         return Err(bad(format!(
-            "{} tensors are stored as {stored}, but the model has {seen} product weights",
+            "{} tensors are stored packed, but the model has {seen} weights to pack",
             packed.len()
         )));
     }

@@ -5,7 +5,7 @@ use candle_core::{DType, Device, Result, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::config::TextConfig;
-use crate::nn::layers::{parameter_name, Linear, ProductVisitor};
+use crate::nn::layers::{parameter_name, Linear, ProductVisitor, WeightKind};
 use crate::nn::ops::{self, LinearWeight};
 use crate::nn::{Activation, AttentionMask, BlockRunner, LayerCache, LayerNorm, Transformer};
 
@@ -133,7 +133,11 @@ impl TextTower {
     /// Call `f` with each product weight of the tower: the token embedding (a table whose rows are packed like
     /// a product's channels), the blocks, then the projection.
     pub(crate) fn for_each_product(&mut self, f: &mut ProductVisitor) -> Result<()> {
-        f(&self.token_embedding_name, &mut self.token_embedding)?;
+        f(
+            &self.token_embedding_name,
+            WeightKind::EmbeddingTable,
+            &mut self.token_embedding,
+        )?;
         self.transformer.for_each_product(f)?;
         match &mut self.projection {
             Projection::Linear(l) => l.for_each_product(f),

@@ -3,11 +3,33 @@
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
-use super::ops::{self, LinearWeight};
+use super::ops::{self, LinearWeight, PackedFormat};
 
-/// What a walk over a model's product weights calls for each one: the checkpoint name of the weight and the
-/// weight itself ([`crate::Coca::for_each_product`]).
-pub type ProductVisitor<'a> = dyn FnMut(&str, &mut LinearWeight) -> Result<()> + 'a;
+/// What a walk over a model's product weights calls for each one: the checkpoint name of the weight, what kind
+/// of weight it is, and the weight itself ([`crate::Coca::for_each_product`]).
+pub type ProductVisitor<'a> = dyn FnMut(&str, WeightKind, &mut LinearWeight) -> Result<()> + 'a;
+
+/// The two kinds of weight matrix the walk of [`ProductVisitor`] visits, which pack differently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WeightKind {
+    /// The weight of a product `x·Wᵀ`: its rounding is averaged over the sums of the product.
+    Product,
+    /// The token embedding table: a looked-up row enters the residual stream as it is, with nothing to average
+    /// its rounding.
+    EmbeddingTable,
+}
+
+impl WeightKind {
+    /// The format a weight of this kind is packed to in a model packed to `format`: products take the model's
+    /// format; the embedding table bf16 in both, as its int8 rows changed 2 of the digits model's 360 greedy
+    /// captions where bf16 rows changed none (`docs/inference.md`).
+    pub fn packed_format(self, format: PackedFormat) -> PackedFormat {
+        match self {
+            Self::Product => format,
+            Self::EmbeddingTable => PackedFormat::Bf16,
+        }
+    }
+}
 
 /// The checkpoint name of parameter `name` under `vb`'s prefix.
 pub(crate) fn parameter_name(vb: &VarBuilder, name: &str) -> String {
@@ -85,7 +107,7 @@ impl Linear {
 
     /// Call `f` with the weight's checkpoint name and the weight.
     pub(crate) fn for_each_product(&mut self, f: &mut ProductVisitor) -> Result<()> {
-        f(&self.name, &mut self.weight)
+        f(&self.name, WeightKind::Product, &mut self.weight)
     }
 }
 

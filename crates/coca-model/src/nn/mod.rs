@@ -13,7 +13,7 @@ pub mod ops;
 pub(crate) use attention::LayerCache;
 pub use attention::{AttentionMask, MultiheadAttention};
 pub use block::{AllAtOnce, BlockRunner, ResidualAttentionBlock, Transformer};
-pub use layers::{Activation, LayerNorm, Linear, Mlp};
+pub use layers::{Activation, LayerNorm, Linear, Mlp, WeightKind};
 
 /// Raw kernels for the code outside this crate that must call one directly, bypassing [`ops`]'s choice. Model
 /// code never uses this module.
