@@ -37,7 +37,7 @@
 //! | [`add`] | kernel (on rayon's threads, not candle's second pool) | candle's sum | candle's sum |
 //! | [`layer_norm`] | kernel | candle's kernel without a gradient and one dtype, else coca's kernel | candle's kernel without a gradient and one dtype, else composed in f32 |
 //! | [`gelu`] | kernel (vectorised; candle's erf is scalar) | coca's kernel with a gradient, else candle's | candle's `gelu_erf` |
-//! | [`linear_activation`] | [`linear`], then the activation | GELU: linear without bias, then one bias + GELU kernel | [`linear`], then the activation |
+//! | [`linear_activation`] | [`linear`], then the activation (GELU after a packed product: in place on its output) | GELU: linear without bias, then one bias + GELU kernel | [`linear`], then the activation |
 //! | [`attention`] | one fused node from the projections to the merged heads | composed over split heads, softmax by [`attention_softmax`] | composed over split heads |
 //! | [`attention_softmax`] | kernel with a gradient, else candle's softmax | kernel with a gradient, else candle's softmax | scale, mask, [`softmax_last_dim`] |
 //! | [`softmax_last_dim`] | candle's kernel without a gradient, else composed | same | same |
@@ -248,13 +248,19 @@ pub fn linear(x: &Tensor, weight: &LinearWeight, bias: Option<&Tensor>) -> Resul
             Some(b) => project(x, p)?.broadcast_add(b),
             None => project(x, p),
         },
-        LinearWeight::Packed(w) => packed_linear(x, w, bias),
+        LinearWeight::Packed(w) => packed_linear(x, w, bias, |_| {}),
     }
 }
 
-/// `x·Wᵀ (+ b)` with a packed weight: the activations as f32 rows on the CPU, the low-precision product, the
-/// result in the activations' dtype. The one place that runs a packed weight.
-fn packed_linear(x: &Tensor, weight: &PackedWeight, bias: Option<&Tensor>) -> Result<Tensor> {
+/// `x·Wᵀ (+ b)` with a packed weight: the activations as f32 rows on the CPU, the low-precision product,
+/// `then` applied to the f32 result in place (an activation), the result in the activations' dtype. The one
+/// place that runs a packed weight.
+fn packed_linear(
+    x: &Tensor,
+    weight: &PackedWeight,
+    bias: Option<&Tensor>,
+    then: impl FnOnce(&mut [f32]),
+) -> Result<Tensor> {
     if any_tracks(&[x]) {
         candle_core::bail!(
             "no gradient flows through a weight packed as {:?}: training and backward passes need the f32 model",
@@ -285,6 +291,7 @@ fn packed_linear(x: &Tensor, weight: &PackedWeight, bias: Option<&Tensor>) -> Re
         };
         packed_product(&data[start..end], rows, weight, bias.as_deref(), &mut out)?;
     }
+    then(&mut out);
     Tensor::from_vec(out, out_shape, x.device())?.to_dtype(x.dtype())
 }
 
@@ -583,6 +590,10 @@ pub fn linear_activation(
     act: Activation,
 ) -> Result<Tensor> {
     match (act, bias, weight) {
+        // On the coca CPU path GELU runs in place on a packed product's output, which needs no second buffer.
+        (Activation::Gelu, _, LinearWeight::Packed(w)) if path(&[x]) == Path::CocaCpu => {
+            packed_linear(x, w, bias, kernels::gelu_erf_in_place)
+        }
         // With coca's CUDA kernels the bias joins the GELU kernel instead of taking a pass of its own.
         (Activation::Gelu, Some(b), LinearWeight::Dense(w))
             if path(&[x, w, b]) == Path::CocaCuda =>
@@ -800,6 +811,13 @@ pub(crate) mod tests {
             let packed = LinearWeight::Dense(w.clone()).pack(format).unwrap();
             let got = linear(&x, &packed, Some(&b)).unwrap();
             assert_eq!(got.dims(), &[2, 5, n]);
+            // GELU in place on the packed output: the bits of GELU as a separate op.
+            let fused = linear_activation(&x, &packed, Some(&b), Activation::Gelu).unwrap();
+            let apart = gelu(&got).unwrap();
+            assert_eq!(
+                fused.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                apart.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+            );
             // The same product through the reference directly: int8 to the bit, bf16 up to the order of sums.
             let xs = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
             let mut want = vec![0f32; 10 * n];

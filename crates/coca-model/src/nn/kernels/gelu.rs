@@ -34,6 +34,20 @@ pub fn bias_gelu_erf(x: &Tensor, bias: &Tensor) -> Result<Tensor> {
     gelu_erf(&x.broadcast_add(bias)?)
 }
 
+/// [`gelu_erf`] of `xs` in place, with its arithmetic (so its bits), split over rayon's threads: for a buffer
+/// that nothing else reads yet (a packed product's output), which then needs no second buffer.
+pub fn gelu_erf_in_place(xs: &mut [f32]) {
+    xs.par_chunks_mut(ELEMS_PER_TASK).for_each(|chunk| {
+        let mut copy = [0f32; BLOCK];
+        for block in chunk.chunks_mut(BLOCK) {
+            let x = &mut copy[..block.len()];
+            x.copy_from_slice(block);
+            normal_cdf_pdf(x, block, None);
+            block.iter_mut().zip(x.iter()).for_each(|(o, &v)| *o *= v);
+        }
+    });
+}
+
 /// Elements per block of the blockwise evaluation (stack buffers, vector-friendly loops).
 const BLOCK: usize = 256;
 
@@ -201,6 +215,24 @@ mod tests {
     use super::*;
     use crate::nn::kernels::tests::{assert_close, grads_of};
     use candle_core::{Device, Var};
+
+    #[test]
+    fn in_place_gives_the_bits_of_the_op() {
+        // Several tasks and a ragged last block.
+        let n = 3 * ELEMS_PER_TASK + BLOCK + 77;
+        let values = crate::nn::kernels::tests::values(n, 9)
+            .into_iter()
+            .map(|v| 6.0 * v)
+            .collect::<Vec<f32>>();
+        let x = Tensor::from_vec(values.clone(), n, &Device::Cpu).unwrap();
+        let want: Vec<f32> = gelu_erf(&x).unwrap().to_vec1().unwrap();
+        let mut got = values;
+        gelu_erf_in_place(&mut got);
+        assert!(got
+            .iter()
+            .zip(&want)
+            .all(|(a, b)| a.to_bits() == b.to_bits()));
+    }
 
     #[test]
     fn forward_and_gradient_match_candle() {

@@ -39,7 +39,7 @@ pub mod vexp;
 pub use add::add;
 pub use attention::{multi_head_attention, Projections};
 pub use cross_entropy::cross_entropy_rows;
-pub use gelu::{bias_gelu_erf, gelu_erf};
+pub use gelu::{bias_gelu_erf, gelu_erf, gelu_erf_in_place};
 pub use layer_norm::layer_norm;
 pub use linear::linear;
 pub use lm_head::lm_head_cross_entropy_sum;
