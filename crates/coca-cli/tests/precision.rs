@@ -299,16 +299,15 @@ fn corrupted_quantised_files_are_refused_cleanly() {
             &["c_fc.weight", "not stored as I8"],
         ),
         (
-            "an f32 embedding table (as format 1 stored it)",
+            "a packed embedding table in an int8 file",
             |t| {
                 let w = t.tensor("text.token_embedding.weight");
-                w.1 = "F32".into();
-                w.3 = vec![0; w.3.len() * 2];
+                w.1 = "BF16".into();
+                w.3 = w.3.chunks_exact(4).flat_map(|f| [f[2], f[3]]).collect();
             },
             &[
                 "text.token_embedding.weight",
-                "not stored as BF16",
-                "every embedding table",
+                "int8 files store every embedding table as F32",
             ],
         ),
     ];

@@ -6,7 +6,8 @@
 //! - every weight of [`Coca::for_each_product`] (the products, and the token embedding table) under its
 //!   checkpoint name, as (out, in) row-major (a projection matrix stored (in, out) by open_clip is written as
 //!   its transpose), in the format [`crate::nn::WeightKind::packed_format`] gives it: `I8` plus `<name>_scale`
-//!   `F32` (out) for int8, or `BF16` for bf16 (the embedding table is `BF16` in both kinds of file);
+//!   `F32` (out) for int8, or `BF16` for bf16 (the token embedding table: `BF16` in a bf16 file, `F32` in an
+//!   int8 one);
 //! - every other parameter as `F32`, under open_clip's name (LayerNorms, the positional and class embeddings,
 //!   the patch embedding, the logit scale: what stays f32 at inference anyway);
 //! - metadata: [`META_FORMAT`] (the format version), [`META_PRECISION`] (`int8` or `bf16`) and [`META_CONFIG`]
@@ -308,16 +309,25 @@ pub fn load_quantized(cfg: &CocaConfig, ckpt: &Checkpoint) -> Result<(Coca, Pack
     let mut model = Coca::new(cfg, vb)?;
     let mut seen = 0usize;
     model.for_each_product(&mut |name, kind, weight| {
-        let want = kind.packed_format(format);
+        let what = match kind {
+            WeightKind::Product => "product weight",
+            WeightKind::EmbeddingTable => "embedding table",
+        };
+        let Some(want) = kind.packed_format(format) else {
+            // Stays as loaded: stored F32, read by the builder above like every other parameter.
+            if packed.contains(name) {
+                candle_core::bail!(
+                    "quantised file '{path}': '{name}' is stored packed, but {} files store every {what} as F32",
+                    format_name(format)
+                );
+            }
+            return Ok(());
+        };
         if !packed.contains(name) || stored_format(name) != Some(want) {
             candle_core::bail!(
-                "quantised file '{path}': '{name}' is not stored as {}; a {} file stores every {} so",
+                "quantised file '{path}': '{name}' is not stored as {}; {} files store every {what} so",
                 dtype_name(want),
-                format_name(format),
-                match kind {
-                    WeightKind::Product => "product weight",
-                    WeightKind::EmbeddingTable => "embedding table",
-                }
+                format_name(format)
             );
         }
         seen += 1;

@@ -20,13 +20,15 @@ pub enum WeightKind {
 }
 
 impl WeightKind {
-    /// The format a weight of this kind is packed to in a model packed to `format`: products take the model's
-    /// format; the embedding table bf16 in both, as its int8 rows changed 2 of the digits model's 360 greedy
-    /// captions where bf16 rows changed none (`docs/inference.md`).
-    pub fn packed_format(self, format: PackedFormat) -> PackedFormat {
-        match self {
-            Self::Product => format,
-            Self::EmbeddingTable => PackedFormat::Bf16,
+    /// The format a weight of this kind is packed to in a model packed to `format`, or `None` where it stays
+    /// as loaded: products take the model's format; the embedding table is packed to bf16 in a bf16 model and
+    /// stays f32 in an int8 one, where int8 or bf16 rows of it each changed 2 of the digits model's 360 greedy
+    /// captions and f32 rows none (`docs/inference.md`).
+    pub fn packed_format(self, format: PackedFormat) -> Option<PackedFormat> {
+        match (self, format) {
+            (Self::Product, format) => Some(format),
+            (Self::EmbeddingTable, PackedFormat::Bf16) => Some(PackedFormat::Bf16),
+            (Self::EmbeddingTable, PackedFormat::Int8) => None,
         }
     }
 }
