@@ -282,11 +282,33 @@ impl Checkpoint {
             });
         }
         let (entry, bytes) = self.bytes(name)?;
-        materialize(&bytes, &entry.info, dtype, device).map_err(|source| CheckpointError::Tensor {
-            path: self.path.clone(),
-            name: name.to_string(),
-            source: Box::new(source),
-        })
+        let tensor = materialize(&bytes, &entry.info, dtype, device).map_err(|source| {
+            CheckpointError::Tensor {
+                path: self.path.clone(),
+                name: name.to_string(),
+                source: Box::new(source),
+            }
+        })?;
+        self.release(name);
+        Ok(tensor)
+    }
+
+    /// Once `name`'s bytes have been read (a tensor built from them, or the values borrowed from
+    /// [`Checkpoint::int8_values`] or [`Checkpoint::bf16_bits`] packed), give the memory pages of
+    /// the file's mapping that hold them back to the system, so that loading a model keeps the
+    /// model in memory and not the file as well. The bytes stay readable (they come back from the
+    /// page cache). Nothing to do for a PyTorch archive, whose tensors are read, not mapped.
+    pub fn release(&self, name: &str) {
+        if let (
+            Source::Safetensors(file),
+            Some(Entry {
+                location: Location::Safetensors(key),
+                ..
+            }),
+        ) = (&self.source, self.tensors.get(name))
+        {
+            file.release(key);
+        }
     }
 
     /// Load `name` on `device` in the dtype it is stored with.
@@ -330,6 +352,7 @@ impl Checkpoint {
             if has_non_finite(&bytes, entry.info.dtype) {
                 found.push(name.clone());
             }
+            self.release(name);
         }
         Ok(found)
     }

@@ -99,6 +99,15 @@ impl SafetensorsFile {
         ))
     }
 
+    /// Give this process's memory pages of `name`'s bytes back, once they have been read: the pages stay in
+    /// the kernel's page cache and a later read maps them again, so the bytes do not change; meanwhile the
+    /// process's resident memory holds the tensors it built from them, not the file as well.
+    pub fn release(&self, name: &str) {
+        if let Ok(bytes) = self.tensor_bytes(name) {
+            release_pages(bytes);
+        }
+    }
+
     /// The tensor's bytes, borrowed from the mapping (safetensors data is always row-major).
     pub fn tensor_bytes(&self, name: &str) -> Result<&[u8], CheckpointError> {
         self.tensors.get(name).map(|view| view.data()).map_err(|_| {
@@ -167,6 +176,32 @@ fn parse_metadata(value: &serde_json::Value) -> Result<BTreeMap<String, String>,
         })
         .collect()
 }
+
+/// `madvise(MADV_DONTNEED)` over the whole pages inside `bytes` (the partial pages at either end may hold a
+/// neighbour's bytes, which may not have been read yet, and are kept).
+#[cfg(unix)]
+fn release_pages(bytes: &[u8]) {
+    // SAFETY: sysconf has no preconditions.
+    let page = match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
+        p if p > 0 => p as usize,
+        _ => return,
+    };
+    let start = (bytes.as_ptr() as usize).next_multiple_of(page);
+    let end = (bytes.as_ptr() as usize + bytes.len()) / page * page;
+    if end > start {
+        // SAFETY: [start, end) lies inside `bytes`, which lies inside the read-only MAP_SHARED mapping of the
+        // checkpoint file that `MmapedSafetensors` made with memmap2 (`MmapOptions::map`). For such a mapping
+        // MADV_DONTNEED only unmaps the pages from this process: a later access faults them in again from the
+        // page cache with the file's same contents, so every live borrow of these bytes still reads the same
+        // values. The return value is ignored: failing to release memory changes nothing else.
+        unsafe {
+            libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED);
+        }
+    }
+}
+
+#[cfg(not(unix))]
+fn release_pages(_bytes: &[u8]) {}
 
 #[cfg(test)]
 mod tests {

@@ -159,3 +159,22 @@ fn bf16_bits_are_the_stored_patterns_and_other_dtypes_are_refused() {
     let err = back.bf16_bits("f").unwrap_err().to_string();
     assert!(err.contains("bf16 values were asked for"), "{err}");
 }
+
+#[test]
+fn released_tensors_read_the_same_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("big.safetensors");
+    // Several pages, so that whole pages are given back.
+    let values: Vec<f32> = (0..300_000).map(|i| (i as f32).sin()).collect();
+    let t = Tensor::from_vec(values.clone(), (600, 500), &Device::Cpu).unwrap();
+    let tensors = HashMap::from([("w".to_string(), t)]);
+    save_safetensors(&out, &tensors, None, &metadata()).unwrap();
+    let ckpt = Checkpoint::open(&out).unwrap();
+    let first = ckpt.get("w", DType::F32, &Device::Cpu).unwrap();
+    ckpt.release("w");
+    ckpt.release("no such tensor");
+    let again = ckpt.get("w", DType::F32, &Device::Cpu).unwrap();
+    let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    assert_eq!(flat(&first), values);
+    assert_eq!(flat(&again), values);
+}

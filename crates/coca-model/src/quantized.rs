@@ -363,6 +363,7 @@ pub fn load_quantized(cfg: &CocaConfig, ckpt: &Checkpoint) -> Result<(Coca, Pack
             }
         };
         *weight = LinearWeight::Packed(packed);
+        ckpt.release(name);
         Ok(())
     })?;
     if seen != packed.len() {
