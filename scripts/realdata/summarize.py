@@ -226,7 +226,7 @@ def section(work, coca, root):
     search_cells = ", ".join(f"{cls} {hit}/{n}" for cls, hit, n, _ in v["search"])
     all_videos = all(ok for *_, ok in v["search"])
     s = f"""{BEGIN}
-## Real data (issue #5, item 6)
+## Real data (issues #5 and #20)
 
 Produced by `scripts/realdata/run.sh` on {date}, {machine()}, `{version}` (commit {git_commit(root)}),
 built with `--features ffmpeg`; settings `DIGIT_STEPS={train['steps']}`, `PHOTO_STEPS={ft['steps']}`.
