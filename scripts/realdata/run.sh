@@ -107,7 +107,8 @@ train_digits() {
   echo "{\"seconds\": $(( $(date +%s) - start ))}" > "$RESULTS/train_${name}_time.json"
 }
 # Zero-shot classification of the test digits with the captions' wording and with the label templates, and
-# captioning of the test digits: NAME (the run) -> results/NAME_*.json.
+# captioning of the test digits (beams scored as open_clip does, and by log-probabilities): NAME (the run) ->
+# results/NAME_*.json.
 eval_digits() {
   local name=$1 model=(--model "$CONFIG" --pretrained "$WORK/runs/$1/model.safetensors")
   coca eval zeroshot-classification "${model[@]}" -q --dataset-root "$WORK/digits/test" --dataset digits \
@@ -118,6 +119,11 @@ eval_digits() {
     --output "$RESULTS/${name}_zeroshot_labels.json"
   coca eval captioning "${model[@]}" -q --csv "$WORK/digits/test.csv" --csv-separator , --dataset digits \
     --save-captions "$RESULTS/${name}_captions.json" --output "$RESULTS/${name}_captioning.json"
+  # open_clip's beam search ranks beams by summed raw logits, not by probability; beams scored by
+  # log-probabilities show which wording the captioner finds most likely.
+  coca eval captioning "${model[@]}" -q --csv "$WORK/digits/test.csv" --csv-separator , --dataset digits \
+    --beam-scoring log-probs --save-captions "$RESULTS/${name}_captions_logprobs.json" \
+    --output "$RESULTS/${name}_captioning_logprobs.json"
 }
 # Wall seconds of a command: NAME, then the command; -> results/NAME_time.json.
 timed() {

@@ -79,15 +79,21 @@ def caption_exact(captions):
     return sum(c["caption"].strip() == c["references"][0].strip() for c in captions) / len(captions)
 
 
+def words(text):
+    """Text without the space the detokenizer leaves before punctuation ("itap of a one ." -> "itap of a one.")."""
+    return re.sub(r"\s+([.,!?])", r"\1", text.strip())
+
+
 def template_wording(captions, templates):
     """Share of generated captions that are one of the label templates filled with a digit's name."""
-    filled = {t.replace("{c}", name) for t in templates for name in DIGIT_NAMES}
-    return sum(c["caption"].strip() in filled for c in captions) / len(captions)
+    filled = {words(t.replace("{c}", name)) for t in templates for name in DIGIT_NAMES}
+    return sum(words(c["caption"]) in filled for c in captions) / len(captions)
 
 
 def digit_model(results, name, templates):
     """One digit model of the mixture comparison: its training summary and test-split numbers."""
     captions = load(results, f"{name}_captions.json")
+    by_logprobs = load(results, f"{name}_captions_logprobs.json")
     return {
         "train": load(results, f"train_{name}.json"),
         "seconds": load(results, f"train_{name}_time.json")["seconds"],
@@ -96,7 +102,11 @@ def digit_model(results, name, templates):
         "names_digit": caption_accuracy(captions),
         "exact": caption_exact(captions),
         "template_wording": template_wording(captions, templates),
+        "names_digit_lp": caption_accuracy(by_logprobs),
+        "exact_lp": caption_exact(by_logprobs),
+        "template_wording_lp": template_wording(by_logprobs, templates),
         "examples": captions,
+        "examples_lp": by_logprobs,
     }
 
 
@@ -150,9 +160,10 @@ def mixture_reading(runs):
         f"Against captions alone, the mixture changes zero-shot top-1 by "
         f"{points(alone['zeroshot']['acc1'], mix['zeroshot']['acc1'])} with the captions' wording and by "
         f"{points(alone['zeroshot_labels']['acc1'], mix['zeroshot_labels']['acc1'])} with the label templates, "
-        f"and the share of captions naming the right digit by {points(alone['names_digit'], mix['names_digit'])}; "
-        f"all captions reach {pct(full['zeroshot']['acc1'])} zero-shot and {pct(full['names_digit'])} right "
-        f"digits. {MIXTURE_READING}"
+        f"and the share of captions naming the right digit by {points(alone['names_digit'], mix['names_digit'])} "
+        f"(beams by log-probabilities: {points(alone['names_digit_lp'], mix['names_digit_lp'])}); all captions "
+        f"reach {pct(full['zeroshot']['acc1'])} zero-shot and {pct(full['names_digit'])} right digits. "
+        f"{MIXTURE_READING}"
     )
 
 
@@ -214,11 +225,12 @@ def section(work, coca, root):
     def mixture_line(label, name, images):
         r = runs[name]
         return (f"| {label} | {images} | {pct(r['zeroshot']['acc1'])} | {pct(r['zeroshot_labels']['acc1'])} | "
-                f"{pct(r['names_digit'])} | {pct(r['exact'])} | {pct(r['template_wording'])} | "
+                f"{pct(r['names_digit'])} / {pct(r['exact'])} / {pct(r['template_wording'])} | "
+                f"{pct(r['names_digit_lp'])} / {pct(r['exact_lp'])} / {pct(r['template_wording_lp'])} | "
                 f"{r['train']['last_loss']:.3f} | {r['seconds']} s |")
 
-    def first_caption(name):
-        c = runs[name]["examples"][0]
+    def first_caption(name, key="examples"):
+        c = runs[name][key][0]
         return f"“{c['caption']}”"
 
     ft = fine["training"]
@@ -288,18 +300,22 @@ and seed 0; only the data differs:
 
 Each is evaluated on the {digits_summary['test']} test digits: zero-shot top-1 with the captions' wording (the
 template "a handwritten digit {{c}}") and with the label templates ("simple", averaged over its
-{len(templates)} prompts), and captioning (`coca eval captioning`, beam search, no prompt) — the share of
-generated captions that name the right digit, that equal the reference caption word for word, and that are in a
-label template's wording instead.
+{len(templates)} prompts), and captioning (`coca eval captioning`, no prompt) — the share of generated captions
+that name the right digit / that equal the reference caption word for word / that are in a label template's
+wording instead — with open_clip's default beam search, which ranks beams by summed raw logits, and with beams
+ranked by log-probabilities (`--beam-scoring log-probs`). The final loss is not comparable across rows: the
+texts differ.
 
-| training data | training images | zero-shot top-1, "a handwritten digit {{c}}" | zero-shot top-1, "simple" templates | captions naming the right digit | captions equal to the reference | captions in a template's wording | final loss | training time |
-| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |
+| training data | training images | zero-shot top-1, "a handwritten digit {{c}}" | zero-shot top-1, "simple" templates | captions: right digit / reference / template wording (open_clip's beam search) | the same, beams by log-probabilities | final loss | training time |
+| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |
 {mixture_line("captions alone (a quarter)", "digits_captioned", digits_summary['train_captioned'])}
 {mixture_line("mixture: labels as text + the captioned quarter", "digits_mixture", digits_summary['train'])}
 {mixture_line("all captions (upper bound)", "digits", digits_summary['train'])}
 
-First test image's caption: captions alone {first_caption("digits_captioned")}, mixture
-{first_caption("digits_mixture")}, all captions {first_caption("digits")}.
+First test image's caption (open_clip's beam search; by log-probabilities): captions alone
+{first_caption("digits_captioned")}; {first_caption("digits_captioned", "examples_lp")}, mixture
+{first_caption("digits_mixture")}; {first_caption("digits_mixture", "examples_lp")}, all captions
+{first_caption("digits")}; {first_caption("digits", "examples_lp")}.
 
 {mixture_reading(runs)}
 
