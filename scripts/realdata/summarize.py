@@ -263,7 +263,7 @@ def section(work, coca, root):
         c = runs[name][key][0]
         return f"“{c['caption']}”"
 
-    ft = fine["training"]
+    fine_cfg = fine["training"]
     sample_caps = "; ".join(f"`{Path(c['image']).name}` → “{c['caption']}”" for c in p_caps[:6])
     search_cells = ", ".join(f"{cls} {hit}/{n}" for cls, hit, n, _ in v["search"])
     all_videos = all(ok for *_, ok in v["search"])
@@ -292,11 +292,12 @@ from scikit-learn's digits and sample images, scikit-image's `skimage.data` and 
 
 Probe against fine-tuning (issue #20): both train a new attentional pooler with one query and a linear head
 with softmax cross-entropy on the {fine['train_samples']} training digits; the probe reads frozen features,
-`coca finetune` trains the image encoder too ({ft['epochs']} epochs, batch {ft['batch_size']}, lr
-{ft['lr']:g} for the pooler and head with warmup and cosine decay, layer-wise decay {ft['layer_decay']} below
-it, weight decay {ft['wd']}, seed 0; {ft['steps']} steps). The table's last column is the training time each
-command reports (the probe's on cached features); the whole commands took {pool_wall} s (probe) and {fine_wall}
-s (fine-tuning, which decodes and encodes every image in every epoch).
+`coca finetune` trains the image encoder too ({fine_cfg['epochs']} epochs, batch {fine_cfg['batch_size']}, lr
+{fine_cfg['lr']:g} for the pooler and head with warmup and cosine decay, layer-wise decay
+{fine_cfg['layer_decay']} below it, weight decay {fine_cfg['wd']}, seed 0; {fine_cfg['steps']} steps). The
+table's last column is the training time each command reports (the probe's on features encoded once); the whole
+commands took {pool_wall} s (probe) and {fine_wall} s (fine-tuning, which runs the encoder forward and backward
+on every image in every epoch).
 {finetune_reading(pool, fine, pool_wall, fine_wall).format(steps=train['steps'])}
 
 Captioning (`coca eval captioning`, open_clip's default beam search): the generated caption names the right
@@ -384,7 +385,7 @@ Video probe against fine-tuning (issue #20): {v_fine['train_samples']} training 
 test segments, so one test segment is {pct(1 / v_fine['val_samples'])} of the accuracy. Fine-tuning
 ({v_fine['training']['epochs']} epochs, batch {v_fine['training']['batch_size']}, lr {v_fine['training']['lr']:g},
 layer-wise decay {v_fine['training']['layer_decay']}, {v_fine['training']['steps']} steps) took {v_fine_wall} s;
-the attentional probe trained for {v_pool['training']['seconds']:.1f} s on cached features.
+the attentional probe trained for {v_pool['training']['seconds']:.1f} s on features encoded once.
 {video_reading(v_lin, v_pool, v_fine)}
 {END}
 """
