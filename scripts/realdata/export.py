@@ -1,6 +1,7 @@
 """Export the real-data evaluation sets of issue #5, item 6, from what package registries ship.
 
-    python export.py digits OUT       scikit-learn's 1,797 handwritten digits: class folders + caption CSVs
+    python export.py digits OUT       scikit-learn's 1,797 handwritten digits: class folders + caption CSVs, and
+                                      the training split cut into a captioned and a labelled part (mixture)
     python export.py photos OUT       scikit-image's and scikit-learn's photos: PNGs + caption CSVs
     python export.py videos CLIPS OUT opencv-doc's AVI clips (in folder CLIPS): segments, class folders, frames
 
@@ -25,6 +26,9 @@ DIGIT_TEMPLATE = "a handwritten digit {c}"
 DIGIT_SIZE = 64  # 8 x 8 pixels, each one 8 x 8 (nearest neighbour): one ViT patch per source pixel
 SPLIT_SEED = 0
 TEST_FRACTION = 0.2
+# The mixture experiment, in the spirit of CoCa's pretraining (few alt-text pairs, many labelled images): a
+# seeded, stratified quarter of the training digits keeps its captions, the rest keeps only its label.
+CAPTIONED_FRACTION = 0.25
 
 # Two captions per photo. Eight first captions are those of fixtures/train/photos.csv (the astronaut's suit is
 # orange, so that one is corrected); the rest are written for this evaluation.
@@ -67,10 +71,10 @@ SEGMENT_SECONDS = 1.5
 MAX_SEGMENTS_PER_CLIP = 12  # vtest.avi is 80 s long; 12 segments keep the classes comparable
 
 
-def write_csv(path, rows):
+def write_csv(path, rows, header=("filepath", "title")):
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["filepath", "title"])
+        w.writerow(header)
         w.writerows(rows)
 
 
@@ -98,9 +102,14 @@ def export_digits(out):
     train, test = train_test_split(
         indices, test_size=TEST_FRACTION, random_state=SPLIT_SEED, stratify=digits.target
     )
+    captioned, labelled = train_test_split(
+        train, train_size=CAPTIONED_FRACTION, random_state=SPLIT_SEED, stratify=digits.target[train]
+    )
+    captioned = set(captioned.tolist())
     out = Path(out).resolve()
     if out.exists():
         shutil.rmtree(out)
+    captioned_rows, labelled_rows = [], []
     for split, members in (("train", train), ("test", test)):
         rows = []
         for i in sorted(members):
@@ -112,13 +121,22 @@ def export_digits(out):
             path.parent.mkdir(parents=True, exist_ok=True)
             image.save(path)
             rows.append((str(path), DIGIT_TEMPLATE.format(c=DIGIT_NAMES[label])))
+            if split == "train" and i in captioned:
+                captioned_rows.append(rows[-1])
+            elif split == "train":
+                # The label as a class index, as ImageNet-style CSVs give it; classnames.txt names it.
+                labelled_rows.append((str(path), label))
         write_csv(out / f"{split}.csv", rows)
+    write_csv(out / "train_captioned.csv", captioned_rows)
+    write_csv(out / "train_labelled.csv", labelled_rows, header=("filepath", "label"))
     # CLIP_benchmark's layout: class names in the dataset root, one per line, in label order.
     (out / "classnames.txt").write_text("\n".join(DIGIT_NAMES) + "\n")
     (out / "templates.txt").write_text(DIGIT_TEMPLATE + "\n")
-    summary = {"train": len(train), "test": len(test), "image_size": DIGIT_SIZE, "seed": SPLIT_SEED}
+    summary = {"train": len(train), "test": len(test), "image_size": DIGIT_SIZE, "seed": SPLIT_SEED,
+               "train_captioned": len(captioned_rows), "train_labelled": len(labelled_rows)}
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
-    print(f"digits: {len(train)} train, {len(test)} test images in {out}")
+    print(f"digits: {len(train)} train ({len(captioned_rows)} captioned, {len(labelled_rows)} labelled), "
+          f"{len(test)} test images in {out}")
 
 
 def photo_array(name):
