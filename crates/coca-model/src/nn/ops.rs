@@ -280,7 +280,9 @@ fn packed_linear(
     let bias = bias
         .map(|b| b.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>())
         .transpose()?;
-    let mut out = vec![0f32; rows * weight.n()];
+    let len = rows * weight.n();
+    // Filled by the product without being zeroed first: zeroing is a pass over memory on one thread.
+    let mut out: Vec<f32> = Vec::with_capacity(len);
     {
         // The activations are read where they lie (a copy of them would cost a pass over memory per product).
         let (storage, layout) = flat.storage_and_layout();
@@ -289,8 +291,12 @@ fn packed_linear(
         else {
             candle_core::bail!("packed product: f32 CPU activations expected");
         };
-        packed_product(&data[start..end], rows, weight, bias.as_deref(), &mut out)?;
+        let slots = &mut out.spare_capacity_mut()[..len];
+        packed_product(&data[start..end], rows, weight, bias.as_deref(), slots)?;
     }
+    // SAFETY: `packed_product` returned Ok, so it initialised every one of the `len` values it was given (its
+    // contract), which are the vector's first `len` elements.
+    unsafe { out.set_len(len) };
     then(&mut out);
     Tensor::from_vec(out, out_shape, x.device())?.to_dtype(x.dtype())
 }
@@ -303,15 +309,23 @@ const WEIGHT_ONLY_MAX_ROWS: usize = 1;
 
 /// The low-precision kernel of a packed product of `m` activation rows: the weight-only kernel for at most
 /// [`WEIGHT_ONLY_MAX_ROWS`] rows; more rows on AMX tiles where the CPU has them (int8 and bf16), else `vpdpbusd`
-/// (int8) or `vdpbf16ps` (bf16) on AVX-512, else the portable reference products.
+/// (int8) or `vdpbf16ps` (bf16) on AVX-512, else the portable reference products. When it returns Ok, every
+/// value of `out` is initialised: the AMX kernel writes all of them, the others get a zeroed output to write.
 fn packed_product(
     x: &[f32],
     m: usize,
     weight: &PackedWeight,
     bias: Option<&[f32]>,
-    out: &mut [f32],
+    out: &mut [std::mem::MaybeUninit<f32>],
 ) -> Result<()> {
     let thin = m <= WEIGHT_ONLY_MAX_ROWS;
+    #[cfg(target_arch = "x86_64")]
+    if !thin {
+        if let Some(cpu) = super::kernels::cpu::amx() {
+            return lowp::amx::matmul(cpu, x, m, weight, bias, out);
+        }
+    }
+    let out = lowp::zeroed(out);
     #[cfg(target_arch = "x86_64")]
     {
         use super::kernels::cpu;
@@ -319,8 +333,6 @@ fn packed_product(
             if let Some(cpu) = cpu::avx512() {
                 return lowp::avx512::thin_matmul(cpu, x, m, weight, bias, out);
             }
-        } else if let Some(cpu) = cpu::amx() {
-            return lowp::amx::matmul(cpu, x, m, weight, bias, out);
         } else {
             match (weight.format(), cpu::avx512_vnni(), cpu::avx512_bf16()) {
                 (PackedFormat::Int8, Some(cpu), _) => {

@@ -28,6 +28,7 @@
 //! configuration) is not disturbed between them.
 
 use std::arch::x86_64::*;
+use std::mem::MaybeUninit;
 use std::ops::Range;
 
 use candle_core::Result;
@@ -437,13 +438,17 @@ impl Job<'_> {
 
 /// `out (m, n) = x (m, k) · Wᵀ (+ bias)` on AMX tiles, with the contract, errors and arithmetic of
 /// [`super::matmul_reference`] (int8: the same bits; bf16: the same up to the order of the f32 sums).
+///
+/// `out` may be uninitialised memory: every one of its `m · n` values is written (each row below `m` of each
+/// row block, each channel below `n` of each panel, by the epilogue of the one task that owns them), so the
+/// output needs no zeroing first.
 pub(crate) fn matmul(
     cpu: Amx,
     x: &[f32],
     m: usize,
     weight: &PackedWeight,
     bias: Option<&[f32]>,
-    out: &mut [f32],
+    out: &mut [MaybeUninit<f32>],
 ) -> Result<()> {
     check_operands(x, m, weight, bias, out)?;
     if m == 0 {
@@ -456,7 +461,7 @@ pub(crate) fn matmul(
         bias,
         m,
         out: Out {
-            ptr: out.as_mut_ptr(),
+            ptr: out.as_mut_ptr().cast::<f32>(),
             n: weight.n(),
         },
     };
@@ -507,6 +512,9 @@ pub fn matmul_on_amx(
             "AMX matmul: this CPU has no usable AMX (or COCA_AMX=0 / COCA_AVX512=0 is set)"
         );
     };
+    // SAFETY: `MaybeUninit<f32>` has the layout of `f32`, and `matmul` writes only f32 values into the slice,
+    // so `out` holds initialised values throughout.
+    let out = unsafe { &mut *(out as *mut [f32] as *mut [MaybeUninit<f32>]) };
     matmul(cpu, x, m, weight, bias, out)
 }
 
@@ -558,7 +566,9 @@ mod tests {
 
     #[test]
     fn int8_is_bit_identical_and_bf16_close_to_the_reference() {
-        let Some(cpu) = amx_or_skip() else { return };
+        if amx_or_skip().is_none() {
+            return;
+        }
         for k in [64, 70, 768] {
             for n in [16, 40, 304] {
                 let w: Vec<f32> = values(n * k, 11).iter().map(|v| v * 0.1).collect();
@@ -569,9 +579,10 @@ mod tests {
                     let x = activations(m, k);
                     for b in [Some(&bias[..]), None] {
                         let mut want = vec![0f32; m * n];
-                        let mut got = vec![1f32; m * n];
+                        // NaN everywhere first: a value the kernel failed to write cannot pass.
+                        let mut got = vec![f32::NAN; m * n];
                         matmul_reference(&x, m, &int8, b, &mut want).unwrap();
-                        matmul(cpu, &x, m, &int8, b, &mut got).unwrap();
+                        matmul_on_amx(&x, m, &int8, b, &mut got).unwrap();
                         let same = want
                             .iter()
                             .zip(&got)
@@ -584,7 +595,8 @@ mod tests {
                             .map(|v| if v.is_finite() { *v } else { 0.5 })
                             .collect();
                         matmul_reference(&x, m, &bf16, b, &mut want).unwrap();
-                        matmul(cpu, &x, m, &bf16, b, &mut got).unwrap();
+                        got.fill(f32::NAN);
+                        matmul_on_amx(&x, m, &bf16, b, &mut got).unwrap();
                         let w16 = bf16.dequantize().unwrap();
                         for r in 0..m {
                             for c in 0..n {
@@ -612,7 +624,9 @@ mod tests {
 
     #[test]
     fn a_view_of_some_panels_multiplies_only_those_channels() {
-        let Some(cpu) = amx_or_skip() else { return };
+        if amx_or_skip().is_none() {
+            return;
+        }
         let (m, n, k) = (20, 72, 96);
         let w = values(n * k, 3);
         let x = values(m * k, 4);
@@ -624,7 +638,7 @@ mod tests {
             let mut want = vec![0f32; m * 40];
             let mut got = vec![0f32; m * 40];
             matmul_reference(&x, m, &part, None, &mut want).unwrap();
-            matmul(cpu, &x, m, &part, None, &mut got).unwrap();
+            matmul_on_amx(&x, m, &part, None, &mut got).unwrap();
             for (g, e) in got.iter().zip(&want) {
                 assert!(
                     (g - e).abs() <= 1e-5 * e.abs().max(1.0),
@@ -677,18 +691,20 @@ mod tests {
 
     #[test]
     fn operands_of_the_wrong_size_are_refused_as_by_the_reference() {
-        let Some(cpu) = amx_or_skip() else { return };
+        if amx_or_skip().is_none() {
+            return;
+        }
         let w = PackedWeight::quantize_int8(&[1.0; 8], 2, 4).unwrap();
         let mut out = [0f32; 2];
         let want = matmul_reference(&[1.0; 3], 1, &w, None, &mut out).unwrap_err();
-        let got = matmul(cpu, &[1.0; 3], 1, &w, None, &mut out).unwrap_err();
+        let got = matmul_on_amx(&[1.0; 3], 1, &w, None, &mut out).unwrap_err();
         // The first line: candle appends a backtrace when RUST_BACKTRACE is set.
         let first = |e: candle_core::Error| e.to_string().lines().next().unwrap_or("").to_string();
         let got = first(got);
         assert_eq!(got, first(want));
         assert!(got.contains("x has 3 values"), "{got}");
-        let got = matmul(cpu, &[1.0; 4], 1, &w, Some(&[0.0; 3]), &mut out).unwrap_err();
+        let got = matmul_on_amx(&[1.0; 4], 1, &w, Some(&[0.0; 3]), &mut out).unwrap_err();
         assert!(got.to_string().contains("low-precision matmul"), "{got}");
-        matmul(cpu, &[], 0, &w, None, &mut []).unwrap();
+        matmul_on_amx(&[], 0, &w, None, &mut []).unwrap();
     }
 }

@@ -28,6 +28,7 @@ pub mod amx;
 #[cfg(target_arch = "x86_64")]
 pub mod avx512;
 
+use std::mem::MaybeUninit;
 use std::sync::Arc;
 
 use candle_core::Result;
@@ -396,6 +397,15 @@ pub fn quantize_rows(x: &[f32], m: usize, k: usize, k_padded: usize) -> (Vec<i8>
     (q, scales)
 }
 
+/// `out` with every element set to 0, as values: for a kernel that takes an initialised output.
+pub(crate) fn zeroed(out: &mut [MaybeUninit<f32>]) -> &mut [f32] {
+    for v in out.iter_mut() {
+        v.write(0.0);
+    }
+    // SAFETY: every element was initialised just above, and `MaybeUninit<f32>` has the layout of `f32`.
+    unsafe { &mut *(out as *mut [MaybeUninit<f32>] as *mut [f32]) }
+}
+
 /// The bf16 bit pattern nearest to `v` (ties to even; NaN stays NaN).
 pub fn bf16_bits(v: f32) -> u16 {
     let bits = v.to_bits();
@@ -411,13 +421,14 @@ pub fn bf16_to_f32(bits: u16) -> f32 {
     f32::from_bits(u32::from(bits) << 16)
 }
 
-/// Fail unless `x` (m, k), `out` (m, n) and `bias` (n) fit `weight` (n, k): the operands every product here takes.
-pub(crate) fn check_operands(
+/// Fail unless `x` (m, k), `out` (m, n) and `bias` (n) fit `weight` (n, k): the operands every product here takes
+/// (`out` as values, or as memory a kernel fills).
+pub(crate) fn check_operands<T>(
     x: &[f32],
     m: usize,
     weight: &PackedWeight,
     bias: Option<&[f32]>,
-    out: &[f32],
+    out: &[T],
 ) -> Result<()> {
     let (n, k) = (weight.n(), weight.k());
     if Some(x.len()) != m.checked_mul(k)
