@@ -9,7 +9,7 @@
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{f32_slice, ELEMS_PER_TASK};
+use super::{f32_slice, filled, ELEMS_PER_TASK};
 
 /// `x + y` elementwise for f32 tensors of the same shape on the CPU; the gradient flows unchanged to both.
 pub fn add(x: &Tensor, y: &Tensor) -> Result<Tensor> {
@@ -43,20 +43,20 @@ impl CustomOp2 for Add {
         if y.len() != n {
             candle_core::bail!("coca-add: operands of {n} and {} elements", y.len());
         }
-        // Written once by the tasks below instead of zeroed first: a pass of memset less over the output.
-        let mut out: Vec<f32> = Vec::with_capacity(n);
-        out.spare_capacity_mut()[..n]
-            .par_chunks_mut(ELEMS_PER_TASK)
-            .zip(x.par_chunks(ELEMS_PER_TASK))
-            .zip(y.par_chunks(ELEMS_PER_TASK))
-            .for_each(|((o, x), y)| {
-                for ((o, a), b) in o.iter_mut().zip(x).zip(y) {
-                    o.write(a + b);
-                }
-            });
-        // SAFETY: the chunks of `spare_capacity_mut()[..n]` cover all of its n elements, and `x` and `y` (both
-        // of n elements: one shape, contiguous) pair one value with each, so every element was written above.
-        unsafe { out.set_len(n) };
+        let fill = |slots: &mut [std::mem::MaybeUninit<f32>]| {
+            slots
+                .par_chunks_mut(ELEMS_PER_TASK)
+                .zip(x.par_chunks(ELEMS_PER_TASK))
+                .zip(y.par_chunks(ELEMS_PER_TASK))
+                .for_each(|((o, x), y)| {
+                    for ((o, a), b) in o.iter_mut().zip(x).zip(y) {
+                        o.write(a + b);
+                    }
+                });
+        };
+        // SAFETY: the chunks cover all n slots, and `x` and `y` (n values each, checked above) pair one value
+        // with each, so `fill` writes every slot.
+        let out = unsafe { filled(n, fill) };
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 

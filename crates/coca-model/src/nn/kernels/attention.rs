@@ -226,11 +226,16 @@ fn forward(
 ) -> (Vec<f32>, Vec<f32>) {
     let (d, lq, lk) = (g.head_dim, g.queries, g.keys);
     let e = g.output_width();
-    let mut out = vec![0f32; g.batch * lq * e];
-    let mut probs = vec![0f32; g.tasks() * g.probs_per_task()];
+    if lq == 0 || lk == 0 {
+        // No scores: no task below would run, and the output (attention over no keys) is zero.
+        return (vec![0f32; g.batch * lq * e], Vec::new());
+    }
+    // Both written by the tasks below without being zeroed first (a pass over memory on one thread).
+    let mut out: Vec<f32> = Vec::with_capacity(g.batch * lq * e);
+    let mut probs: Vec<f32> = Vec::with_capacity(g.tasks() * g.probs_per_task());
     let out_ptr = SharedMut(out.as_mut_ptr());
     let input = |role: usize| inputs[g.roles[role].0].as_ptr();
-    probs
+    probs.spare_capacity_mut()[..g.tasks() * g.probs_per_task()]
         .par_chunks_mut(g.probs_per_task().max(1))
         .enumerate()
         .for_each(|(task, p)| {
@@ -239,18 +244,21 @@ fn forward(
             let (k_at, k_rs) = g.at(1, b, h);
             let (v_at, v_rs) = g.at(2, b, h);
             // SAFETY: Q, K and V of (b, h) lie inside their inputs (the geometry was checked against the
-            // shapes); `p` is this task's own block; the output block of (b, h) — rows of item b, columns of
-            // head h — is written by this task only.
+            // shapes); `p` is this task's own block, read as values only after the scores product has written
+            // all of it (`MaybeUninit<f32>` has the layout of `f32`); the output block of (b, h) — rows of item
+            // b, columns of head h — is written by this task only, inside the capacity of `out`.
             unsafe {
                 let (q, k, v) = (input(0).add(q_at), input(1).add(k_at), input(2).add(v_at));
-                // Scores: Q (lq × d) · Kᵀ (d × lk), the scale folded into the product.
+                // Scores: Q (lq × d) · Kᵀ (d × lk), the scale folded into the product, which writes every one of
+                // the lq · lk values of `p` (its destination is not read).
                 product(
                     (lq, lk, d),
-                    (p.as_mut_ptr(), lk, 1),
+                    (p.as_mut_ptr().cast::<f32>(), lk, 1),
                     (q, q_rs, 1),
                     (k, 1, k_rs),
                     scale,
                 );
+                let p = &mut *(p as *mut [std::mem::MaybeUninit<f32>] as *mut [f32]);
                 for (i, row) in p.chunks_exact_mut(lk.max(1)).enumerate() {
                     if let Some(m) = mask {
                         let at = m.offsets[task * lq + i];
@@ -276,6 +284,13 @@ fn forward(
                 );
             }
         });
+    // SAFETY: every task wrote all lq · lk values of its block of `probs` (the scores product, whose destination
+    // is not read) and its (b, h) block of `out` (lq rows × head h's d columns, by the second product, whose
+    // destination is not read either); the batch · heads tasks cover every block of both.
+    unsafe {
+        out.set_len(g.batch * lq * e);
+        probs.set_len(g.tasks() * g.probs_per_task());
+    }
     (out, probs)
 }
 

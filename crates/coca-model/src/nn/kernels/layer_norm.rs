@@ -4,7 +4,7 @@
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{f32_slice, rows_per_task};
+use super::{f32_slice, filled, rows_per_task};
 
 /// `(x − mean) / sqrt(var + eps) · weight + bias` over the last dimension of `x`; `weight`, `bias`: (width,).
 /// f32 on the CPU; on CUDA with the `cuda` feature, `x` f32 or bf16 and the result in `x`'s dtype, the statistics
@@ -58,18 +58,31 @@ impl CustomOp3 for LayerNorm {
         let w = f32_slice(s2, l2, self.name())?;
         let b = f32_slice(s3, l3, self.name())?;
         let width = w.len();
-        let mut out = vec![0f32; x.len()];
+        if width == 0 || x.len() % width != 0 || b.len() != width {
+            candle_core::bail!(
+                "{}: {} values are not rows of the {width} weights and {} biases",
+                self.name(),
+                x.len(),
+                b.len()
+            );
+        }
         let chunk = rows_per_task(width) * width;
-        out.par_chunks_mut(chunk)
-            .zip(x.par_chunks(chunk))
-            .for_each(|(out, x)| {
-                for (o, r) in out.chunks_exact_mut(width).zip(x.chunks_exact(width)) {
-                    let (mean, rstd) = row_stats(r, self.eps);
-                    for (((o, &v), &w), &b) in o.iter_mut().zip(r).zip(w).zip(b) {
-                        *o = (v - mean) * rstd * w + b;
+        let fill = |slots: &mut [std::mem::MaybeUninit<f32>]| {
+            slots
+                .par_chunks_mut(chunk)
+                .zip(x.par_chunks(chunk))
+                .for_each(|(out, x)| {
+                    for (o, r) in out.chunks_exact_mut(width).zip(x.chunks_exact(width)) {
+                        let (mean, rstd) = row_stats(r, self.eps);
+                        for (((o, &v), &w), &b) in o.iter_mut().zip(r).zip(w).zip(b) {
+                            o.write((v - mean) * rstd * w + b);
+                        }
                     }
-                }
-            });
+                });
+        };
+        // SAFETY: `x` is whole rows of `width` (checked above) and the weight and bias are `width` long, so the
+        // chunks, rows and elements above pair a value with every one of the `x.len()` slots.
+        let out = unsafe { filled(x.len(), fill) };
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 

@@ -45,6 +45,8 @@ pub use linear::linear;
 pub use lm_head::lm_head_cross_entropy_sum;
 pub use softmax::scaled_masked_softmax;
 
+use std::mem::MaybeUninit;
+
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, Layout, Result};
 
@@ -60,6 +62,20 @@ fn f32_slice<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> Result<&
         candle_core::bail!("{op}: operand must be contiguous");
     };
     Ok(&data[start..end])
+}
+
+/// A vector of `len` values that `fill` writes, without zeroing them first: zeroing is a pass over memory on the
+/// calling thread alone, while `fill` writes them once on every thread.
+///
+/// # Safety
+/// `fill` must write every one of the `len` slots it is given before it returns.
+unsafe fn filled(len: usize, fill: impl FnOnce(&mut [MaybeUninit<f32>])) -> Vec<f32> {
+    let mut out = Vec::with_capacity(len);
+    fill(&mut out.spare_capacity_mut()[..len]);
+    // SAFETY: `fill` wrote all `len` slots (this function's contract), which are the vector's first `len`
+    // elements.
+    unsafe { out.set_len(len) };
+    out
 }
 
 /// Rows per parallel task for rows of `width` elements (at least one).
