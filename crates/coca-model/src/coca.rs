@@ -6,7 +6,7 @@ use candle_nn::VarBuilder;
 use crate::config::CocaConfig;
 use crate::decoder::MultimodalDecoder;
 use crate::nn::layers::ProductVisitor;
-use crate::nn::ops::{l2_normalize, PackedFormat};
+use crate::nn::ops::{self, l2_normalize, PackedFormat};
 use crate::nn::{Activation, AllAtOnce, BlockRunner};
 use crate::text::{TextOutput, TextTower};
 use crate::vision::{VisionOutput, VisionTower};
@@ -132,12 +132,16 @@ impl Coca {
 
     /// Encode preprocessed images (batch, 3, H, W).
     pub fn encode_image(&self, images: &Tensor) -> Result<ImageEncoding> {
-        ImageEncoding::of(self.visual.forward(images, &AllAtOnce)?)
+        ops::on_kernel_threads(images.device(), || {
+            ImageEncoding::of(self.visual.forward(images, &AllAtOnce)?)
+        })
     }
 
     /// Encode token ids (batch, len ≤ context length).
     pub fn encode_text(&self, ids: &Tensor) -> Result<TextEncoding> {
-        TextEncoding::of(self.text.forward(ids, &AllAtOnce)?)
+        ops::on_kernel_threads(ids.device(), || {
+            TextEncoding::of(self.text.forward(ids, &AllAtOnce)?)
+        })
     }
 
     /// open_clip's training forward: both embeddings, teacher-forced caption logits and their labels.

@@ -175,6 +175,12 @@ impl Coca {
     /// the logits that predict the token after the last of them: (rows, vocab), in the model's dtype. Equal to the
     /// teacher-forced logits of [`Coca::forward`] at those positions.
     pub fn forward_cached(&self, tokens: &[Vec<u32>], cache: &mut DecodeCache) -> Result<Tensor> {
+        let device = self.device().clone();
+        crate::nn::ops::on_kernel_threads(&device, || self.forward_cached_here(tokens, cache))
+    }
+
+    /// [`Coca::forward_cached`] on the calling thread.
+    fn forward_cached_here(&self, tokens: &[Vec<u32>], cache: &mut DecodeCache) -> Result<Tensor> {
         let rows = cache.rows();
         let n = tokens.first().map_or(0, Vec::len);
         if tokens.len() != rows || n == 0 || tokens.iter().any(|t| t.len() != n) {

@@ -44,6 +44,10 @@
 //! | [`cross_entropy`] | kernel (one pass over the logits each way) | composed log-softmax and gather | composed log-softmax and gather |
 //! | [`lm_head_nll_sum`] | kernel, logits never stored | logits in chunks of rows (`chunked_lm_head`) | logits in chunks of rows |
 //!
+//! Where the ops run: [`on_kernel_threads`] moves a whole inference forward (`Coca::encode_image`,
+//! `Coca::encode_text`, `Coca::forward_cached`) onto one of rayon's threads on the coca CPU path, so that its ops
+//! split their work from inside the pool.
+//!
 //! The rest ([`log_softmax_last_dim`], [`quick_gelu`], [`l2_normalize`], [`split_heads`]) are the same candle
 //! compositions everywhere. The parity tests against open_clip run the coca CPU path and, inside
 //! [`with_composed_ops`], the candle path, both with gradients.
@@ -105,6 +109,23 @@ fn coca_cuda_enabled() -> bool {
 
 thread_local! {
     static COMPOSED_ONLY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Run a whole forward `f` on one of rayon's threads when the coca CPU path is on for `device` (the CPU), so
+/// that each op inside it splits its work with the pool's other threads by work-stealing from there. Called
+/// from outside the pool, every parallel op would instead hand its work to the pool and put the caller to
+/// sleep until it is done: two thread switches per op, which cost more than many of a batch-1 forward's ops.
+/// Inside [`with_composed_ops`] (a flag of the calling thread), on other devices and on the pool's own threads
+/// `f` runs where it is called.
+pub fn on_kernel_threads<R: Send>(device: &Device, f: impl FnOnce() -> R + Send) -> R {
+    let here = !matches!(device, Device::Cpu)
+        || !coca_cpu_enabled()
+        || rayon::current_thread_index().is_some();
+    if here {
+        f()
+    } else {
+        rayon::scope(|_| f())
+    }
 }
 
 /// Run `f` with the coca CPU path off on the calling thread, so that the models inside it take candle's ops: the
@@ -765,6 +786,37 @@ pub(crate) mod tests {
         let y = linear(&x, &LinearWeight::Dense(wv.as_tensor().clone()), None).unwrap();
         let grads = y.sum_all().unwrap().backward().unwrap();
         assert!(grads.get(wv.as_tensor()).is_some());
+    }
+
+    #[test]
+    fn forwards_move_onto_the_pool_except_under_composed_ops() {
+        let cpu = Device::Cpu;
+        // From a thread outside the pool (a test thread): onto one of rayon's threads.
+        let outside =
+            std::thread::spawn(move || on_kernel_threads(&cpu, rayon::current_thread_index))
+                .join()
+                .unwrap();
+        assert!(outside.is_some());
+        // Already on the pool: where it is.
+        let inside = rayon::scope(|_| {
+            let here = rayon::current_thread_index();
+            (
+                here,
+                on_kernel_threads(&Device::Cpu, rayon::current_thread_index),
+            )
+        });
+        assert_eq!(inside.0, inside.1);
+        // Inside `with_composed_ops` (a flag of this thread): on this thread, which keeps the flag.
+        let composed = std::thread::spawn(|| {
+            with_composed_ops(|| {
+                on_kernel_threads(&Device::Cpu, || {
+                    (rayon::current_thread_index(), coca_cpu_enabled())
+                })
+            })
+        })
+        .join()
+        .unwrap();
+        assert_eq!(composed, (None, false));
     }
 
     #[test]
