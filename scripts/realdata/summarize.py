@@ -270,7 +270,7 @@ def section(work, coca, root):
     s = f"""{BEGIN}
 ## Real data (issues #5 and #20)
 
-Produced by `scripts/realdata/run.sh` on {date}, {machine()}, `{version}` (commit {git_commit(root)}),
+Produced by `scripts/realdata/run.sh` (scripts at commit {git_commit(root)}) on {date}, {machine()}, `{version}`
 built with `--features ffmpeg`; settings `DIGIT_STEPS={train['steps']}`, `PHOTO_STEPS={ft['steps']}`.
 Every number below is read from the JSON the coca commands wrote into `runs/realdata/results/`; the data comes
 from scikit-learn's digits and sample images, scikit-image's `skimage.data` and Debian's `opencv-doc` clips
