@@ -22,8 +22,8 @@ pub enum WeightKind {
 impl WeightKind {
     /// The format a weight of this kind is packed to in a model packed to `format`, or `None` where it stays
     /// as loaded: products take the model's format; the embedding table is packed to bf16 in a bf16 model and
-    /// stays f32 in an int8 one, where int8 or bf16 rows of it each changed 2 of the digits model's 360 greedy
-    /// captions and f32 rows none (`docs/inference.md`).
+    /// stays f32 in an int8 one, where rounding its rows as well cost a trained model more accuracy than int8 is
+    /// allowed to (measured in `docs/inference.md`).
     pub fn packed_format(self, format: PackedFormat) -> Option<PackedFormat> {
         match (self, format) {
             (Self::Product, format) => Some(format),
