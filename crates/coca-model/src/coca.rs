@@ -144,6 +144,30 @@ impl Coca {
         })
     }
 
+    /// The pooled image embedding before L2 normalisation (batch, embed_dim): open_clip's
+    /// `encode_image(normalize=False)`.
+    pub fn encode_image_pooled(&self, images: &Tensor) -> Result<Tensor> {
+        ops::on_kernel_threads(images.device(), || {
+            Ok(self.visual.forward(images, &AllAtOnce)?.pooled)
+        })
+    }
+
+    /// The pooled text embedding before L2 normalisation (batch, embed_dim): open_clip's
+    /// `encode_text(normalize=False)`.
+    pub fn encode_text_pooled(&self, ids: &Tensor) -> Result<Tensor> {
+        ops::on_kernel_threads(ids.device(), || {
+            Ok(self.text.forward(ids, &AllAtOnce)?.pooled)
+        })
+    }
+
+    /// The image tower's token states after its last block, before the poolers (batch, n, width): what frozen-
+    /// feature probes read.
+    pub fn encode_image_tokens(&self, images: &Tensor) -> Result<Tensor> {
+        ops::on_kernel_threads(images.device(), || {
+            self.visual.encode_tokens(images, &AllAtOnce)
+        })
+    }
+
     /// open_clip's training forward: both embeddings, teacher-forced caption logits and their labels.
     pub fn forward(&self, images: &Tensor, ids: &Tensor) -> Result<CocaOutput> {
         let image = self.encode_image(images)?;
@@ -351,6 +375,30 @@ mod tests {
             let next: Vec<u32> = logits.argmax(1).unwrap().to_vec1().unwrap();
             assert_eq!(next.len(), 4);
         }
+    }
+
+    #[test]
+    fn the_pooled_and_token_encodings_are_those_of_the_towers() {
+        let model = tiny_model();
+        let (images, ids) = batch(2, 3);
+        let image = model.encode_image(&images).unwrap();
+        let pooled = model.encode_image_pooled(&images).unwrap();
+        assert_eq!(
+            l2_normalize(&pooled).unwrap().to_vec2::<f32>().unwrap(),
+            image.embedding.to_vec2::<f32>().unwrap()
+        );
+        let text = model.encode_text(&ids).unwrap();
+        let pooled = model.encode_text_pooled(&ids).unwrap();
+        assert_eq!(
+            l2_normalize(&pooled).unwrap().to_vec2::<f32>().unwrap(),
+            text.embedding.to_vec2::<f32>().unwrap()
+        );
+        let tokens = model.encode_image_tokens(&images).unwrap();
+        let direct = model.visual().encode_tokens(&images, &AllAtOnce).unwrap();
+        assert_eq!(
+            tokens.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            direct.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+        );
     }
 
     #[test]

@@ -79,10 +79,7 @@ impl Model {
                 let emb = if normalize {
                     model.encode_image(&chunk)?.embedding
                 } else {
-                    model
-                        .visual()
-                        .forward(&chunk, &coca_model::AllAtOnce)?
-                        .pooled
+                    model.encode_image_pooled(&chunk)?
                 };
                 flat_f32(&emb)
             })?;
@@ -110,7 +107,7 @@ impl Model {
                 let emb = if normalize {
                     model.encode_text(&chunk)?.embedding
                 } else {
-                    model.text().forward(&chunk, &coca_model::AllAtOnce)?.pooled
+                    model.encode_text_pooled(&chunk)?
                 };
                 flat_f32(&emb)
             })?;

@@ -115,8 +115,7 @@ pub fn run(args: BenchArgs, _global: &Global) -> Result<()> {
         })?;
         let encoder = time_median(args.warmup, args.iters, || {
             model
-                .visual()
-                .encode_tokens(&pixels, &coca_model::AllAtOnce)?
+                .encode_image_tokens(&pixels)?
                 .sum_all()?
                 .to_dtype(DType::F32)?
                 .to_scalar::<f32>()?;

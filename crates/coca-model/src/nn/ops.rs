@@ -45,8 +45,8 @@
 //! | [`lm_head_nll_sum`] | kernel, logits never stored | logits in chunks of rows (`chunked_lm_head`) | logits in chunks of rows |
 //!
 //! Where the ops run: [`on_kernel_threads`] moves a whole inference forward (`Coca::encode_image`,
-//! `Coca::encode_text`, `Coca::forward_cached`) onto one of rayon's threads on the coca CPU path, so that its ops
-//! split their work from inside the pool.
+//! `Coca::encode_text` and the other `Coca::encode_*`, `Coca::forward_cached`) onto one of rayon's threads on the
+//! coca CPU path, so that its ops split their work from inside the pool.
 //!
 //! The rest ([`log_softmax_last_dim`], [`quick_gelu`], [`l2_normalize`], [`split_heads`]) are the same candle
 //! compositions everywhere. The parity tests against open_clip run the coca CPU path and, inside

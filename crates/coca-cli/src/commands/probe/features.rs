@@ -307,7 +307,7 @@ pub fn features(
 /// The pooler-input tokens (B, T, W) and normalised embeddings (B, E) of preprocessed images (B, 3, S, S).
 pub fn encode(model: &Coca, pixels: &Tensor) -> Result<(Tensor, Tensor)> {
     let visual = model.visual();
-    let x = visual.encode_tokens(pixels, &coca_model::AllAtOnce)?;
+    let x = model.encode_image_tokens(pixels)?;
     let tokens = visual.pooler_context(&x)?;
     let embedding = l2_normalize(&visual.forward_tokens(&x)?.pooled)?;
     Ok((
