@@ -301,23 +301,20 @@ fn packed_linear(
     let bias = bias
         .map(|b| b.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>())
         .transpose()?;
-    let len = rows * weight.n();
-    // Filled by the product without being zeroed first: zeroing is a pass over memory on one thread.
-    let mut out: Vec<f32> = Vec::with_capacity(len);
-    {
-        // The activations are read where they lie (a copy of them would cost a pass over memory per product).
-        let (storage, layout) = flat.storage_and_layout();
-        let (Storage::Cpu(CpuStorage::F32(data)), Some((start, end))) =
-            (&*storage, layout.contiguous_offsets())
-        else {
-            candle_core::bail!("packed product: f32 CPU activations expected");
-        };
-        let slots = &mut out.spare_capacity_mut()[..len];
-        packed_product(&data[start..end], rows, weight, bias.as_deref(), slots)?;
-    }
-    // SAFETY: `packed_product` returned Ok, so it initialised every one of the `len` values it was given (its
-    // contract), which are the vector's first `len` elements.
-    unsafe { out.set_len(len) };
+    // The activations are read where they lie (a copy of them would cost a pass over memory per product).
+    let (storage, layout) = flat.storage_and_layout();
+    let (Storage::Cpu(CpuStorage::F32(data)), Some((start, end))) =
+        (&*storage, layout.contiguous_offsets())
+    else {
+        candle_core::bail!("packed product: f32 CPU activations expected");
+    };
+    let product = |slots: &mut [std::mem::MaybeUninit<f32>]| {
+        packed_product(&data[start..end], rows, weight, bias.as_deref(), slots)
+    };
+    // SAFETY: when `packed_product` returns Ok it has initialised every value of the output it was given (its
+    // contract).
+    let mut out = unsafe { kernels::filled(rows * weight.n(), product) }?;
+    drop(storage);
     then(&mut out);
     Tensor::from_vec(out, out_shape, x.device())?.to_dtype(x.dtype())
 }

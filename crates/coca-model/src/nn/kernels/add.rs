@@ -53,10 +53,11 @@ impl CustomOp2 for Add {
                         o.write(a + b);
                     }
                 });
+            Ok::<(), candle_core::Error>(())
         };
         // SAFETY: the chunks cover all n slots, and `x` and `y` (n values each, checked above) pair one value
         // with each, so `fill` writes every slot.
-        let out = unsafe { filled(n, fill) };
+        let out = unsafe { filled(n, fill) }?;
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 

@@ -79,10 +79,11 @@ impl CustomOp3 for LayerNorm {
                         }
                     }
                 });
+            Ok::<(), candle_core::Error>(())
         };
         // SAFETY: `x` is whole rows of `width` (checked above) and the weight and bias are `width` long, so the
         // chunks, rows and elements above pair a value with every one of the `x.len()` slots.
-        let out = unsafe { filled(x.len(), fill) };
+        let out = unsafe { filled(x.len(), fill) }?;
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 

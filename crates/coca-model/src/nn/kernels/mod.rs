@@ -65,17 +65,20 @@ fn f32_slice<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> Result<&
 }
 
 /// A vector of `len` values that `fill` writes, without zeroing them first: zeroing is a pass over memory on the
-/// calling thread alone, while `fill` writes them once on every thread.
+/// calling thread alone, while `fill` writes them once on every thread. `fill`'s error is returned as it is.
 ///
 /// # Safety
-/// `fill` must write every one of the `len` slots it is given before it returns.
-unsafe fn filled(len: usize, fill: impl FnOnce(&mut [MaybeUninit<f32>])) -> Vec<f32> {
+/// When `fill` returns `Ok`, it must have written every one of the `len` slots it was given.
+pub(crate) unsafe fn filled<E>(
+    len: usize,
+    fill: impl FnOnce(&mut [MaybeUninit<f32>]) -> std::result::Result<(), E>,
+) -> std::result::Result<Vec<f32>, E> {
     let mut out = Vec::with_capacity(len);
-    fill(&mut out.spare_capacity_mut()[..len]);
-    // SAFETY: `fill` wrote all `len` slots (this function's contract), which are the vector's first `len`
-    // elements.
+    fill(&mut out.spare_capacity_mut()[..len])?;
+    // SAFETY: `fill` returned Ok, so it wrote all `len` slots (this function's contract), which are the
+    // vector's first `len` elements.
     unsafe { out.set_len(len) };
-    out
+    Ok(out)
 }
 
 /// Rows per parallel task for rows of `width` elements (at least one).
